@@ -1,0 +1,390 @@
+//! Loader and typed API over the XDP data plane.
+//!
+//! The programs, maps and links live pinned under one bpffs directory, so
+//! forwarding goes on while no daemon runs; a later start re-opens the pins
+//! instead of loading anew.
+//!
+//! Layout of a pin directory:
+//! - `prog_classify`: the `l2tp_classify` XDP program
+//! - `map_global_stats`: the per-CPU global counters
+//! - `link_<ifname>`: one bpf_link per attached interface
+
+use std::{
+    fmt, fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Map, MapData, PerCpuArray},
+    programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use l2tp_common::{GlobalCounter, MAP_GLOBAL_STATS, PROG_CLASSIFY};
+
+/// The release build of `l2tp-ebpf`, built by `build.rs`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l2tp-ebpf"));
+
+/// Default bpffs directory for the pins.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/l2tp";
+
+const PIN_PROG: &str = "prog_classify";
+const PIN_MAP_STATS: &str = "map_global_stats";
+const PIN_LINK_PREFIX: &str = "link_";
+
+/// Errors of the data-plane loader, each naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("invalid interface name {0:?}: 1 to 15 bytes, no '/', whitespace or NUL")]
+    InvalidInterface(String),
+    #[error("interface {0} does not exist")]
+    UnknownInterface(String),
+    #[error("interface {0} already has our program attached (pin {1})")]
+    AlreadyAttached(String, PathBuf),
+    #[error("interface {0} has no attachment of ours")]
+    NotAttached(String),
+    #[error("{0} is not on a bpffs (mount one, or use a directory under /sys/fs/bpf)")]
+    NotBpffs(PathBuf),
+    #[error(
+        "no bpffs is visible at /sys/fs/bpf in this private mount namespace (as under `ip netns exec`): \
+         pins under {0} would not outlive this process; use `nsenter --net=/run/netns/NAME` or mount bpffs first"
+    )]
+    PrivateMountNs(PathBuf),
+    #[error("no data plane pinned under {0}")]
+    NotPinned(PathBuf),
+    #[error("attaching to {iface} ({mode}): {source}")]
+    Attach { iface: String, mode: &'static str, source: ProgramError },
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("loading eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program: {0}")]
+    Program(#[from] ProgramError),
+    #[error("map: {0}")]
+    Map(#[from] aya::maps::MapError),
+    #[error("pinning: {0}")]
+    Pin(#[from] aya::pin::PinError),
+    #[error("link: {0}")]
+    Link(#[from] aya::programs::links::LinkError),
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+}
+
+type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// How to attach the XDP program to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic mode when the driver
+    /// refuses.
+    #[default]
+    Auto,
+    /// Native mode only.
+    Native,
+    /// Generic (skb) mode only.
+    Generic,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Generic => "generic",
+        })
+    }
+}
+
+/// The mode an attachment ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Generic,
+}
+
+impl fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        })
+    }
+}
+
+/// Checks an interface name the way the kernel does (IFNAMSIZ 16 with NUL,
+/// no '/' and no whitespace), before it reaches any syscall.
+pub fn validate_ifname(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace() || b == b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(DataplaneError::InvalidInterface(name.to_owned()))
+    }
+}
+
+/// Sums of the global per-CPU counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GlobalStats {
+    pub values: [u64; GlobalCounter::COUNT as usize],
+}
+
+impl GlobalStats {
+    pub fn get(&self, c: GlobalCounter) -> u64 {
+        self.values[c as usize]
+    }
+
+    /// `(name, value)` pairs in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        GlobalCounter::ALL.iter().map(|c| (c.name(), self.get(*c)))
+    }
+}
+
+fn read_global_stats<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, u64>) -> Result<GlobalStats> {
+    let mut stats = GlobalStats::default();
+    for c in GlobalCounter::ALL {
+        let per_cpu = map.get(&(c as u32), 0)?;
+        stats.values[c as usize] = per_cpu.iter().copied().fold(0u64, u64::wrapping_add);
+    }
+    Ok(stats)
+}
+
+/// A freshly loaded (not pinned) data plane: used by BPF_PROG_TEST_RUN tests
+/// and benchmarks, which drive the programs without any interface.
+#[derive(Debug)]
+pub struct Loaded {
+    ebpf: Ebpf,
+}
+
+impl Loaded {
+    /// Loads `object` (by default [`EBPF_OBJECT`]) and its programs into the
+    /// kernel: this is where the verifier runs.
+    pub fn load(object: &[u8]) -> Result<Self> {
+        let mut ebpf = EbpfLoader::new().load(object)?;
+        classify_prog(&mut ebpf)?.load()?;
+        Ok(Self { ebpf })
+    }
+
+    /// The classify program, loaded.
+    pub fn classify(&mut self) -> Result<&mut Xdp> {
+        classify_prog(&mut self.ebpf)
+    }
+
+    pub fn global_stats(&self) -> Result<GlobalStats> {
+        let map = self.ebpf.map(MAP_GLOBAL_STATS).ok_or(DataplaneError::Missing("GLOBAL_STATS map"))?;
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        read_global_stats(&map)
+    }
+}
+
+fn classify_prog(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let prog = ebpf.program_mut(PROG_CLASSIFY).ok_or(DataplaneError::Missing("l2tp_classify program"))?;
+    Ok(prog.try_into()?)
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPFFS_MOUNTPOINT: &str = "/sys/fs/bpf";
+
+fn fs_magic(path: &Path) -> io::Result<i64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: statfs writes into the zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64)
+}
+
+/// Makes sure `dir` will live on a bpffs: mounts bpffs on /sys/fs/bpf when
+/// nothing is mounted there yet (as systemd does at boot), and refuses a
+/// directory on any other file system.
+fn ensure_bpffs(dir: &Path) -> Result<()> {
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    let magic = fs_magic(existing).map_err(|source| DataplaneError::Io {
+        what: "statfs",
+        path: existing.to_owned(),
+        source,
+    })?;
+    if magic == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    if existing == Path::new(BPFFS_MOUNTPOINT) {
+        // `ip netns exec` runs us in a private mount namespace with a fresh
+        // /sys: a bpffs mounted there would vanish with this process, and
+        // the pins with it.
+        let own = fs::read_link("/proc/self/ns/mnt").ok();
+        if own.is_some() && own != fs::read_link("/proc/1/ns/mnt").ok() {
+            return Err(DataplaneError::PrivateMountNs(dir.to_owned()));
+        }
+        let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+        if rc != 0 {
+            return Err(DataplaneError::Io {
+                what: "mounting bpffs on",
+                path: existing.to_owned(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        return Ok(());
+    }
+    Err(DataplaneError::NotBpffs(dir.to_owned()))
+}
+
+/// The data plane pinned under one bpffs directory.
+#[derive(Debug)]
+pub struct Pinned {
+    dir: PathBuf,
+}
+
+impl Pinned {
+    /// Opens the pins under `dir`, loading and pinning the object first if
+    /// nothing is pinned there yet. Existing pins are reused untouched, so
+    /// forwarding state survives a restart of the caller.
+    pub fn open_or_create(dir: &Path) -> Result<Self> {
+        let prog_pin = dir.join(PIN_PROG);
+        if prog_pin.exists() {
+            return Ok(Self { dir: dir.to_owned() });
+        }
+        ensure_bpffs(dir)?;
+        fs::create_dir_all(dir).map_err(|source| DataplaneError::Io {
+            what: "creating pin directory",
+            path: dir.to_owned(),
+            source,
+        })?;
+        let map_pin = dir.join(PIN_MAP_STATS);
+        let mut ebpf = EbpfLoader::new().map_pin_path(MAP_GLOBAL_STATS, map_pin.clone()).load(EBPF_OBJECT)?;
+        let prog = classify_prog(&mut ebpf)?;
+        prog.load()?;
+        if let Err(e) = prog.pin(&prog_pin) {
+            // Nothing half-made stays behind: drop the map pin we created.
+            let _ = fs::remove_file(&map_pin);
+            return Err(e.into());
+        }
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    /// Opens existing pins; fails if nothing is pinned under `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.join(PIN_PROG).exists() {
+            return Err(DataplaneError::NotPinned(dir.to_owned()));
+        }
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn link_pin(&self, iface: &str) -> PathBuf {
+        self.dir.join(format!("{PIN_LINK_PREFIX}{iface}"))
+    }
+
+    /// Attaches the program to `iface` (in the caller's network namespace)
+    /// and pins the link, so the attachment outlives this process.
+    pub fn attach(&self, iface: &str, mode: AttachMode) -> Result<AttachedMode> {
+        validate_ifname(iface)?;
+        let pin = self.link_pin(iface);
+        if pin.exists() {
+            return Err(DataplaneError::AlreadyAttached(iface.to_owned(), pin));
+        }
+        let cname = std::ffi::CString::new(iface).map_err(|_| DataplaneError::InvalidInterface(iface.to_owned()))?;
+        // SAFETY: cname is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(DataplaneError::UnknownInterface(iface.to_owned()));
+        }
+        let mut prog = Xdp::from_pin(self.dir.join(PIN_PROG), aya_obj::programs::XdpAttachType::Interface)?;
+        let attempts: &[(XdpMode, AttachedMode)] = match mode {
+            AttachMode::Auto => &[(XdpMode::Driver, AttachedMode::Native), (XdpMode::Skb, AttachedMode::Generic)],
+            AttachMode::Native => &[(XdpMode::Driver, AttachedMode::Native)],
+            AttachMode::Generic => &[(XdpMode::Skb, AttachedMode::Generic)],
+        };
+        let mut last_err = None;
+        for &(xdp_mode, attached) in attempts {
+            match prog.attach_to_if_index(ifindex, xdp_mode) {
+                Ok(id) => {
+                    let link = prog.take_link(id)?;
+                    let fd_link: FdLink = link.try_into()?;
+                    fd_link.pin(&pin)?;
+                    return Ok(attached);
+                }
+                Err(e) => last_err = Some((attached, e)),
+            }
+        }
+        let (attached, source) = last_err.ok_or(DataplaneError::Missing("attach mode"))?;
+        Err(DataplaneError::Attach {
+            iface: iface.to_owned(),
+            mode: match attached {
+                AttachedMode::Native => "native",
+                AttachedMode::Generic => "generic",
+            },
+            source,
+        })
+    }
+
+    /// Detaches from `iface` by removing its pinned link.
+    pub fn detach(&self, iface: &str) -> Result<()> {
+        validate_ifname(iface)?;
+        let pin = self.link_pin(iface);
+        if !pin.exists() {
+            return Err(DataplaneError::NotAttached(iface.to_owned()));
+        }
+        let link = PinnedLink::from_pin(&pin)?;
+        let _detached_on_drop: FdLink =
+            link.unpin().map_err(|source| DataplaneError::Io { what: "unpinning", path: pin, source })?;
+        Ok(())
+    }
+
+    /// Interfaces with a pinned attachment.
+    pub fn attached(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(|source| DataplaneError::Io {
+            what: "reading",
+            path: self.dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            if let Some(name) = entry.file_name().to_str().and_then(|n| n.strip_prefix(PIN_LINK_PREFIX)) {
+                out.push(name.to_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn global_stats(&self) -> Result<GlobalStats> {
+        let data = MapData::from_pin(self.dir.join(PIN_MAP_STATS))?;
+        let map = Map::from_map_data(data)?;
+        let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(map)?;
+        read_global_stats(&map)
+    }
+
+    /// Detaches everything and removes every pin and the directory: the
+    /// data plane stops.
+    pub fn destroy(self) -> Result<()> {
+        for iface in self.attached()? {
+            self.detach(&iface)?;
+        }
+        for name in [PIN_PROG, PIN_MAP_STATS] {
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(DataplaneError::Io { what: "removing pin", path, source }),
+            }
+        }
+        fs::remove_dir(&self.dir).map_err(|source| DataplaneError::Io {
+            what: "removing pin directory",
+            path: self.dir.clone(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,17 @@
+//! Fixtures for the integration tests: network namespaces, veth links, pin
+//! directories and test frames. Every fixture is an RAII guard that removes
+//! what it created when dropped, also while a failing test unwinds; guards
+//! left behind by a killed test process are swept by the next one.
+//!
+//! Test hosts use 198.18.0.0/15 and 2001:2::/48 only.
+
+pub mod frames;
+pub mod netns;
+
+pub use netns::{NetNs, PinDir};
+
+/// True when the process may create namespaces and load BPF programs.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

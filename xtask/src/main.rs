@@ -1,0 +1,108 @@
+//! `cargo xtask`: the project's task runner.
+//!
+//! - `bootstrap`: installs, idempotently, what the eBPF build and the tests
+//!   need on a fresh Debian 12 machine.
+//! - `test`: the one test command (lint, build, every test).
+//! - `demo`: the product on a topology it builds itself.
+
+mod bootstrap;
+mod demo;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Install the eBPF toolchain and test tools (each step skipped when done).
+    Bootstrap,
+    /// Build the eBPF object with the nightly toolchain.
+    BuildEbpf {
+        /// Release profile (default: dev).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Bootstrap, lint, build and run every test (privileged ones need root).
+    Test {
+        /// Extra arguments for the test runner (for example a test filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the product on a topology of network namespaces, then remove it.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Cmd::Bootstrap => bootstrap::ensure(),
+        Cmd::BuildEbpf { release } => util::build_ebpf(release).map(|p| println!("{}", p.display())),
+        Cmd::Test { args } => test(&args),
+        Cmd::Demo => demo::run(),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    use util::{cargo, step};
+    bootstrap::ensure()?;
+    step("rustfmt");
+    util::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("clippy (userspace, -D warnings)");
+    util::run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "l2tp-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("clippy (eBPF, -D warnings)");
+    util::run(util::ebpf_cargo("clippy", false).args(["--", "-D", "warnings"]))?;
+    step("eBPF object, dev profile");
+    let dev_obj = util::build_ebpf(false)?;
+    let root = util::is_root();
+    if !root {
+        eprintln!(
+            "xtask: not root: the privileged tests (BPF, network namespaces) are SKIPPED; \
+             CI runs as root and runs them all"
+        );
+    }
+    // Doc tests first (nextest does not run them), so that the run ends with
+    // the test runner's summary of all the other tests.
+    step("doc tests");
+    util::run(cargo().args(["test", "--doc", "--workspace", "--exclude", "l2tp-ebpf", "--exclude", "xtask"]))?;
+    step("tests");
+    let mut cmd = cargo();
+    if util::have("cargo-nextest") {
+        cmd.args(["nextest", "run", "--workspace", "--exclude", "l2tp-ebpf", "--no-fail-fast"]);
+        if root {
+            cmd.args(["--run-ignored", "all"]);
+        }
+        cmd.args(args);
+    } else {
+        cmd.args(["test", "--workspace", "--exclude", "l2tp-ebpf", "--no-fail-fast"]).args(args).arg("--");
+        if root {
+            cmd.arg("--include-ignored");
+        }
+    }
+    cmd.env("L2TP_EBPF_DEV_OBJ", &dev_obj);
+    util::run(&mut cmd)?;
+    Ok(())
+}
