@@ -465,7 +465,7 @@ impl AvpValue {
             },
             ROUTER_ID => u32v(v).map(Self::RouterId),
             ASSIGNED_CONNECTION_ID => u32v(v).map(Self::AssignedConnectionId),
-            PW_CAPABILITIES_LIST if v.len() % 2 == 0 => {
+            PW_CAPABILITIES_LIST if v.len().is_multiple_of(2) => {
                 Some(Self::PwCapabilities(v.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()))
             }
             PW_CAPABILITIES_LIST => None,
@@ -688,6 +688,10 @@ impl AvpValue {
             }
             Self::TxConnectSpeedBps(x) | Self::RxConnectSpeedBps(x) => put(out, &x.to_be_bytes()),
             Self::FailoverCapability { control, data, recovery_time_ms } => {
+                // RFC 4951 W-7: "MUST NOT be sent with both C and D clear".
+                if !control && !data {
+                    return None;
+                }
                 put(out, &(u16::from(*data) << 1 | u16::from(*control)).to_be_bytes());
                 put(out, &recovery_time_ms.to_be_bytes());
             }
@@ -707,25 +711,63 @@ impl AvpValue {
         Some(())
     }
 
-    /// The M bit this implementation sets when it sends this AVP (the
-    /// RFCs' "MUST"/"SHOULD" for each type).
-    pub fn default_mandatory(&self) -> bool {
+    /// The M bit this implementation sets when it sends this AVP in
+    /// `version`: RFC 2661 4.4 ("MUST"), RFC 3931 5.4 ("SHOULD ... but MAY
+    /// vary") and RFC 4951 section 5.
+    pub fn default_mandatory(&self, version: Version) -> bool {
+        use attr::*;
+        let (_, a) = self.key();
+        if let Self::Unknown { .. } = self {
+            return false;
+        }
+        match a {
+            // RFC 4951 W-1: Failover Capability "M bit MUST be 0"; W-3:
+            // Suggested Control Sequence is not mandatory.
+            FAILOVER_CAPABILITY | SUGGESTED_CONTROL_SEQUENCE => false,
+            // W-2, W-4: Tunnel Recovery and Failover Session State are.
+            TUNNEL_RECOVERY | FAILOVER_SESSION_STATE => true,
+            _ => match version {
+                Version::V2 => !matches!(
+                    a,
+                    TIE_BREAKER | FIRMWARE_REVISION | VENDOR_NAME | PHYSICAL_CHANNEL_ID | INITIAL_RECEIVED_LCP_CONFREQ
+                        ..=PROXY_AUTHEN_RESPONSE | PRIVATE_GROUP_ID | RX_CONNECT_SPEED
+                ),
+                Version::V3 => !matches!(
+                    a,
+                    VENDOR_NAME
+                        | CALL_SERIAL_NUMBER
+                        | PHYSICAL_CHANNEL_ID
+                        | CALL_ERRORS
+                        | PREFERRED_LANGUAGE
+                        | TX_CONNECT_SPEED_BPS
+                        | RX_CONNECT_SPEED_BPS
+                ),
+            },
+        }
+    }
+
+    /// AVPs the RFCs say MUST NOT be hidden (RFC 2661 4.4, RFC 3931 5.4,
+    /// RFC 4951 W-2).
+    pub fn may_be_hidden(&self) -> bool {
+        use attr::*;
         !matches!(
-            self,
-            // RFC 4951 W-1: Failover Capability M bit MUST be 0;
-            // W-3: Suggested Control Sequence M bit 0.
-            Self::FailoverCapability { .. }
-                | Self::SuggestedControlSequence { .. }
-                | Self::FirmwareRevision(_)
-                | Self::VendorName(_)
-                | Self::ReceiveWindowSize(_)
-                | Self::CallErrors(_)
-                | Self::CircuitErrors { .. }
-                | Self::PreferredLanguage(_)
-                | Self::RxConnectSpeed(_)
-                | Self::TxConnectSpeedBps(_)
-                | Self::RxConnectSpeedBps(_)
-                | Self::Unknown { .. }
+            self.key(),
+            (
+                VENDOR_IETF,
+                MESSAGE_TYPE
+                    | RESULT_CODE
+                    | PROTOCOL_VERSION
+                    | TIE_BREAKER
+                    | HOST_NAME
+                    | RECEIVE_WINDOW_SIZE
+                    | Q931_CAUSE_CODE
+                    | RANDOM_VECTOR
+                    | SEQUENCING_REQUIRED
+                    | MESSAGE_DIGEST
+                    | ROUTER_ID
+                    | CONTROL_AUTH_NONCE
+                    | TUNNEL_RECOVERY
+            )
         )
     }
 }
@@ -738,20 +780,15 @@ pub struct Avp {
 }
 
 impl Avp {
-    /// The AVP with the M bit this implementation uses for its type.
-    pub fn new(value: AvpValue) -> Self {
-        Self { flags: AvpFlags { mandatory: value.default_mandatory(), hidden: false }, value }
+    /// The AVP with the M bit this implementation uses for its type in
+    /// `version`.
+    pub fn new(version: Version, value: AvpValue) -> Self {
+        Self { flags: AvpFlags { mandatory: value.default_mandatory(version), hidden: false }, value }
     }
 
     /// The same AVP, to be sent hidden.
     pub fn hidden(mut self) -> Self {
         self.flags.hidden = true;
         self
-    }
-}
-
-impl From<AvpValue> for Avp {
-    fn from(value: AvpValue) -> Self {
-        Self::new(value)
     }
 }

@@ -133,6 +133,8 @@ pub enum EncodeError {
     Header(#[from] HeaderError),
     #[error("AVP vendor {vendor} type {attr} cannot be encoded in {version:?}")]
     Avp { vendor: u16, attr: u16, version: Version },
+    #[error("AVP type {attr} must not be hidden")]
+    MustNotBeHidden { attr: u16 },
     #[error("hidden AVP type {attr} needs a shared secret")]
     HiddenWithoutSecret { attr: u16 },
     #[error("hidden AVP type {attr} needs a Random Vector AVP before it")]
@@ -147,7 +149,7 @@ impl Message {
     pub fn decode(version: Version, body: &[u8], secret: Option<&[u8]>) -> Result<Self, DecodeError> {
         let mut it = raw_avps(body);
         let first = it.next().ok_or(DecodeError::NoMessageType)??;
-        if first.vendor != VENDOR_IETF || first.attr != attr::MESSAGE_TYPE || first.reserved_set {
+        if first.vendor != VENDOR_IETF || first.attr != attr::MESSAGE_TYPE {
             return Err(DecodeError::NoMessageType);
         }
         if first.flags.hidden {
@@ -180,8 +182,10 @@ impl Message {
                 raw.value
             };
             let unknown = || AvpValue::Unknown { vendor: raw.vendor, attr: raw.attr, value: value.to_vec() };
-            let decoded = if raw.reserved_set {
-                // RFC 2661 4.1: treated as an unrecognized AVP.
+            let decoded = if raw.reserved_set && version == Version::V2 {
+                // RFC 2661 4.1: "An AVP received with a reserved bit set to 1
+                // MUST be treated as an unrecognized AVP." (RFC 3931 5.1
+                // ignores them instead.)
                 unknown()
             } else {
                 match AvpValue::decode(version, raw.vendor, raw.attr, value) {
@@ -222,6 +226,9 @@ impl Message {
             value.clear();
             a.value.encode_value(version, &mut value).ok_or(EncodeError::Avp { vendor, attr, version })?;
             if a.flags.hidden {
+                if !a.value.may_be_hidden() {
+                    return Err(EncodeError::MustNotBeHidden { attr });
+                }
                 let key = key.as_deref().ok_or(EncodeError::HiddenWithoutSecret { attr })?;
                 let rv = rv.ok_or(EncodeError::HiddenWithoutRandomVector { attr })?;
                 value = hidden::hide(attr, key, rv, &value, &[]).ok_or(EncodeError::Avp { vendor, attr, version })?;

@@ -6,6 +6,7 @@ pub mod avp;
 pub mod header;
 pub mod hidden;
 pub mod message;
+pub mod rules;
 pub mod types;
 
 pub use avp::{Avp, AvpFlags, AvpValue, RawAvp};
