@@ -3,4 +3,5 @@
 //! No sockets, no clock, no global randomness: the daemon feeds bytes and
 //! time in and takes bytes, timers, events and data-plane updates out.
 
+pub mod fuzzing;
 pub mod wire;

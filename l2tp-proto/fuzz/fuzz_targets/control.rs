@@ -1,0 +1,4 @@
+#![no_main]
+//! `cargo +nightly fuzz run control` (from l2tp-proto/); the test suite runs the
+//! same entry point with a bounded randomized loop.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| l2tp_proto::fuzzing::control(data));
