@@ -19,6 +19,10 @@ const APT_PACKAGES: &[&str] = &[
     // network namespaces, veth, addresses
     "iproute2",
     "iputils-ping",
+    // codec cross-check against Wireshark's L2TP dissector
+    "tshark",
+    // a real L2TPv2 peer for captures and interop tests
+    "xl2tpd",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
