@@ -6,6 +6,7 @@
 //! `user` feature the map value types implement `aya::Pod`.
 #![no_std]
 
+pub mod session;
 pub mod wire;
 
 /// Name of the XDP program that classifies and counts L2TP traffic.

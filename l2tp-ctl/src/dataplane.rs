@@ -5,9 +5,11 @@
 //! instead of loading anew.
 //!
 //! Layout of a pin directory:
-//! - `prog_classify`: the `l2tp_classify` XDP program
-//! - `map_global_stats`: the per-CPU global counters
+//! - `prog_uplink`, `prog_attach`: the two XDP programs
+//! - `map_<NAME>`: every map (global counters, session tables, commands)
 //! - `link_<ifname>`: one bpf_link per attached interface
+
+pub mod session;
 
 use std::{
     fmt, fs, io,
@@ -19,7 +21,15 @@ use aya::{
     programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use l2tp_common::{GlobalCounter, MAP_GLOBAL_STATS, PROG_CLASSIFY};
+use l2tp_common::{
+    session::{
+        MAP_SESSION_BY_ID, MAP_SESSION_BY_IFINDEX, MAP_SESSION_CFG, MAP_SESSION_CMD, MAP_SESSION_STATE,
+        MAP_SESSION_STATS, MAP_TX_PORTS, PROG_ATTACH, PROG_UPLINK,
+    },
+    GlobalCounter, MAP_GLOBAL_STATS,
+};
+
+pub use session::{Cookie, Encap, RxMode, SessionParams, SessionTable};
 
 /// The release build of `l2tp-ebpf`, built by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l2tp-ebpf"));
@@ -27,14 +37,23 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 /// Default bpffs directory for the pins.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/l2tp";
 
-const PIN_PROG: &str = "prog_classify";
-const PIN_MAP_STATS: &str = "map_global_stats";
+/// Every map of the object, pinned as `map_<name>`.
+pub const MAPS: [&str; 8] = [
+    MAP_GLOBAL_STATS,
+    MAP_SESSION_BY_ID,
+    MAP_SESSION_BY_IFINDEX,
+    MAP_SESSION_CFG,
+    MAP_SESSION_STATE,
+    MAP_SESSION_CMD,
+    MAP_SESSION_STATS,
+    MAP_TX_PORTS,
+];
 const PIN_LINK_PREFIX: &str = "link_";
 
 /// Errors of the data-plane loader, each naming what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    #[error("invalid interface name {0:?}: 1 to 15 bytes, no '/', whitespace or NUL")]
+    #[error("invalid interface name {0:?}: 1 to 15 bytes, no '/', ':', whitespace or NUL")]
     InvalidInterface(String),
     #[error("interface {0} does not exist")]
     UnknownInterface(String),
@@ -61,17 +80,21 @@ pub enum DataplaneError {
     Program(#[from] ProgramError),
     #[error("map: {0}")]
     Map(#[from] aya::maps::MapError),
+    #[error("redirect map: {0}")]
+    XdpMap(#[from] aya::maps::xdp::XdpMapError),
     #[error("pinning: {0}")]
     Pin(#[from] aya::pin::PinError),
     #[error("link: {0}")]
     Link(#[from] aya::programs::links::LinkError),
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
+    #[error("session: {0}")]
+    Session(String),
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
 
-/// How to attach the XDP program to an interface.
+/// How to attach an XDP program to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AttachMode {
     /// Native (driver) mode, falling back to generic mode when the driver
@@ -110,8 +133,26 @@ impl fmt::Display for AttachedMode {
     }
 }
 
+/// Which program an interface gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Uplink: L2TP arrives here and is decapsulated.
+    Uplink,
+    /// Attachment circuit: customer frames arrive here and are encapsulated.
+    Attachment,
+}
+
+impl Role {
+    fn prog(self) -> &'static str {
+        match self {
+            Self::Uplink => PROG_UPLINK,
+            Self::Attachment => PROG_ATTACH,
+        }
+    }
+}
+
 /// Checks an interface name the way the kernel does (IFNAMSIZ 16 with NUL,
-/// no '/' and no whitespace), before it reaches any syscall.
+/// no '/', ':' or whitespace), before it reaches any syscall.
 pub fn validate_ifname(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() < 16
@@ -122,6 +163,54 @@ pub fn validate_ifname(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(DataplaneError::InvalidInterface(name.to_owned()))
+    }
+}
+
+/// Interface index of `name` in the caller's network namespace.
+pub fn ifindex(name: &str) -> Result<u32> {
+    validate_ifname(name)?;
+    let cname = std::ffi::CString::new(name).map_err(|_| DataplaneError::InvalidInterface(name.to_owned()))?;
+    // SAFETY: cname is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(cname.as_ptr()) } {
+        0 => Err(DataplaneError::UnknownInterface(name.to_owned())),
+        i => Ok(i),
+    }
+}
+
+/// MAC address of `name` in the caller's network namespace (SIOCGIFHWADDR;
+/// /sys/class/net may show another namespace).
+pub fn hwaddr(name: &str) -> Result<[u8; 6]> {
+    validate_ifname(name)?;
+    // SAFETY: plain socket/ioctl/close on a zeroed ifreq we own; the name
+    // was checked to fit IFNAMSIZ with its NUL.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(DataplaneError::Io {
+                what: "socket for",
+                path: name.into(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req);
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(if err.raw_os_error() == Some(libc::ENODEV) {
+                DataplaneError::UnknownInterface(name.to_owned())
+            } else {
+                DataplaneError::Io { what: "reading MAC address of", path: name.into(), source: err }
+            });
+        }
+        let mut mac = [0u8; 6];
+        for (d, s) in mac.iter_mut().zip(req.ifr_ifru.ifru_hwaddr.sa_data.iter()) {
+            *d = *s as u8;
+        }
+        Ok(mac)
     }
 }
 
@@ -158,30 +247,47 @@ pub struct Loaded {
     ebpf: Ebpf,
 }
 
+fn prog_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
+    let prog = ebpf.program_mut(name).ok_or(DataplaneError::Missing(name))?;
+    Ok(prog.try_into()?)
+}
+
 impl Loaded {
-    /// Loads `object` (by default [`EBPF_OBJECT`]) and its programs into the
-    /// kernel: this is where the verifier runs.
+    /// Loads `object` (by default [`EBPF_OBJECT`]) and both programs into
+    /// the kernel: this is where the verifier runs.
     pub fn load(object: &[u8]) -> Result<Self> {
         let mut ebpf = EbpfLoader::new().load(object)?;
-        classify_prog(&mut ebpf)?.load()?;
+        for name in [PROG_UPLINK, PROG_ATTACH] {
+            prog_mut(&mut ebpf, name)?.load()?;
+        }
         Ok(Self { ebpf })
     }
 
-    /// The classify program, loaded.
-    pub fn classify(&mut self) -> Result<&mut Xdp> {
-        classify_prog(&mut self.ebpf)
+    pub fn program(&mut self, role: Role) -> Result<&mut Xdp> {
+        prog_mut(&mut self.ebpf, role.prog())
     }
 
     pub fn global_stats(&self) -> Result<GlobalStats> {
         let map = self.ebpf.map(MAP_GLOBAL_STATS).ok_or(DataplaneError::Missing("GLOBAL_STATS map"))?;
-        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
-        read_global_stats(&map)
+        read_global_stats(&PerCpuArray::<_, u64>::try_from(map)?)
+    }
+
+    /// The session tables of this object (duplicated map handles).
+    pub fn sessions(&self) -> Result<SessionTable> {
+        SessionTable::open(|name| {
+            let map = self.ebpf.map(name).ok_or(DataplaneError::Missing("session map"))?;
+            dup_map(map)
+        })
     }
 }
 
-fn classify_prog(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    let prog = ebpf.program_mut(PROG_CLASSIFY).ok_or(DataplaneError::Missing("l2tp_classify program"))?;
-    Ok(prog.try_into()?)
+/// A second handle on a loaded map (same kernel object), opened by ID.
+fn dup_map(map: &Map) -> Result<Map> {
+    let data = match map {
+        Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::DevMapHash(d) => d,
+        _ => return Err(DataplaneError::Missing("map of a known type")),
+    };
+    Ok(Map::from_map_data(MapData::from_id(data.info()?.id())?)?)
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -238,6 +344,17 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
     Err(DataplaneError::NotBpffs(dir.to_owned()))
 }
 
+fn map_pin(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("map_{}", name.to_ascii_lowercase()))
+}
+
+fn prog_pin(dir: &Path, role: Role) -> PathBuf {
+    dir.join(match role {
+        Role::Uplink => "prog_uplink",
+        Role::Attachment => "prog_attach",
+    })
+}
+
 /// The data plane pinned under one bpffs directory.
 #[derive(Debug)]
 pub struct Pinned {
@@ -249,8 +366,7 @@ impl Pinned {
     /// nothing is pinned there yet. Existing pins are reused untouched, so
     /// forwarding state survives a restart of the caller.
     pub fn open_or_create(dir: &Path) -> Result<Self> {
-        let prog_pin = dir.join(PIN_PROG);
-        if prog_pin.exists() {
+        if prog_pin(dir, Role::Attachment).exists() {
             return Ok(Self { dir: dir.to_owned() });
         }
         ensure_bpffs(dir)?;
@@ -259,21 +375,35 @@ impl Pinned {
             path: dir.to_owned(),
             source,
         })?;
-        let map_pin = dir.join(PIN_MAP_STATS);
-        let mut ebpf = EbpfLoader::new().map_pin_path(MAP_GLOBAL_STATS, map_pin.clone()).load(EBPF_OBJECT)?;
-        let prog = classify_prog(&mut ebpf)?;
-        prog.load()?;
-        if let Err(e) = prog.pin(&prog_pin) {
-            // Nothing half-made stays behind: drop the map pin we created.
-            let _ = fs::remove_file(&map_pin);
-            return Err(e.into());
+        let pins: Vec<(&str, PathBuf)> = MAPS.iter().map(|m| (*m, map_pin(dir, m))).collect();
+        let result = (|| {
+            let mut loader = EbpfLoader::new();
+            for (name, path) in &pins {
+                loader.map_pin_path(name, path.clone());
+            }
+            let mut ebpf = loader.load(EBPF_OBJECT)?;
+            for role in [Role::Uplink, Role::Attachment] {
+                let prog = prog_mut(&mut ebpf, role.prog())?;
+                prog.load()?;
+                prog.pin(prog_pin(dir, role))?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            // Nothing half-made stays behind.
+            for (_, path) in &pins {
+                let _ = fs::remove_file(path);
+            }
+            for role in [Role::Uplink, Role::Attachment] {
+                let _ = fs::remove_file(prog_pin(dir, role));
+            }
         }
-        Ok(Self { dir: dir.to_owned() })
+        result.map(|()| Self { dir: dir.to_owned() })
     }
 
     /// Opens existing pins; fails if nothing is pinned under `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        if !dir.join(PIN_PROG).exists() {
+        if !prog_pin(dir, Role::Attachment).exists() {
             return Err(DataplaneError::NotPinned(dir.to_owned()));
         }
         Ok(Self { dir: dir.to_owned() })
@@ -287,21 +417,15 @@ impl Pinned {
         self.dir.join(format!("{PIN_LINK_PREFIX}{iface}"))
     }
 
-    /// Attaches the program to `iface` (in the caller's network namespace)
-    /// and pins the link, so the attachment outlives this process.
-    pub fn attach(&self, iface: &str, mode: AttachMode) -> Result<AttachedMode> {
-        validate_ifname(iface)?;
+    /// Attaches the program for `role` to `iface` (in the caller's network
+    /// namespace) and pins the link, so the attachment outlives this process.
+    pub fn attach(&self, iface: &str, role: Role, mode: AttachMode) -> Result<AttachedMode> {
+        let ifindex = ifindex(iface)?;
         let pin = self.link_pin(iface);
         if pin.exists() {
             return Err(DataplaneError::AlreadyAttached(iface.to_owned(), pin));
         }
-        let cname = std::ffi::CString::new(iface).map_err(|_| DataplaneError::InvalidInterface(iface.to_owned()))?;
-        // SAFETY: cname is a valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(DataplaneError::UnknownInterface(iface.to_owned()));
-        }
-        let mut prog = Xdp::from_pin(self.dir.join(PIN_PROG), aya_obj::programs::XdpAttachType::Interface)?;
+        let mut prog = Xdp::from_pin(prog_pin(&self.dir, role), aya_obj::programs::XdpAttachType::Interface)?;
         let attempts: &[(XdpMode, AttachedMode)] = match mode {
             AttachMode::Auto => &[(XdpMode::Driver, AttachedMode::Native), (XdpMode::Skb, AttachedMode::Generic)],
             AttachMode::Native => &[(XdpMode::Driver, AttachedMode::Native)],
@@ -360,11 +484,17 @@ impl Pinned {
         Ok(out)
     }
 
+    fn map(&self, name: &str) -> Result<Map> {
+        Ok(Map::from_map_data(MapData::from_pin(map_pin(&self.dir, name))?)?)
+    }
+
     pub fn global_stats(&self) -> Result<GlobalStats> {
-        let data = MapData::from_pin(self.dir.join(PIN_MAP_STATS))?;
-        let map = Map::from_map_data(data)?;
-        let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(map)?;
-        read_global_stats(&map)
+        read_global_stats(&PerCpuArray::<_, u64>::try_from(self.map(MAP_GLOBAL_STATS)?)?)
+    }
+
+    /// The session tables, through the pinned maps.
+    pub fn sessions(&self) -> Result<SessionTable> {
+        SessionTable::open(|name| self.map(name))
     }
 
     /// Detaches everything and removes every pin and the directory: the
@@ -373,8 +503,9 @@ impl Pinned {
         for iface in self.attached()? {
             self.detach(&iface)?;
         }
-        for name in [PIN_PROG, PIN_MAP_STATS] {
-            let path = self.dir.join(name);
+        let mut paths: Vec<PathBuf> = MAPS.iter().map(|m| map_pin(&self.dir, m)).collect();
+        paths.extend([Role::Uplink, Role::Attachment].map(|r| prog_pin(&self.dir, r)));
+        for path in paths {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -2,8 +2,10 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use std::net::IpAddr;
+
 use clap::{Parser, Subcommand, ValueEnum};
-use l2tp_ctl::dataplane::{self, AttachMode, Pinned};
+use l2tp_ctl::dataplane::{self, AttachMode, Cookie, Encap, Pinned, Role, RxMode, SessionParams};
 
 #[derive(Parser, Debug)]
 #[command(name = "l2tp-ctl", version, about = "L2TP endpoint with an XDP data plane and RFC 4951 failover")]
@@ -29,8 +31,130 @@ enum Mode {
     Generic,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CliRole {
+    Uplink,
+    Attachment,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CliEncap {
+    /// L2TPv3 over UDP (port 1701).
+    Udp,
+    /// L2TPv3 over IP protocol 115.
+    Ip,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CliRxMode {
+    /// RFC 3931 default: accept packets ahead of Nr, drop older ones.
+    AcceptNew,
+    /// Drop out-of-sequence packets until --resync-n in-sequence ones arrive.
+    Strict,
+    /// Failover mode: --resync-n consecutive packets move Nr to them.
+    Resync,
+}
+
+fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    let s = s.trim_start_matches("0x");
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("expected an even number of hex digits".into());
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string())).collect()
+}
+
+fn parse_cookie(s: &str) -> Result<Cookie, String> {
+    Cookie::new(&parse_hex(s)?).ok_or_else(|| "a cookie has 4 or 8 bytes (8 or 16 hex digits)".into())
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bytes: Result<Vec<u8>, _> = parts.iter().map(|p| u8::from_str_radix(p, 16)).collect();
+    match bytes {
+        Ok(b) if b.len() == 6 && parts.iter().all(|p| p.len() == 2) => Ok([b[0], b[1], b[2], b[3], b[4], b[5]]),
+        _ => Err("expected a MAC address like 02:00:00:00:00:01".into()),
+    }
+}
+
+/// A static L2TPv3 Ethernet pseudowire (no control connection).
+#[derive(clap::Args, Debug)]
+struct SessionArgs {
+    /// Session ID we receive on (non-zero).
+    #[arg(long)]
+    session_id: u32,
+    /// Session ID the peer receives on (non-zero).
+    #[arg(long)]
+    peer_session_id: u32,
+    #[arg(long, value_enum, default_value_t = CliEncap::Udp)]
+    encap: CliEncap,
+    /// Our address on the uplink.
+    #[arg(long)]
+    local: IpAddr,
+    /// The peer's address.
+    #[arg(long)]
+    peer: IpAddr,
+    /// Uplink interface (L2TP side).
+    #[arg(long)]
+    uplink: String,
+    /// Attachment interface (customer side).
+    #[arg(long)]
+    attachment: String,
+    /// MAC of the next hop towards the peer.
+    #[arg(long, value_parser = parse_mac)]
+    next_hop_mac: [u8; 6],
+    /// Cookie the peer sends (checked), hex, 4 or 8 bytes.
+    #[arg(long, value_parser = parse_cookie)]
+    cookie: Option<Cookie>,
+    /// Cookie we send, hex, 4 or 8 bytes.
+    #[arg(long, value_parser = parse_cookie)]
+    peer_cookie: Option<Cookie>,
+    /// Send and check sequence numbers (implies the L2-Specific Sublayer).
+    #[arg(long)]
+    sequencing: bool,
+    /// Use the default L2-Specific Sublayer without sequencing.
+    #[arg(long)]
+    sublayer: bool,
+    #[arg(long, value_enum, default_value_t = CliRxMode::AcceptNew)]
+    rx_mode: CliRxMode,
+    /// Packets in a row that resynchronise Nr (strict and resync modes).
+    #[arg(long, default_value_t = 5)]
+    resync_n: u16,
+    /// Uplink MTU in bytes (largest outer IP packet).
+    #[arg(long, default_value_t = 1500)]
+    mtu: u16,
+    /// UDP over IPv6: send checksum 0 (RFC 6935/6936).
+    #[arg(long)]
+    udp6_zero_checksum: bool,
+    #[arg(long, default_value = dataplane::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionCmd {
+    /// Install a static pseudowire in the data plane.
+    Add(SessionArgs),
+    /// Remove a pseudowire by its (local) session ID.
+    Remove {
+        #[arg(long)]
+        session_id: u32,
+        #[arg(long, default_value = dataplane::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// List installed pseudowires with their counters.
+    List {
+        #[arg(long, default_value = dataplane::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 enum DataplaneCmd {
+    /// Static pseudowires in the data plane.
+    #[command(subcommand)]
+    Session(SessionCmd),
     /// Load the XDP programs (unless already pinned) and attach them to
     /// interfaces of the current network namespace. Programs, maps and links
     /// stay pinned after this command exits.
@@ -38,6 +162,10 @@ enum DataplaneCmd {
         /// Interface to attach to; repeat for several.
         #[arg(short, long = "interface", required = true)]
         interfaces: Vec<String>,
+        /// What the interfaces are: uplinks (L2TP arrives there) or
+        /// attachment circuits (customer frames arrive there).
+        #[arg(long, value_enum, default_value_t = CliRole::Uplink)]
+        role: CliRole,
         /// XDP attach mode.
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
@@ -85,7 +213,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn run_dataplane(cmd: DataplaneCmd) -> anyhow::Result<()> {
     match cmd {
-        DataplaneCmd::Attach { interfaces, mode, pin_dir } => {
+        DataplaneCmd::Session(cmd) => run_session(cmd),
+        DataplaneCmd::Attach { interfaces, role, mode, pin_dir } => {
+            let role = match role {
+                CliRole::Uplink => Role::Uplink,
+                CliRole::Attachment => Role::Attachment,
+            };
             // Check every name before touching the kernel: all or nothing.
             for iface in &interfaces {
                 dataplane::validate_ifname(iface)?;
@@ -99,9 +232,9 @@ fn run_dataplane(cmd: DataplaneCmd) -> anyhow::Result<()> {
             let dp = Pinned::open_or_create(&pin_dir)?;
             let mut done = Vec::new();
             for iface in &interfaces {
-                match dp.attach(iface, mode) {
+                match dp.attach(iface, role, mode) {
                     Ok(m) => {
-                        println!("attached to {iface} ({m} XDP), pinned under {}", pin_dir.display());
+                        println!("attached to {iface} as {role:?} ({m} XDP), pinned under {}", pin_dir.display());
                         done.push(iface.clone());
                     }
                     Err(e) => {
@@ -149,6 +282,82 @@ fn run_dataplane(cmd: DataplaneCmd) -> anyhow::Result<()> {
                 println!("interfaces: {}", if attached.is_empty() { "-".to_owned() } else { attached.join(", ") });
                 for (name, value) in stats.iter() {
                     println!("  {name:<12} {value:>12}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn run_session(cmd: SessionCmd) -> anyhow::Result<()> {
+    match cmd {
+        SessionCmd::Add(a) => {
+            let dp = Pinned::open(&a.pin_dir)?;
+            let params = SessionParams {
+                local_session_id: a.session_id,
+                peer_session_id: a.peer_session_id,
+                encap: match a.encap {
+                    CliEncap::Udp => Encap::Udp { local_port: 1701, peer_port: 1701 },
+                    CliEncap::Ip => Encap::Ip,
+                },
+                local_addr: a.local,
+                peer_addr: a.peer,
+                local_mac: dataplane::hwaddr(&a.uplink)?,
+                next_hop_mac: a.next_hop_mac,
+                uplink_ifindex: dataplane::ifindex(&a.uplink)?,
+                attach_ifindex: dataplane::ifindex(&a.attachment)?,
+                uplink_mtu: a.mtu,
+                rx_cookie: a.cookie.unwrap_or(Cookie::NONE),
+                tx_cookie: a.peer_cookie.unwrap_or(Cookie::NONE),
+                sublayer: a.sublayer || a.sequencing,
+                sequencing: a.sequencing,
+                rx_mode: match a.rx_mode {
+                    CliRxMode::AcceptNew => RxMode::AcceptNew,
+                    CliRxMode::Strict => RxMode::Strict { n: a.resync_n },
+                    CliRxMode::Resync => RxMode::Resync { n: a.resync_n, deliver_unconfirmed: false },
+                },
+                udp6_zero_checksum: a.udp6_zero_checksum,
+            };
+            let idx = dp.sessions()?.add(&params)?;
+            println!("session {} installed (slot {idx}): {} <-> {}", a.session_id, a.attachment, a.peer);
+            Ok(())
+        }
+        SessionCmd::Remove { session_id, pin_dir } => {
+            Pinned::open(&pin_dir)?.sessions()?.remove(session_id)?;
+            println!("session {session_id} removed");
+            Ok(())
+        }
+        SessionCmd::List { pin_dir, json } => {
+            let table = Pinned::open(&pin_dir)?.sessions()?;
+            let mut rows = Vec::new();
+            for (idx, id) in table.list() {
+                let s = table.stats(idx)?;
+                let st = table.state(idx)?;
+                rows.push((id, s, st));
+            }
+            if json {
+                let items: Vec<String> = rows
+                    .iter()
+                    .map(|(id, s, st)| {
+                        format!(
+                            "{{\"session_id\":{id},\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{},\"rx_out_of_seq\":{},\"rx_lost\":{},\"rx_duplicates\":{},\"rx_resyncs\":{},\"rx_cookie_mismatch\":{},\"rx_malformed\":{},\"tx_mtu_drops\":{},\"next_ns\":{},\"next_nr\":{}}}",
+                            s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes, s.rx_out_of_seq, s.rx_lost,
+                            s.rx_duplicates, s.rx_resyncs, s.rx_cookie_mismatch, s.rx_malformed, s.tx_mtu_drops,
+                            st.tx_ns, st.rx_nr
+                        )
+                    })
+                    .collect();
+                println!("[{}]", items.join(","));
+            } else {
+                println!(
+                    "{:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
+                    "session", "rx", "tx", "oos", "lost", "resync", "cookie"
+                );
+                for (id, s, _) in &rows {
+                    println!(
+                        "{id:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
+                        s.rx_packets, s.tx_packets, s.rx_out_of_seq, s.rx_lost, s.rx_resyncs, s.rx_cookie_mismatch
+                    );
                 }
             }
             Ok(())

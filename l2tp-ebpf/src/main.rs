@@ -1,18 +1,52 @@
 //! XDP programs of the L2TP data plane.
 //!
-//! `l2tp_classify` parses Ethernet (with up to two VLAN tags), IPv4/IPv6 and
-//! UDP/IP-115, classifies L2TP traffic (control or data) and counts it in
-//! per-CPU counters. It passes every frame to the kernel stack: it never
-//! changes what the host sees.
+//! - `l2tp_uplink`, on uplink interfaces: counts L2TP traffic, passes control
+//!   messages and everything that is not ours to the kernel, and
+//!   decapsulates L2TPv3 data of known sessions (UDP or IP, IPv4 or IPv6,
+//!   cookie, default L2-Specific Sublayer, sequence numbers) into the
+//!   session's attachment interface.
+//! - `l2tp_attach`, on attachment interfaces: encapsulates customer frames
+//!   into the session's pseudowire and redirects them out of the uplink.
 #![no_std]
 #![no_main]
+// The BPF target has no atomic types (no CAS); the intrinsics map to BPF
+// atomic instructions.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "BPF atomic add with fetch has no stable API")]
 
-use aya_ebpf::{bindings::xdp_action, macros::map, macros::xdp, maps::PerCpuArray, programs::XdpContext};
-use core::mem;
-use l2tp_common::{wire::*, GlobalCounter};
+use core::{intrinsics::AtomicOrdering, mem};
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_xdp_adjust_head,
+    macros::{map, xdp},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use l2tp_common::{
+    session::{cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, MAX_SESSIONS},
+    wire::*,
+    GlobalCounter,
+};
 
 #[map(name = "GLOBAL_STATS")]
 static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GlobalCounter::COUNT, 0);
+#[map(name = "SESSION_BY_ID")]
+static SESSION_BY_ID: HashMap<u32, u32> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+#[map(name = "SESSION_BY_IFINDEX")]
+static SESSION_BY_IFINDEX: HashMap<u32, u32> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+#[map(name = "SESSION_CFG")]
+static SESSION_CFG: Array<SessionConfig> = Array::with_max_entries(MAX_SESSIONS, 0);
+#[map(name = "SESSION_STATE")]
+static SESSION_STATE: Array<SessionState> = Array::with_max_entries(MAX_SESSIONS, 0);
+#[map(name = "SESSION_CMD")]
+static SESSION_CMD: Array<SessionCommand> = Array::with_max_entries(MAX_SESSIONS, 0);
+#[map(name = "SESSION_STATS")]
+static SESSION_STATS: PerCpuArray<SessionStats> = PerCpuArray::with_max_entries(MAX_SESSIONS, 0);
+#[map(name = "TX_PORTS")]
+static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(4096, 0);
+
+const HALF: u32 = 1 << 23;
 
 #[inline(always)]
 fn count(c: GlobalCounter) {
@@ -24,13 +58,13 @@ fn count(c: GlobalCounter) {
 
 /// Bounds-checked pointer to a `T` at `offset` bytes into the frame.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + mem::size_of::<T>() > end {
         return None;
     }
-    Some((start + offset) as *const T)
+    Some((start + offset) as *mut T)
 }
 
 #[inline(always)]
@@ -51,46 +85,19 @@ fn load_u8(ctx: &XdpContext, offset: usize) -> Option<u8> {
     ptr_at::<u8>(ctx, offset).map(|p| unsafe { *p })
 }
 
+#[inline(always)]
+fn store<const N: usize>(ctx: &XdpContext, offset: usize, bytes: [u8; N]) -> Option<()> {
+    let p = ptr_at::<[u8; N]>(ctx, offset)?;
+    // SAFETY: ptr_at checked that N bytes are inside the frame.
+    unsafe { *p = bytes };
+    Some(())
+}
+
 /// Where the L2TP header starts and how it is carried.
 enum Carrier {
     Udp(usize),
     Ip(usize),
     NotOurs,
-}
-
-#[xdp]
-pub fn l2tp_classify(ctx: XdpContext) -> u32 {
-    count(GlobalCounter::Frames);
-    classify(&ctx);
-    xdp_action::XDP_PASS
-}
-
-#[inline(always)]
-fn classify(ctx: &XdpContext) {
-    let carrier = match find_l4(ctx) {
-        Some(c) => c,
-        None => return,
-    };
-    match carrier {
-        Carrier::NotOurs => {}
-        Carrier::Udp(off) => {
-            count(GlobalCounter::L2tpUdp);
-            match load_be16(ctx, off) {
-                Some(flags) if flags & HDR_T != 0 => count(GlobalCounter::Control),
-                Some(_) => count(GlobalCounter::Data),
-                None => count(GlobalCounter::Malformed),
-            }
-        }
-        Carrier::Ip(off) => {
-            count(GlobalCounter::L2tpIp);
-            // RFC 3931 4.1.1.2: a Session ID of zero marks a control message.
-            match load_be32(ctx, off) {
-                Some(0) => count(GlobalCounter::Control),
-                Some(_) => count(GlobalCounter::Data),
-                None => count(GlobalCounter::Malformed),
-            }
-        }
-    }
 }
 
 /// Walks Ethernet, VLAN tags and the IP header; returns the L2TP carrier.
@@ -131,6 +138,330 @@ fn find_l4(ctx: &XdpContext) -> Option<Carrier> {
         Some(Carrier::Ip(l4off))
     } else {
         Some(Carrier::NotOurs)
+    }
+}
+
+/// Applies a command the daemon posted, once (see `SessionCommand`).
+#[inline(always)]
+fn apply_command(idx: u32, state: *mut SessionState) {
+    let Some(c) = SESSION_CMD.get_ptr(idx) else { return };
+    // SAFETY: map value pointers are valid for the value's size; fields are
+    // read with volatile loads, end epoch first, so a half-written command
+    // (epochs differ) is never applied.
+    unsafe {
+        let end = core::ptr::read_volatile(&(*c).epoch_end);
+        if end == 0 || end == (*state).applied_epoch {
+            return;
+        }
+        let op = core::ptr::read_volatile(&(*c).op);
+        let value = core::ptr::read_volatile(&(*c).value);
+        let n = core::ptr::read_volatile(&(*c).n);
+        let begin = core::ptr::read_volatile(&(*c).epoch_begin);
+        if begin != end {
+            return;
+        }
+        match op {
+            // An aligned 32-bit store is atomic; concurrent fetch-adds on
+            // other CPUs land before or after it.
+            cmd::RESET_NS => core::ptr::write_volatile(&raw mut (*state).tx_ns, value & V3_SEQ_MASK),
+            cmd::ENTER_RESYNC => {
+                (*state).mode = rx_mode::RESYNC as u32;
+                (*state).resync_n = value;
+                (*state).run_len = 0;
+            }
+            cmd::SET_MODE => {
+                (*state).mode = value;
+                (*state).resync_n = n;
+                (*state).run_len = 0;
+            }
+            cmd::RESET_NR => {
+                (*state).rx_valid = 0;
+                (*state).run_len = 0;
+            }
+            _ => {}
+        }
+        (*state).applied_epoch = end;
+    }
+}
+
+/// RFC 3931 4.6.1 / Appendix C receive check of sequence number `ns` in the
+/// session's mode; `true` delivers the packet.
+#[inline(always)]
+fn rx_sequence(cfg: &SessionConfig, st: &mut SessionState, stats: &mut SessionStats, ns: u32) -> bool {
+    if st.rx_valid == 0 {
+        st.rx_valid = 1;
+        st.rx_nr = (ns + 1) & V3_SEQ_MASK;
+        st.run_len = 0;
+        return true;
+    }
+    let d = ns.wrapping_sub(st.rx_nr) & V3_SEQ_MASK;
+    if d == 0 {
+        st.rx_nr = (ns + 1) & V3_SEQ_MASK;
+        st.run_len = 0;
+        return true;
+    }
+    let strict = st.mode == rx_mode::STRICT as u32;
+    if d < HALF && !strict {
+        // Ahead: the packets in between are lost (or late and will be
+        // dropped).
+        stats.rx_lost += u64::from(d);
+        st.rx_nr = (ns + 1) & V3_SEQ_MASK;
+        st.run_len = 0;
+        return true;
+    }
+    if d == V3_SEQ_MASK {
+        stats.rx_duplicates += 1;
+    } else {
+        stats.rx_out_of_seq += 1;
+    }
+    if st.mode == rx_mode::ACCEPT_NEW as u32 {
+        return false;
+    }
+    // Strict and resync: track runs of packets in sequence with each other.
+    if st.run_len > 0 && ns == st.run_next {
+        st.run_len += 1;
+    } else {
+        st.run_len = 1;
+    }
+    st.run_next = (ns + 1) & V3_SEQ_MASK;
+    if st.run_len >= st.resync_n.max(1) {
+        // F-DC-3: "after receiving n consecutive packets that are out of
+        // order but in sequence with each other, an endpoint MUST set Nr
+        // from the incoming Ns".
+        st.rx_nr = st.run_next;
+        st.run_len = 0;
+        stats.rx_resyncs += 1;
+        return true;
+    }
+    !strict && cfg.flags & flags::RESYNC_DELIVER != 0
+}
+
+#[xdp]
+pub fn l2tp_uplink(ctx: XdpContext) -> u32 {
+    count(GlobalCounter::Frames);
+    uplink(&ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
+#[inline(always)]
+fn uplink(ctx: &XdpContext) -> Option<u32> {
+    let (session_id, l2tp_off, over_ip) = match find_l4(ctx)? {
+        Carrier::NotOurs => return None,
+        Carrier::Udp(off) => {
+            count(GlobalCounter::L2tpUdp);
+            let Some(first) = load_be16(ctx, off) else {
+                count(GlobalCounter::Malformed);
+                return None;
+            };
+            if first & HDR_T != 0 {
+                count(GlobalCounter::Control);
+                return None;
+            }
+            count(GlobalCounter::Data);
+            // L2TPv2 data is not switched here: the kernel gets it.
+            if first & HDR_VER_MASK != 3 {
+                return None;
+            }
+            let Some(sid) = load_be32(ctx, off + 4) else {
+                count(GlobalCounter::Malformed);
+                return None;
+            };
+            (sid, off + V3_UDP_DATA_HLEN, false)
+        }
+        Carrier::Ip(off) => {
+            count(GlobalCounter::L2tpIp);
+            // RFC 3931 4.1.1.2: a Session ID of zero marks a control message.
+            match load_be32(ctx, off) {
+                Some(0) => {
+                    count(GlobalCounter::Control);
+                    return None;
+                }
+                Some(sid) => {
+                    count(GlobalCounter::Data);
+                    (sid, off + V3_IP_SESSION_HLEN, true)
+                }
+                None => {
+                    count(GlobalCounter::Malformed);
+                    return None;
+                }
+            }
+        }
+    };
+    // Unknown sessions are not ours: the kernel decides.
+    // SAFETY: the value is a plain u32 copied out at once.
+    let idx = unsafe { *SESSION_BY_ID.get(session_id)? };
+    let cfg = SESSION_CFG.get(idx)?;
+    let state = SESSION_STATE.get_ptr_mut(idx)?;
+    let stats = SESSION_STATS.get_ptr_mut(idx)?;
+    // SAFETY: map value pointers stay valid for this program run; stats is
+    // per CPU and state is only written by the CPU receiving the session
+    // (one flow, one RSS queue).
+    let (state, stats) = unsafe { (&mut *state, &mut *stats) };
+    if over_ip != (cfg.flags & flags::ENCAP_IP != 0) {
+        stats.rx_malformed += 1;
+        return Some(xdp_action::XDP_DROP);
+    }
+    apply_command(idx, state);
+    let mut off = l2tp_off;
+    // Cookie (RFC 3931 4.1): compared with what we assigned.
+    let cookie_ok = match cfg.rx_cookie_len {
+        0 => true,
+        4 => {
+            ptr_at::<[u8; 4]>(ctx, off)
+                .map(|p| unsafe { *p } == [cfg.rx_cookie[0], cfg.rx_cookie[1], cfg.rx_cookie[2], cfg.rx_cookie[3]])
+                == Some(true)
+        }
+        8 => ptr_at::<[u8; 8]>(ctx, off).map(|p| unsafe { *p } == cfg.rx_cookie) == Some(true),
+        _ => false,
+    };
+    if !cookie_ok {
+        stats.rx_cookie_mismatch += 1;
+        return Some(xdp_action::XDP_DROP);
+    }
+    off += usize::from(cfg.rx_cookie_len & 0xC);
+    if cfg.flags & flags::SUBLAYER != 0 {
+        let Some(word) = load_be32(ctx, off) else {
+            stats.rx_malformed += 1;
+            return Some(xdp_action::XDP_DROP);
+        };
+        off += V3_SUBLAYER_LEN;
+        // S=0: "the Sequence Number contents are undefined and MUST be
+        // ignored" (RFC 3931 4.6).
+        if cfg.flags & flags::SEQ_RX != 0
+            && word & V3_SUBLAYER_S != 0
+            && !rx_sequence(cfg, state, stats, word & V3_SEQ_MASK)
+        {
+            return Some(xdp_action::XDP_DROP);
+        }
+    }
+    // The inner frame needs at least an Ethernet header.
+    if ptr_at::<[u8; ETH_HLEN]>(ctx, off).is_none() {
+        stats.rx_malformed += 1;
+        return Some(xdp_action::XDP_DROP);
+    }
+    let inner_len = (ctx.data_end() - ctx.data() - off) as u64;
+    // SAFETY: ctx.ctx is the program's xdp_md.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, off as i32) } != 0 {
+        stats.rx_malformed += 1;
+        return Some(xdp_action::XDP_DROP);
+    }
+    stats.rx_packets += 1;
+    stats.rx_bytes += inner_len;
+    match TX_PORTS.redirect(cfg.attach_ifindex, 0) {
+        Ok(action) => Some(action),
+        Err(_) => {
+            stats.redirect_errors += 1;
+            Some(xdp_action::XDP_DROP)
+        }
+    }
+}
+
+#[xdp]
+pub fn l2tp_attach(ctx: XdpContext) -> u32 {
+    attach(&ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
+/// Copies the `N`-byte outer header template to the start of the frame.
+#[inline(always)]
+fn put_template<const N: usize>(ctx: &XdpContext, cfg: &SessionConfig) -> Option<()> {
+    let src = cfg.hdr.as_ptr() as *const [u8; N];
+    // SAFETY: N <= HDR_TEMPLATE_MAX (callers use the four template sizes).
+    store::<N>(ctx, 0, unsafe { *src })
+}
+
+#[inline(always)]
+fn attach(ctx: &XdpContext) -> Option<u32> {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: the value is a plain u32 copied out at once.
+    let idx = unsafe { *SESSION_BY_IFINDEX.get(ifindex)? };
+    let cfg = SESSION_CFG.get(idx)?;
+    let state = SESSION_STATE.get_ptr_mut(idx)?;
+    let stats = SESSION_STATS.get_ptr_mut(idx)?;
+    // SAFETY: see `uplink`; tx_ns is only touched atomically.
+    let (state, stats) = unsafe { (&mut *state, &mut *stats) };
+    apply_command(idx, state);
+
+    let inner_len = (ctx.data_end() - ctx.data()) as u32;
+    let over_ip = cfg.flags & flags::ENCAP_IP != 0;
+    let ipv6 = cfg.flags & flags::IPV6 != 0;
+    let sublayer = cfg.flags & flags::SUBLAYER != 0;
+    let cookie_len = u32::from(cfg.tx_cookie_len & 0xC);
+    let l2tp_len = if over_ip { 4 } else { 8 } + cookie_len + if sublayer { 4 } else { 0 };
+    let hdr_len = u32::from(cfg.hdr_len);
+    let ip_len = hdr_len - ETH_HLEN as u32 + l2tp_len + inner_len;
+    if ip_len > u32::from(cfg.uplink_mtu) {
+        // No fragmentation: too big for the uplink.
+        stats.tx_mtu_drops += 1;
+        return Some(xdp_action::XDP_DROP);
+    }
+    let push = hdr_len + l2tp_len;
+    // SAFETY: ctx.ctx is the program's xdp_md.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(push as i32)) } != 0 {
+        stats.redirect_errors += 1;
+        return Some(xdp_action::XDP_DROP);
+    }
+    // Outer headers from the template, then the length fields.
+    let l4 = match (ipv6, over_ip) {
+        (false, false) => put_template::<42>(ctx, cfg).map(|_| 34),
+        (false, true) => put_template::<34>(ctx, cfg).map(|_| 34),
+        (true, false) => put_template::<62>(ctx, cfg).map(|_| 54),
+        (true, true) => put_template::<54>(ctx, cfg).map(|_| 54),
+    };
+    let Some(l4) = l4 else {
+        stats.redirect_errors += 1;
+        return Some(xdp_action::XDP_DROP);
+    };
+    if ipv6 {
+        store(ctx, ETH_HLEN + 4, ((ip_len - IPV6_HLEN as u32) as u16).to_be_bytes())?;
+    } else {
+        store(ctx, ETH_HLEN + 2, (ip_len as u16).to_be_bytes())?;
+        // RFC 1624 incremental update from the template's checksum, which
+        // was computed with Total Length 0.
+        let mut sum = u32::from(!cfg.ip4_csum_base) + ip_len;
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        store(ctx, ETH_HLEN + 10, (!(sum as u16)).to_be_bytes())?;
+    }
+    let mut off = l4;
+    if !over_ip {
+        let udp_len = (ip_len - (l4 as u32 - ETH_HLEN as u32)) as u16;
+        store(ctx, off + 4, udp_len.to_be_bytes())?;
+        // Checksum 0: allowed on IPv4, and on IPv6 only as configured
+        // (RFC 6935/6936); the loader refuses IPv6 UDP sessions without it.
+        store(ctx, off + 6, [0, 0])?;
+        off += UDP_HLEN;
+        store(ctx, off, [0, 3, 0, 0])?;
+        off += 4;
+    }
+    store(ctx, off, cfg.peer_session_id.to_be_bytes())?;
+    off += 4;
+    match cookie_len {
+        4 => store(ctx, off, [cfg.tx_cookie[0], cfg.tx_cookie[1], cfg.tx_cookie[2], cfg.tx_cookie[3]])?,
+        8 => store(ctx, off, cfg.tx_cookie)?,
+        _ => {}
+    }
+    off += cookie_len as usize;
+    if sublayer {
+        let word = if cfg.flags & flags::SEQ_TX != 0 {
+            // SAFETY: tx_ns is only ever accessed atomically. SeqCst, not
+            // Relaxed: for a relaxed add LLVM's BPF backend emits a lock add
+            // without BPF_FETCH even when the old value is used (wrong code).
+            let ns = unsafe {
+                core::intrinsics::atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(&raw mut state.tx_ns, 1)
+            };
+            V3_SUBLAYER_S | (ns & V3_SEQ_MASK)
+        } else {
+            0
+        };
+        store(ctx, off, word.to_be_bytes())?;
+    }
+    stats.tx_packets += 1;
+    stats.tx_bytes += u64::from(inner_len);
+    match TX_PORTS.redirect(cfg.uplink_ifindex, 0) {
+        Ok(action) => Some(action),
+        Err(_) => {
+            stats.redirect_errors += 1;
+            Some(xdp_action::XDP_DROP)
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::net::UdpSocket;
 
 use l2tp_common::GlobalCounter;
-use l2tp_ctl::dataplane::{AttachMode, AttachedMode, Pinned};
+use l2tp_ctl::dataplane::{AttachMode, AttachedMode, Pinned, Role};
 use l2tp_tests::{frames, NetNs, PinDir};
 
 #[test]
@@ -18,11 +18,11 @@ fn attached_program_counts_real_packets() {
     let pins = PinDir::new("classify");
 
     let dp = Pinned::open_or_create(pins.path()).expect("load and pin");
-    let mode = a.enter(|| dp.attach("up0", AttachMode::Native)).expect("enter").expect("attach");
+    let mode = a.enter(|| dp.attach("up0", Role::Uplink, AttachMode::Native)).expect("enter").expect("attach");
     assert_eq!(mode, AttachedMode::Native, "veth supports native XDP");
     assert_eq!(dp.attached().expect("list"), vec!["up0".to_owned()]);
     // A second attach to the same interface is refused and changes nothing.
-    assert!(a.enter(|| dp.attach("up0", AttachMode::Native)).expect("enter").is_err());
+    assert!(a.enter(|| dp.attach("up0", Role::Uplink, AttachMode::Native)).expect("enter").is_err());
 
     const N: u64 = 5;
     b.enter(|| {
@@ -54,10 +54,11 @@ fn attach_errors_are_clear_and_leave_nothing() {
     let a = NetNs::new("err").expect("netns");
     let pins = PinDir::new("err");
     let dp = Pinned::open_or_create(pins.path()).expect("load and pin");
-    let err = a.enter(|| dp.attach("nosuch0", AttachMode::Auto)).expect("enter").expect_err("no such iface");
+    let err =
+        a.enter(|| dp.attach("nosuch0", Role::Uplink, AttachMode::Auto)).expect("enter").expect_err("no such iface");
     assert!(err.to_string().contains("nosuch0 does not exist"), "{err}");
     for bad in ["", "a/b", "sixteen-chars-xx", "a b", "x\0y", ".."] {
-        let err = dp.attach(bad, AttachMode::Auto).expect_err("invalid name");
+        let err = dp.attach(bad, Role::Uplink, AttachMode::Auto).expect_err("invalid name");
         assert!(err.to_string().contains("invalid interface name"), "{bad:?}: {err}");
     }
     assert!(dp.attached().expect("list").is_empty());

@@ -2,7 +2,7 @@
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use l2tp_common::GlobalCounter::{self, *};
-use l2tp_ctl::dataplane::{GlobalStats, Loaded, EBPF_OBJECT};
+use l2tp_ctl::dataplane::{GlobalStats, Loaded, Role, EBPF_OBJECT};
 use l2tp_tests::frames::*;
 
 const XDP_PASS: u32 = 2;
@@ -15,7 +15,7 @@ fn run(dp: &mut Loaded, frame: &[u8]) -> (u32, Vec<u8>) {
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
-    let res = dp.classify().expect("program").test_run(opts).expect("BPF_PROG_TEST_RUN");
+    let res = dp.program(Role::Uplink).expect("program").test_run(opts).expect("BPF_PROG_TEST_RUN");
     out.truncate(res.data_size_out as usize);
     (res.return_value, out)
 }

@@ -59,7 +59,7 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 pub const EBPF_TARGET: &str = "bpfel-unknown-none";
 
 /// `cargo +nightly SUBCMD` for the eBPF crate, with the same flags as
-/// `aya-build` uses for the release object embedded in `l2tp-ctl`.
+/// l2tp-ctl's build script uses for the release object embedded in `l2tp-ctl`.
 pub fn ebpf_cargo(subcmd: &str, release: bool) -> Command {
     let mut cmd = Command::new("rustup");
     cmd.current_dir(workspace()).args(["run", "nightly", "cargo", subcmd, "--package", "l2tp-ebpf", "--target"]);
@@ -70,7 +70,7 @@ pub fn ebpf_cargo(subcmd: &str, release: bool) -> Command {
     let arch = std::env::consts::ARCH;
     cmd.env(
         "CARGO_ENCODED_RUSTFLAGS",
-        format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),
+        format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f-Ctarget-cpu=v3\x1f-Zub-checks=no"),
     );
     for key in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER", "CARGO"] {
         cmd.env_remove(key);

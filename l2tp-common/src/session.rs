@@ -1,0 +1,172 @@
+//! Per-session data-plane maps: configuration (written by the daemon),
+//! state (owned by the data path), commands (posted by the daemon with an
+//! epoch, applied by the data path on the next packet) and counters.
+//!
+//! Sessions live in array maps indexed by a local session index
+//! (`0..MAX_SESSIONS`); `SESSION_BY_ID` maps a received L2TPv3 Session ID to
+//! that index and `SESSION_BY_IFINDEX` maps an attachment interface to it.
+
+/// Sessions per endpoint.
+pub const MAX_SESSIONS: u32 = 65_536;
+
+pub const MAP_SESSION_BY_ID: &str = "SESSION_BY_ID";
+pub const MAP_SESSION_BY_IFINDEX: &str = "SESSION_BY_IFINDEX";
+pub const MAP_SESSION_CFG: &str = "SESSION_CFG";
+pub const MAP_SESSION_STATE: &str = "SESSION_STATE";
+pub const MAP_SESSION_CMD: &str = "SESSION_CMD";
+pub const MAP_SESSION_STATS: &str = "SESSION_STATS";
+pub const MAP_TX_PORTS: &str = "TX_PORTS";
+pub const PROG_UPLINK: &str = "l2tp_uplink";
+pub const PROG_ATTACH: &str = "l2tp_attach";
+
+/// `SessionConfig::flags` bits.
+pub mod flags {
+    /// Outer IPv6 (else IPv4).
+    pub const IPV6: u32 = 1 << 0;
+    /// L2TPv3 over IP protocol 115 (else over UDP).
+    pub const ENCAP_IP: u32 = 1 << 1;
+    /// Default L2-Specific Sublayer present (RFC 3931 4.6).
+    pub const SUBLAYER: u32 = 1 << 2;
+    /// Send sequence numbers (S=1 with Ns in the sublayer).
+    pub const SEQ_TX: u32 = 1 << 3;
+    /// Check received sequence numbers.
+    pub const SEQ_RX: u32 = 1 << 4;
+    /// IPv6 outer UDP: send checksum 0 (RFC 6935/6936) instead of computing it.
+    pub const UDP6_ZERO_CSUM: u32 = 1 << 5;
+    /// During a resync, deliver the packets of a not yet confirmed run
+    /// (else drop them).
+    pub const RESYNC_DELIVER: u32 = 1 << 6;
+    /// Session in use (a zeroed slot is free).
+    pub const ACTIVE: u32 = 1 << 31;
+}
+
+/// Receive modes for sequenced sessions (RFC 3931 4.6.1, Appendix C; RFC
+/// 4951 F-DC-3).
+pub mod rx_mode {
+    /// RFC default: a packet ahead of Nr (within half the space) is accepted
+    /// and Nr moves past it; older ones are dropped.
+    pub const ACCEPT_NEW: u8 = 0;
+    /// Out-of-sequence packets are dropped until `resync_n` consecutive
+    /// in-sequence ones arrive, then Nr is set from them.
+    pub const STRICT: u8 = 1;
+    /// As accept-new, but `resync_n` consecutive packets that accept-new
+    /// would drop (older than Nr, whatever their distance) move Nr to them.
+    pub const RESYNC: u8 = 2;
+}
+
+/// Largest outer header template: Ethernet (14) + IPv6 (40) + UDP (8).
+pub const HDR_TEMPLATE_MAX: usize = 64;
+
+/// Session configuration, written by the daemon before the session's ID is
+/// published in `SESSION_BY_ID` / `SESSION_BY_IFINDEX`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub flags: u32,
+    /// Session ID the peer expects on data we send.
+    pub peer_session_id: u32,
+    /// Interface decapsulated frames go out of.
+    pub attach_ifindex: u32,
+    /// Interface encapsulated packets go out of.
+    pub uplink_ifindex: u32,
+    /// Cookie the peer puts on data we receive (checked).
+    pub rx_cookie: [u8; 8],
+    /// Cookie we put on data we send.
+    pub tx_cookie: [u8; 8],
+    pub rx_cookie_len: u8,
+    pub tx_cookie_len: u8,
+    pub rx_mode: u8,
+    pub _pad0: u8,
+    /// Run length for strict/resync (F-DC-3 `n`).
+    pub resync_n: u16,
+    /// Largest outer IP packet the uplink carries (its MTU).
+    pub uplink_mtu: u16,
+    /// Bytes of `hdr` in use: 42 (v4 UDP), 34 (v4 IP), 62 (v6 UDP), 54 (v6 IP).
+    pub hdr_len: u16,
+    /// IPv4 header checksum of the template with Total Length 0.
+    pub ip4_csum_base: u16,
+    /// Outer Ethernet + IP (+ UDP) header; length fields zero.
+    pub hdr: [u8; HDR_TEMPLATE_MAX],
+}
+
+/// Data-path-owned per-session state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// Next Ns to send (24-bit space; incremented atomically).
+    pub tx_ns: u32,
+    /// Next Ns expected.
+    pub rx_nr: u32,
+    /// 1 once a first sequenced packet set `rx_nr`.
+    pub rx_valid: u32,
+    /// Length of the current run of consecutive out-of-sequence packets.
+    pub run_len: u32,
+    /// Ns that continues that run.
+    pub run_next: u32,
+    /// Effective receive mode and run length (set by config or command).
+    pub mode: u32,
+    pub resync_n: u32,
+    /// Epoch of the last applied command.
+    pub applied_epoch: u32,
+}
+
+/// Command kinds (`SessionCommand::op`).
+pub mod cmd {
+    /// Set the next Ns to send to `value` (F-DC-1: 0 after recovery).
+    pub const RESET_NS: u32 = 1;
+    /// Switch to resync mode with run length `value` (F-DC-3).
+    pub const ENTER_RESYNC: u32 = 2;
+    /// Set the receive mode to `value` (an `rx_mode`) with run length `n`.
+    pub const SET_MODE: u32 = 3;
+    /// Forget the receive state: the next packet sets Nr.
+    pub const RESET_NR: u32 = 4;
+}
+
+/// A command posted by the daemon. The data path applies it once, on the
+/// next packet of the session, when `epoch_end == epoch_begin` and both
+/// differ from `SessionState::applied_epoch` (a torn write is never applied).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionCommand {
+    pub epoch_begin: u32,
+    pub op: u32,
+    pub value: u32,
+    pub n: u32,
+    pub epoch_end: u32,
+    pub _pad: u32,
+}
+
+/// Per-session, per-CPU counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Dropped as out of sequence (older than Nr, or any mismatch in strict).
+    pub rx_out_of_seq: u64,
+    /// Sum of the gaps skipped when Nr jumped forward.
+    pub rx_lost: u64,
+    pub rx_duplicates: u64,
+    pub rx_resyncs: u64,
+    pub rx_cookie_mismatch: u64,
+    pub rx_malformed: u64,
+    pub tx_mtu_drops: u64,
+    pub redirect_errors: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<SessionConfig>() == 108);
+const _: () = assert!(core::mem::size_of::<SessionState>() == 32);
+const _: () = assert!(core::mem::size_of::<SessionCommand>() == 24);
+const _: () = assert!(core::mem::size_of::<SessionStats>() == 96);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] integers and byte arrays, no padding holes
+    // (checked by the size asserts above), valid for any bit pattern.
+    unsafe impl aya::Pod for super::SessionConfig {}
+    unsafe impl aya::Pod for super::SessionState {}
+    unsafe impl aya::Pod for super::SessionCommand {}
+    unsafe impl aya::Pod for super::SessionStats {}
+}

@@ -1,0 +1,396 @@
+//! Typed API over the per-session maps: add, remove, read state and
+//! counters, post commands.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use aya::maps::{xdp::DevMapHash, Array, HashMap, Map, MapData, PerCpuArray};
+use l2tp_common::session::{
+    cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, HDR_TEMPLATE_MAX,
+    MAP_SESSION_BY_ID, MAP_SESSION_BY_IFINDEX, MAP_SESSION_CFG, MAP_SESSION_CMD, MAP_SESSION_STATE, MAP_SESSION_STATS,
+    MAP_TX_PORTS, MAX_SESSIONS,
+};
+
+use super::{DataplaneError, Result};
+
+/// How the pseudowire is carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encap {
+    /// L2TPv3 over UDP with these ports.
+    Udp { local_port: u16, peer_port: u16 },
+    /// L2TPv3 over IP protocol 115.
+    Ip,
+}
+
+/// Cookie of 0, 4 or 8 bytes (RFC 3931 4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Cookie {
+    len: u8,
+    bytes: [u8; 8],
+}
+
+impl Cookie {
+    pub const NONE: Self = Self { len: 0, bytes: [0; 8] };
+
+    /// `None` unless `b` has 0, 4 or 8 bytes.
+    pub fn new(b: &[u8]) -> Option<Self> {
+        if !matches!(b.len(), 0 | 4 | 8) {
+            return None;
+        }
+        let mut bytes = [0; 8];
+        bytes[..b.len()].copy_from_slice(b);
+        Some(Self { len: b.len() as u8, bytes })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// Receive behaviour of a sequenced session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxMode {
+    AcceptNew,
+    Strict { n: u16 },
+    Resync { n: u16, deliver_unconfirmed: bool },
+}
+
+/// Everything the data path needs to forward one L2TPv3 Ethernet
+/// pseudowire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionParams {
+    /// Session ID we assigned: received data carries it.
+    pub local_session_id: u32,
+    /// Session ID the peer assigned: data we send carries it.
+    pub peer_session_id: u32,
+    pub encap: Encap,
+    pub local_addr: IpAddr,
+    pub peer_addr: IpAddr,
+    /// Uplink's MAC and the next hop's MAC.
+    pub local_mac: [u8; 6],
+    pub next_hop_mac: [u8; 6],
+    pub uplink_ifindex: u32,
+    pub attach_ifindex: u32,
+    /// Largest outer IP packet the uplink carries.
+    pub uplink_mtu: u16,
+    /// Cookie the peer sends (we check it) and cookie we send.
+    pub rx_cookie: Cookie,
+    pub tx_cookie: Cookie,
+    /// Default L2-Specific Sublayer on the wire.
+    pub sublayer: bool,
+    /// Send and check sequence numbers (needs the sublayer).
+    pub sequencing: bool,
+    pub rx_mode: RxMode,
+    /// IPv6 over UDP: send UDP checksum 0 (RFC 6935/6936).
+    pub udp6_zero_checksum: bool,
+}
+
+fn ip4_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+impl SessionParams {
+    /// Checks the parameters and builds the map value.
+    pub fn to_config(&self) -> Result<SessionConfig> {
+        let bad = |m: &str| Err(DataplaneError::Session(m.to_owned()));
+        if self.local_session_id == 0 || self.peer_session_id == 0 {
+            // RFC 3931 4.1: Session ID 0 is reserved for control messages.
+            return bad("session IDs must be non-zero");
+        }
+        if self.sequencing && !self.sublayer {
+            // RFC 3931 CDN result 15: sequencing needs the sublayer.
+            return bad("sequencing needs the default L2-Specific Sublayer");
+        }
+        let ipv6 = match (self.local_addr, self.peer_addr) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => false,
+            (IpAddr::V6(_), IpAddr::V6(_)) => true,
+            _ => return bad("local and peer addresses must be of the same family"),
+        };
+        if ipv6 && matches!(self.encap, Encap::Udp { .. }) && !self.udp6_zero_checksum {
+            return bad("L2TPv3 over UDP/IPv6 needs udp6_zero_checksum (computed checksums are not supported yet)");
+        }
+        let min_mtu = if ipv6 { 1280 } else { 576 };
+        if self.uplink_mtu < min_mtu {
+            return bad("uplink MTU too small");
+        }
+        if self.uplink_ifindex == 0 || self.attach_ifindex == 0 {
+            return bad("interface indexes must be set");
+        }
+        let (mode, n, deliver) = match self.rx_mode {
+            RxMode::AcceptNew => (rx_mode::ACCEPT_NEW, 1, false),
+            RxMode::Strict { n } => (rx_mode::STRICT, n, false),
+            RxMode::Resync { n, deliver_unconfirmed } => (rx_mode::RESYNC, n, deliver_unconfirmed),
+        };
+        if n == 0 {
+            return bad("resync run length n must be at least 1");
+        }
+        let mut f = flags::ACTIVE;
+        let proto = match self.encap {
+            Encap::Udp { .. } => 17,
+            Encap::Ip => {
+                f |= flags::ENCAP_IP;
+                115
+            }
+        };
+        if ipv6 {
+            f |= flags::IPV6;
+        }
+        if self.sublayer {
+            f |= flags::SUBLAYER;
+        }
+        if self.sequencing {
+            f |= flags::SEQ_TX | flags::SEQ_RX;
+        }
+        if self.udp6_zero_checksum {
+            f |= flags::UDP6_ZERO_CSUM;
+        }
+        if deliver {
+            f |= flags::RESYNC_DELIVER;
+        }
+        let mut hdr = Vec::with_capacity(HDR_TEMPLATE_MAX);
+        hdr.extend_from_slice(&self.next_hop_mac);
+        hdr.extend_from_slice(&self.local_mac);
+        let mut ip4_csum_base = 0;
+        match (self.local_addr, self.peer_addr) {
+            (IpAddr::V4(l), IpAddr::V4(p)) => {
+                hdr.extend_from_slice(&0x0800u16.to_be_bytes());
+                let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
+                ip.extend_from_slice(&l.octets());
+                ip.extend_from_slice(&p.octets());
+                ip4_csum_base = ip4_checksum(&ip);
+                ip[10..12].copy_from_slice(&ip4_csum_base.to_be_bytes());
+                hdr.extend_from_slice(&ip);
+            }
+            (IpAddr::V6(l), IpAddr::V6(p)) => {
+                hdr.extend_from_slice(&0x86DDu16.to_be_bytes());
+                hdr.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, proto, 64]);
+                hdr.extend_from_slice(&l.octets());
+                hdr.extend_from_slice(&p.octets());
+            }
+            _ => return bad("address family mismatch"),
+        }
+        if let Encap::Udp { local_port, peer_port } = self.encap {
+            hdr.extend_from_slice(&local_port.to_be_bytes());
+            hdr.extend_from_slice(&peer_port.to_be_bytes());
+            hdr.extend_from_slice(&[0; 4]);
+        }
+        let hdr_len = hdr.len() as u16;
+        hdr.resize(HDR_TEMPLATE_MAX, 0);
+        let mut hdr_arr = [0u8; HDR_TEMPLATE_MAX];
+        hdr_arr.copy_from_slice(&hdr);
+        Ok(SessionConfig {
+            flags: f,
+            peer_session_id: self.peer_session_id,
+            attach_ifindex: self.attach_ifindex,
+            uplink_ifindex: self.uplink_ifindex,
+            rx_cookie: self.rx_cookie.bytes,
+            tx_cookie: self.tx_cookie.bytes,
+            rx_cookie_len: self.rx_cookie.len,
+            tx_cookie_len: self.tx_cookie.len,
+            rx_mode: mode,
+            _pad0: 0,
+            resync_n: n,
+            uplink_mtu: self.uplink_mtu,
+            hdr_len,
+            ip4_csum_base,
+            hdr: hdr_arr,
+        })
+    }
+}
+
+/// A command for [`SessionTable::post`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Next Ns to send (RFC 4951 F-DC-1: 0 after recovery).
+    ResetNs(u32),
+    /// Resync after `n` consecutive packets (F-DC-3).
+    EnterResync {
+        n: u16,
+    },
+    SetMode(RxMode),
+    /// Forget Nr: the next packet sets it.
+    ResetNr,
+}
+
+/// Summed per-CPU session counters.
+pub fn sum_stats<'a>(per_cpu: impl IntoIterator<Item = &'a SessionStats>) -> SessionStats {
+    per_cpu.into_iter().fold(SessionStats::default(), |mut a, s| {
+        a.rx_packets += s.rx_packets;
+        a.rx_bytes += s.rx_bytes;
+        a.tx_packets += s.tx_packets;
+        a.tx_bytes += s.tx_bytes;
+        a.rx_out_of_seq += s.rx_out_of_seq;
+        a.rx_lost += s.rx_lost;
+        a.rx_duplicates += s.rx_duplicates;
+        a.rx_resyncs += s.rx_resyncs;
+        a.rx_cookie_mismatch += s.rx_cookie_mismatch;
+        a.rx_malformed += s.rx_malformed;
+        a.tx_mtu_drops += s.tx_mtu_drops;
+        a.redirect_errors += s.redirect_errors;
+        a
+    })
+}
+
+/// The per-session maps of one data plane.
+pub struct SessionTable {
+    by_id: HashMap<MapData, u32, u32>,
+    by_ifindex: HashMap<MapData, u32, u32>,
+    cfg: Array<MapData, SessionConfig>,
+    state: Array<MapData, SessionState>,
+    cmd: Array<MapData, SessionCommand>,
+    stats: PerCpuArray<MapData, SessionStats>,
+    tx_ports: DevMapHash<MapData>,
+    used: BTreeSet<u32>,
+}
+
+impl std::fmt::Debug for SessionTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionTable").field("sessions", &self.used.len()).finish_non_exhaustive()
+    }
+}
+
+impl SessionTable {
+    pub(super) fn open(get: impl Fn(&str) -> Result<Map>) -> Result<Self> {
+        let by_id: HashMap<MapData, u32, u32> = HashMap::try_from(get(MAP_SESSION_BY_ID)?)?;
+        let used = by_id.iter().filter_map(|r| r.ok().map(|(_, idx)| idx)).collect();
+        Ok(Self {
+            by_id,
+            by_ifindex: HashMap::try_from(get(MAP_SESSION_BY_IFINDEX)?)?,
+            cfg: Array::try_from(get(MAP_SESSION_CFG)?)?,
+            state: Array::try_from(get(MAP_SESSION_STATE)?)?,
+            cmd: Array::try_from(get(MAP_SESSION_CMD)?)?,
+            stats: PerCpuArray::try_from(get(MAP_SESSION_STATS)?)?,
+            tx_ports: DevMapHash::try_from(get(MAP_TX_PORTS)?)?,
+            used,
+        })
+    }
+
+    /// Installs a session; returns its index. The configuration and state are
+    /// written before the IDs that make the data path find it.
+    pub fn add(&mut self, p: &SessionParams) -> Result<u32> {
+        let cfg = p.to_config()?;
+        if self.by_id.get(&p.local_session_id, 0).is_ok() {
+            return Err(DataplaneError::Session(format!("session ID {} is already installed", p.local_session_id)));
+        }
+        if self.by_ifindex.get(&p.attach_ifindex, 0).is_ok() {
+            return Err(DataplaneError::Session(format!("interface {} already carries a session", p.attach_ifindex)));
+        }
+        let idx = (0..MAX_SESSIONS)
+            .find(|i| !self.used.contains(i))
+            .ok_or_else(|| DataplaneError::Session(format!("all {MAX_SESSIONS} session slots in use")))?;
+        let state =
+            SessionState { mode: u32::from(cfg.rx_mode), resync_n: u32::from(cfg.resync_n), ..Default::default() };
+        self.cfg.set(idx, cfg, 0)?;
+        self.state.set(idx, state, 0)?;
+        self.cmd.set(idx, SessionCommand::default(), 0)?;
+        let zero = vec![
+            SessionStats::default();
+            aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io {
+                what: "counting CPUs",
+                path: "/sys/devices/system/cpu/possible".into(),
+                source: e,
+            })?
+        ];
+        self.stats.set(
+            idx,
+            aya::maps::PerCpuValues::try_from(zero).map_err(|e| DataplaneError::Session(e.to_string()))?,
+            0,
+        )?;
+        for ifindex in [p.uplink_ifindex, p.attach_ifindex] {
+            self.tx_ports.insert(ifindex, ifindex, None, 0)?;
+        }
+        let publish = self
+            .by_ifindex
+            .insert(p.attach_ifindex, idx, 0)
+            .and_then(|()| self.by_id.insert(p.local_session_id, idx, 0));
+        if let Err(e) = publish {
+            let _ = self.by_ifindex.remove(&p.attach_ifindex);
+            let _ = self.cfg.set(idx, zeroed_config(), 0);
+            return Err(e.into());
+        }
+        self.used.insert(idx);
+        Ok(idx)
+    }
+
+    /// Index of the session receiving `local_session_id`.
+    pub fn index_of(&self, local_session_id: u32) -> Option<u32> {
+        self.by_id.get(&local_session_id, 0).ok()
+    }
+
+    /// Removes a session: unpublished first, then its slot cleared.
+    pub fn remove(&mut self, local_session_id: u32) -> Result<()> {
+        let idx = self
+            .index_of(local_session_id)
+            .ok_or_else(|| DataplaneError::Session(format!("no session {local_session_id}")))?;
+        let cfg = self.cfg.get(&idx, 0)?;
+        self.by_id.remove(&local_session_id)?;
+        if self.by_ifindex.get(&cfg.attach_ifindex, 0).ok() == Some(idx) {
+            self.by_ifindex.remove(&cfg.attach_ifindex)?;
+        }
+        self.cfg.set(idx, zeroed_config(), 0)?;
+        self.used.remove(&idx);
+        Ok(())
+    }
+
+    pub fn config(&self, idx: u32) -> Result<SessionConfig> {
+        Ok(self.cfg.get(&idx, 0)?)
+    }
+
+    pub fn state(&self, idx: u32) -> Result<SessionState> {
+        Ok(self.state.get(&idx, 0)?)
+    }
+
+    pub fn stats(&self, idx: u32) -> Result<SessionStats> {
+        Ok(sum_stats(self.stats.get(&idx, 0)?.iter()))
+    }
+
+    /// Posts a command; the data path applies it on the session's next
+    /// packet. Returns the command's epoch.
+    pub fn post(&mut self, idx: u32, command: Command) -> Result<u32> {
+        let applied = self.state.get(&idx, 0)?.applied_epoch;
+        let current = self.cmd.get(&idx, 0)?.epoch_end;
+        let epoch = current.max(applied).wrapping_add(1).max(1);
+        let (op, value, n) = match command {
+            Command::ResetNs(ns) => (cmd::RESET_NS, ns, 0),
+            Command::EnterResync { n } => (cmd::ENTER_RESYNC, u32::from(n.max(1)), 0),
+            Command::SetMode(RxMode::AcceptNew) => (cmd::SET_MODE, u32::from(rx_mode::ACCEPT_NEW), 1),
+            Command::SetMode(RxMode::Strict { n }) => (cmd::SET_MODE, u32::from(rx_mode::STRICT), u32::from(n.max(1))),
+            Command::SetMode(RxMode::Resync { n, .. }) => {
+                (cmd::SET_MODE, u32::from(rx_mode::RESYNC), u32::from(n.max(1)))
+            }
+            Command::ResetNr => (cmd::RESET_NR, 0, 0),
+        };
+        self.cmd.set(idx, SessionCommand { epoch_begin: epoch, op, value, n, epoch_end: epoch, _pad: 0 }, 0)?;
+        Ok(epoch)
+    }
+
+    /// Installed sessions as `(index, local session ID)`.
+    pub fn list(&self) -> Vec<(u32, u32)> {
+        let mut v: Vec<(u32, u32)> = self.by_id.iter().filter_map(|r| r.ok().map(|(id, idx)| (idx, id))).collect();
+        v.sort();
+        v
+    }
+}
+
+fn zeroed_config() -> SessionConfig {
+    SessionConfig {
+        flags: 0,
+        peer_session_id: 0,
+        attach_ifindex: 0,
+        uplink_ifindex: 0,
+        rx_cookie: [0; 8],
+        tx_cookie: [0; 8],
+        rx_cookie_len: 0,
+        tx_cookie_len: 0,
+        rx_mode: 0,
+        _pad0: 0,
+        resync_n: 0,
+        uplink_mtu: 0,
+        hdr_len: 0,
+        ip4_csum_base: 0,
+        hdr: [0; HDR_TEMPLATE_MAX],
+    }
+}
