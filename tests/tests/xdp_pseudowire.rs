@@ -1,0 +1,431 @@
+//! BPF_PROG_TEST_RUN fixture table for the pseudowire programs: every
+//! branch of decapsulation (`l2tp_uplink`) and encapsulation
+//! (`l2tp_attach`), with the expected action and output bytes, diffed on
+//! failure; then the sequence-number receive modes packet by packet.
+//!
+//! The loopback interface (ifindex 1) stands in for both the uplink and the
+//! attachment circuit: test runs need an existing device, never traffic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use l2tp_common::session::SessionStats;
+use l2tp_ctl::dataplane::{
+    session::Command, Cookie, Encap, Loaded, Role, RxMode, SessionParams, SessionTable, EBPF_OBJECT,
+};
+use l2tp_tests::frames::*;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+const LO: u32 = 1;
+const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
+const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
+
+/// A customer frame (what crosses the pseudowire).
+fn inner() -> Vec<u8> {
+    eth([0x02, 0, 0, 0, 0, 0x11], [0x02, 0, 0, 0, 0, 0x22], 0x0800, &ipv4([198, 19, 0, 1], [198, 19, 0, 2], 17, &[0x5a; 40]))
+}
+
+fn v4(a: [u8; 4]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(a))
+}
+fn v6(a: [u8; 16]) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(a))
+}
+
+fn params(local_id: u32, encap: Encap, ipv6: bool) -> SessionParams {
+    SessionParams {
+        local_session_id: local_id,
+        peer_session_id: local_id + 0x1000,
+        encap,
+        local_addr: if ipv6 { v6(IP6_B) } else { v4(IP4_B) },
+        peer_addr: if ipv6 { v6(IP6_A) } else { v4(IP4_A) },
+        local_mac: OUR_MAC,
+        next_hop_mac: PEER_MAC,
+        uplink_ifindex: LO,
+        attach_ifindex: LO,
+        uplink_mtu: 1500,
+        rx_cookie: Cookie::NONE,
+        tx_cookie: Cookie::NONE,
+        sublayer: false,
+        sequencing: false,
+        rx_mode: RxMode::AcceptNew,
+        udp6_zero_checksum: ipv6,
+    }
+}
+
+const UDP: Encap = Encap::Udp { local_port: 1701, peer_port: 1701 };
+
+/// L2TPv3 data header bytes: session ID, cookie, optional sublayer word.
+fn l2tp(session: u32, cookie: &[u8], sublayer: Option<u32>) -> Vec<u8> {
+    let mut h = session.to_be_bytes().to_vec();
+    h.extend_from_slice(cookie);
+    if let Some(w) = sublayer {
+        h.extend_from_slice(&w.to_be_bytes());
+    }
+    h
+}
+
+/// The frame a peer sends us (from A to B) for this session.
+fn wire_in(encap: Encap, ipv6: bool, l2tp_hdr: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut body = l2tp_hdr.to_vec();
+    body.extend_from_slice(payload);
+    match (encap, ipv6) {
+        (Encap::Ip, false) => ip4_l2tp_frame(&body),
+        (Encap::Ip, true) => ip6_l2tp_frame(&body),
+        (Encap::Udp { .. }, v6) => {
+            let mut u = vec![0x00, 0x03, 0, 0];
+            u.extend_from_slice(&body);
+            if v6 {
+                udp6_frame(1701, 1701, &u)
+            } else {
+                udp4_frame(1701, 1701, &u)
+            }
+        }
+    }
+}
+
+/// The frame we must send (B to A) for this session: our template with
+/// checksum 0 UDP (IPv4 and zero-checksum IPv6) and DF set on IPv4.
+fn wire_out(encap: Encap, ipv6: bool, l2tp_hdr: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut body = l2tp_hdr.to_vec();
+    body.extend_from_slice(payload);
+    let (proto, l4) = match encap {
+        Encap::Ip => (IPPROTO_L2TP, body),
+        Encap::Udp { .. } => {
+            let mut u = Vec::new();
+            u.extend_from_slice(&1701u16.to_be_bytes());
+            u.extend_from_slice(&1701u16.to_be_bytes());
+            u.extend_from_slice(&((8 + 4 + body.len()) as u16).to_be_bytes());
+            u.extend_from_slice(&[0, 0, 0x00, 0x03, 0, 0]);
+            u.extend_from_slice(&body);
+            (IPPROTO_UDP, u)
+        }
+    };
+    if ipv6 {
+        eth(PEER_MAC, OUR_MAC, ETH_P_IPV6, &ipv6_hdr(IP6_B, IP6_A, proto, &l4))
+    } else {
+        let mut ip = ipv4(IP4_B, IP4_A, proto, &l4);
+        // DF, checksum recomputed.
+        ip[6] = 0x40;
+        ip[10] = 0;
+        ip[11] = 0;
+        let c = csum_finish(csum_fold(0, &ip[..20]));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        eth(PEER_MAC, OUR_MAC, ETH_P_IP, &ip)
+    }
+}
+
+fn ipv6_hdr(src: [u8; 16], dst: [u8; 16], next: u8, payload: &[u8]) -> Vec<u8> {
+    ipv6(src, dst, next, payload)
+}
+
+struct Rig {
+    dp: Loaded,
+    table: SessionTable,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let dp = Loaded::load(EBPF_OBJECT).expect("object loads and verifies");
+        let table = dp.sessions().expect("session maps");
+        Self { dp, table }
+    }
+
+    fn run(&mut self, role: Role, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        // xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue, egress.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_le_bytes());
+        ctx[12..16].copy_from_slice(&LO.to_le_bytes());
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        opts.ctx_in = Some(&ctx);
+        let res = self.dp.program(role).expect("program").test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(res.data_size_out as usize);
+        (res.return_value, out)
+    }
+
+    fn stats(&self, local_id: u32) -> SessionStats {
+        let idx = self.table.index_of(local_id).expect("installed");
+        self.table.stats(idx).expect("stats")
+    }
+}
+
+fn hexdiff(got: &[u8], want: &[u8]) -> String {
+    let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+    format!("lengths {} vs {}, first difference at byte {first}\n got  {:02x?}\n want {:02x?}", got.len(), want.len(), got, want)
+}
+
+struct Case {
+    what: &'static str,
+    role: Role,
+    input: Vec<u8>,
+    action: u32,
+    /// `None`: output must equal the input.
+    output: Option<Vec<u8>>,
+}
+
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn decap_and_encap_fixture_table() {
+    let payload = inner();
+    let c4 = [0xca, 0xfe, 0xf0, 0x0d];
+    let c8 = [1, 2, 3, 4, 5, 6, 7, 8];
+    // One rig per session layout (one attachment interface carries one
+    // session).
+    struct Layout {
+        what: &'static str,
+        p: SessionParams,
+        ipv6: bool,
+    }
+    let mut layouts = vec![
+        Layout { what: "v4/UDP, no cookie, no sublayer", p: params(0x100, UDP, false), ipv6: false },
+        Layout { what: "v4/IP, 4-byte cookie", p: params(0x101, Encap::Ip, false), ipv6: false },
+        Layout { what: "v6/UDP, 8-byte cookie, sublayer", p: params(0x102, UDP, true), ipv6: true },
+        Layout { what: "v6/IP, sublayer with sequencing", p: params(0x103, Encap::Ip, true), ipv6: true },
+        Layout { what: "v4/UDP, 8-byte cookie, sequencing", p: params(0x104, UDP, false), ipv6: false },
+    ];
+    layouts[1].p.rx_cookie = Cookie::new(&c4).expect("cookie");
+    layouts[1].p.tx_cookie = Cookie::new(&c4).expect("cookie");
+    layouts[2].p.rx_cookie = Cookie::new(&c8).expect("cookie");
+    layouts[2].p.tx_cookie = Cookie::new(&c8).expect("cookie");
+    layouts[2].p.sublayer = true;
+    layouts[3].p.sublayer = true;
+    layouts[3].p.sequencing = true;
+    layouts[4].p.rx_cookie = Cookie::new(&c8).expect("cookie");
+    layouts[4].p.tx_cookie = Cookie::new(&c8).expect("cookie");
+    layouts[4].p.sublayer = true;
+    layouts[4].p.sequencing = true;
+
+    let mut failures = Vec::new();
+    for l in &layouts {
+        let mut rig = Rig::new();
+        rig.table.add(&l.p).expect("session installs");
+        let id = l.p.local_session_id;
+        let cookie = l.p.rx_cookie.as_bytes().to_vec();
+        let seq = |ns: u32| if l.p.sequencing { Some(0x4000_0000 | ns) } else if l.p.sublayer { Some(0) } else { None };
+        let good = wire_in(l.p.encap, l.ipv6, &l2tp(id, &cookie, seq(0)), &payload);
+        let mut bad_cookie = cookie.clone();
+        if let Some(b) = bad_cookie.last_mut() {
+            *b ^= 0xff;
+        }
+        let mut cases = vec![
+            Case { what: "decap", role: Role::Uplink, input: good.clone(), action: XDP_REDIRECT, output: Some(payload.clone()) },
+            Case {
+                what: "unknown session passes",
+                role: Role::Uplink,
+                input: wire_in(l.p.encap, l.ipv6, &l2tp(0x7777, &cookie, seq(1)), &payload),
+                action: XDP_PASS,
+                output: None,
+            },
+            Case {
+                what: "encap",
+                role: Role::Attachment,
+                input: payload.clone(),
+                action: XDP_REDIRECT,
+                output: Some(wire_out(
+                    l.p.encap,
+                    l.ipv6,
+                    &l2tp(l.p.peer_session_id, l.p.tx_cookie.as_bytes(), seq(0)),
+                    &payload,
+                )),
+            },
+        ];
+        if !cookie.is_empty() {
+            cases.push(Case {
+                what: "wrong cookie dropped",
+                role: Role::Uplink,
+                input: wire_in(l.p.encap, l.ipv6, &l2tp(id, &bad_cookie, seq(1)), &payload),
+                action: XDP_DROP,
+                output: None,
+            });
+        }
+        if l.p.encap != Encap::Ip {
+            // A control message to a session's tunnel goes to the kernel.
+            let ctl = if l.ipv6 { udp6_frame(1701, 1701, &l2tpv2_zlb(1, 0, 0)) } else { udp4_frame(1701, 1701, &l2tpv2_zlb(1, 0, 0)) };
+            cases.push(Case { what: "control passes", role: Role::Uplink, input: ctl, action: XDP_PASS, output: None });
+        } else {
+            let ctl = if l.ipv6 { ip6_l2tp_frame(&[0, 0, 0, 0, 0xc8, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0]) } else { ip4_l2tp_frame(&[0, 0, 0, 0, 0xc8, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0]) };
+            cases.push(Case { what: "control (session 0) passes", role: Role::Uplink, input: ctl, action: XDP_PASS, output: None });
+        }
+        for c in cases {
+            let (action, out) = rig.run(c.role, &c.input);
+            let want = c.output.clone().unwrap_or_else(|| c.input.clone());
+            if action != c.action || out != want {
+                failures.push(format!("{} / {}: action {action} (want {})\n{}", l.what, c.what, c.action, hexdiff(&out, &want)));
+            }
+        }
+        // Truncated at every offset: never redirected, never a panic.
+        for len in 14..good.len() - payload.len() + 14 {
+            let (action, _) = rig.run(Role::Uplink, &good[..len]);
+            if action == XDP_REDIRECT {
+                failures.push(format!("{}: truncated to {len} bytes was redirected", l.what));
+            }
+        }
+        let s = rig.stats(id);
+        if s.rx_packets != 1 || s.tx_packets != 1 {
+            failures.push(format!("{}: counters {s:?}", l.what));
+        }
+        if !cookie.is_empty() && s.rx_cookie_mismatch == 0 {
+            failures.push(format!("{}: cookie mismatch not counted", l.what));
+        }
+        if s.rx_malformed == 0 {
+            failures.push(format!("{}: truncated frames not counted as malformed: {s:?}", l.what));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn fragments_and_ip_options_pass_untouched() {
+    let mut rig = Rig::new();
+    rig.table.add(&params(0x200, UDP, false)).expect("session");
+    let good = wire_in(UDP, false, &l2tp(0x200, &[], None), &inner());
+    let mut frag = good.clone();
+    frag[14 + 6] = 0x20;
+    let mut opts = good.clone();
+    opts[14] = 0x46;
+    for (what, f) in [("fragment", frag), ("IP options", opts)] {
+        let (action, out) = rig.run(Role::Uplink, &f);
+        assert_eq!((action, out == f), (XDP_PASS, true), "{what}");
+    }
+    assert_eq!(rig.stats(0x200).rx_packets, 0);
+}
+
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn encap_drops_frames_beyond_the_uplink_mtu() {
+    let mut rig = Rig::new();
+    let mut p = params(0x300, UDP, false);
+    p.uplink_mtu = 576;
+    rig.table.add(&p).expect("session");
+    // 20 IP + 8 UDP + 8 L2TP + frame: 540 fits exactly, 541 does not.
+    let fits = eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], 0x0800, &[0; 526]);
+    assert_eq!(fits.len(), 540);
+    assert_eq!(rig.run(Role::Attachment, &fits).0, XDP_REDIRECT);
+    let big = eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], 0x0800, &[0; 527]);
+    assert_eq!(rig.run(Role::Attachment, &big).0, XDP_DROP);
+    let s = rig.stats(0x300);
+    assert_eq!((s.tx_packets, s.tx_mtu_drops), (1, 1));
+}
+
+/// Sends sequenced packets with the given Ns values and returns which were
+/// delivered.
+fn deliveries(rig: &mut Rig, id: u32, ns: &[u32]) -> Vec<bool> {
+    ns.iter()
+        .map(|&n| {
+            let f = wire_in(UDP, false, &l2tp(id, &[], Some(0x4000_0000 | (n & 0xff_ffff))), &inner());
+            match rig.run(Role::Uplink, &f).0 {
+                XDP_REDIRECT => true,
+                XDP_DROP => false,
+                a => panic!("ns {n}: action {a}"),
+            }
+        })
+        .collect()
+}
+
+fn seq_rig(mode: RxMode) -> Rig {
+    let mut rig = Rig::new();
+    let mut p = params(0x400, UDP, false);
+    p.sublayer = true;
+    p.sequencing = true;
+    p.rx_mode = mode;
+    rig.table.add(&p).expect("session");
+    rig
+}
+
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn accept_new_mode_with_loss_reordering_duplicates_and_wrap() {
+    let mut rig = seq_rig(RxMode::AcceptNew);
+    let ns = [0, 1, 2, 5, 3, 5, 6, 0xff_fffe];
+    // 0xfffffe is behind 6 by less than half the space... it is 2^24-8
+    // ahead, i.e. behind: dropped.
+    assert_eq!(deliveries(&mut rig, 0x400, &ns), [true, true, true, true, false, false, true, false]);
+    let s = rig.stats(0x400);
+    assert_eq!((s.rx_lost, s.rx_out_of_seq, s.rx_duplicates), (2, 2, 1), "{s:?}");
+    // Wrap-around of the 24-bit space.
+    let mut rig = seq_rig(RxMode::AcceptNew);
+    assert_eq!(deliveries(&mut rig, 0x400, &[0xff_fffe, 0xff_ffff, 0, 1]), [true; 4]);
+    assert_eq!(rig.stats(0x400).rx_lost, 0);
+}
+
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn strict_mode_resyncs_after_n_in_sequence_both_directions() {
+    // Forward jump: 10..12 dropped until the third in a row resyncs.
+    let mut rig = seq_rig(RxMode::Strict { n: 3 });
+    assert_eq!(deliveries(&mut rig, 0x400, &[0, 1, 10, 11, 12, 13]), [true, true, false, false, true, true]);
+    // Backward jump.
+    let mut rig = seq_rig(RxMode::Strict { n: 3 });
+    assert_eq!(deliveries(&mut rig, 0x400, &[100, 101, 5, 6, 7, 8, 102]), [true, true, false, false, true, true, false]);
+    let s = rig.stats(0x400);
+    assert_eq!(s.rx_resyncs, 1, "{s:?}");
+}
+
+/// RFC 4951 F-DC-3: after the peer's data channel reset (its Ns restarts
+/// at 0, F-DC-1), n consecutive packets set Nr, whatever their distance.
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn f_dc_3_resync_mode_follows_a_peer_ns_reset() {
+    let mut rig = seq_rig(RxMode::AcceptNew);
+    assert_eq!(deliveries(&mut rig, 0x400, &[5000, 5001]), [true, true]);
+    // The daemon posts "enter resync with n=3" (what recovery does).
+    let idx = rig.table.index_of(0x400).expect("idx");
+    let epoch = rig.table.post(idx, Command::EnterResync { n: 3 }).expect("post");
+    // The peer restarted at 0: two dropped, the third resyncs, then normal.
+    assert_eq!(deliveries(&mut rig, 0x400, &[0, 1, 2, 3, 4]), [false, false, true, true, true]);
+    let st = rig.table.state(idx).expect("state");
+    assert_eq!(st.applied_epoch, epoch);
+    assert_eq!(st.rx_nr, 5);
+    assert_eq!(rig.stats(0x400).rx_resyncs, 1);
+    // Forward distance is accepted at once in resync mode.
+    assert_eq!(deliveries(&mut rig, 0x400, &[900_000]), [true]);
+}
+
+/// RFC 4951 F-DC-1: the recovery endpoint restarts its data channel Ns at
+/// 0; the command is applied once, on the next packet.
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn f_dc_1_reset_ns_command_restarts_sent_sequence_numbers() {
+    let mut rig = seq_rig(RxMode::AcceptNew);
+    let ns_of = |rig: &mut Rig| {
+        let (action, out) = rig.run(Role::Attachment, &inner());
+        assert_eq!(action, XDP_REDIRECT);
+        // v4/UDP, no cookie: sublayer at 14 + 20 + 8 + 8.
+        u32::from_be_bytes([out[50], out[51], out[52], out[53]]) & 0xff_ffff
+    };
+    assert_eq!((ns_of(&mut rig), ns_of(&mut rig), ns_of(&mut rig)), (0, 1, 2));
+    let idx = rig.table.index_of(0x400).expect("idx");
+    rig.table.post(idx, Command::ResetNs(0)).expect("post");
+    assert_eq!((ns_of(&mut rig), ns_of(&mut rig)), (0, 1));
+    // Applied once: a later packet does not reset again.
+    assert_eq!(ns_of(&mut rig), 2);
+}
+
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn bad_session_parameters_are_refused_and_leave_nothing() {
+    let mut rig = Rig::new();
+    let mut p = params(0x500, UDP, true);
+    p.udp6_zero_checksum = false;
+    assert!(rig.table.add(&p).is_err());
+    let mut p = params(0x500, UDP, false);
+    p.sequencing = true;
+    assert!(rig.table.add(&p).is_err(), "sequencing without sublayer");
+    let mut p = params(0, UDP, false);
+    p.peer_session_id = 5;
+    assert!(rig.table.add(&p).is_err(), "session ID 0");
+    assert!(rig.table.list().is_empty());
+    rig.table.add(&params(0x500, UDP, false)).expect("valid");
+    assert!(rig.table.add(&params(0x500, UDP, false)).is_err(), "duplicate ID");
+    rig.table.remove(0x500).expect("remove");
+    assert!(rig.table.list().is_empty());
+    // A removed session's traffic is no longer ours.
+    let f = wire_in(UDP, false, &l2tp(0x500, &[], None), &inner());
+    assert_eq!(rig.run(Role::Uplink, &f).0, XDP_PASS);
+}
