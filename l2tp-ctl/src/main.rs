@@ -234,7 +234,8 @@ fn run_dataplane(cmd: DataplaneCmd) -> anyhow::Result<()> {
             for iface in &interfaces {
                 match dp.attach(iface, role, mode) {
                     Ok(m) => {
-                        println!("attached to {iface} as {role:?} ({m} XDP), pinned under {}", pin_dir.display());
+                        let what = if role == Role::Uplink { "uplink" } else { "attachment circuit" };
+                        println!("attached to {iface} as {what} ({m} XDP), pinned under {}", pin_dir.display());
                         done.push(iface.clone());
                     }
                     Err(e) => {

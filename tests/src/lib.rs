@@ -8,6 +8,7 @@
 pub mod frames;
 pub mod netns;
 pub mod pcap;
+pub mod topology;
 
 pub use netns::{NetNs, PinDir};
 

@@ -24,7 +24,12 @@ const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
 
 /// A customer frame (what crosses the pseudowire).
 fn inner() -> Vec<u8> {
-    eth([0x02, 0, 0, 0, 0, 0x11], [0x02, 0, 0, 0, 0, 0x22], 0x0800, &ipv4([198, 19, 0, 1], [198, 19, 0, 2], 17, &[0x5a; 40]))
+    eth(
+        [0x02, 0, 0, 0, 0, 0x11],
+        [0x02, 0, 0, 0, 0, 0x22],
+        0x0800,
+        &ipv4([198, 19, 0, 1], [198, 19, 0, 2], 17, &[0x5a; 40]),
+    )
 }
 
 fn v4(a: [u8; 4]) -> IpAddr {
@@ -156,7 +161,13 @@ impl Rig {
 
 fn hexdiff(got: &[u8], want: &[u8]) -> String {
     let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-    format!("lengths {} vs {}, first difference at byte {first}\n got  {:02x?}\n want {:02x?}", got.len(), want.len(), got, want)
+    format!(
+        "lengths {} vs {}, first difference at byte {first}\n got  {:02x?}\n want {:02x?}",
+        got.len(),
+        want.len(),
+        got,
+        want
+    )
 }
 
 struct Case {
@@ -206,14 +217,28 @@ fn decap_and_encap_fixture_table() {
         rig.table.add(&l.p).expect("session installs");
         let id = l.p.local_session_id;
         let cookie = l.p.rx_cookie.as_bytes().to_vec();
-        let seq = |ns: u32| if l.p.sequencing { Some(0x4000_0000 | ns) } else if l.p.sublayer { Some(0) } else { None };
+        let seq = |ns: u32| {
+            if l.p.sequencing {
+                Some(0x4000_0000 | ns)
+            } else if l.p.sublayer {
+                Some(0)
+            } else {
+                None
+            }
+        };
         let good = wire_in(l.p.encap, l.ipv6, &l2tp(id, &cookie, seq(0)), &payload);
         let mut bad_cookie = cookie.clone();
         if let Some(b) = bad_cookie.last_mut() {
             *b ^= 0xff;
         }
         let mut cases = vec![
-            Case { what: "decap", role: Role::Uplink, input: good.clone(), action: XDP_REDIRECT, output: Some(payload.clone()) },
+            Case {
+                what: "decap",
+                role: Role::Uplink,
+                input: good.clone(),
+                action: XDP_REDIRECT,
+                output: Some(payload.clone()),
+            },
             Case {
                 what: "unknown session passes",
                 role: Role::Uplink,
@@ -245,17 +270,37 @@ fn decap_and_encap_fixture_table() {
         }
         if l.p.encap != Encap::Ip {
             // A control message to a session's tunnel goes to the kernel.
-            let ctl = if l.ipv6 { udp6_frame(1701, 1701, &l2tpv2_zlb(1, 0, 0)) } else { udp4_frame(1701, 1701, &l2tpv2_zlb(1, 0, 0)) };
+            let ctl = if l.ipv6 {
+                udp6_frame(1701, 1701, &l2tpv2_zlb(1, 0, 0))
+            } else {
+                udp4_frame(1701, 1701, &l2tpv2_zlb(1, 0, 0))
+            };
             cases.push(Case { what: "control passes", role: Role::Uplink, input: ctl, action: XDP_PASS, output: None });
         } else {
-            let ctl = if l.ipv6 { ip6_l2tp_frame(&[0, 0, 0, 0, 0xc8, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0]) } else { ip4_l2tp_frame(&[0, 0, 0, 0, 0xc8, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0]) };
-            cases.push(Case { what: "control (session 0) passes", role: Role::Uplink, input: ctl, action: XDP_PASS, output: None });
+            let ctl = if l.ipv6 {
+                ip6_l2tp_frame(&[0, 0, 0, 0, 0xc8, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0])
+            } else {
+                ip4_l2tp_frame(&[0, 0, 0, 0, 0xc8, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0])
+            };
+            cases.push(Case {
+                what: "control (session 0) passes",
+                role: Role::Uplink,
+                input: ctl,
+                action: XDP_PASS,
+                output: None,
+            });
         }
         for c in cases {
             let (action, out) = rig.run(c.role, &c.input);
             let want = c.output.clone().unwrap_or_else(|| c.input.clone());
             if action != c.action || out != want {
-                failures.push(format!("{} / {}: action {action} (want {})\n{}", l.what, c.what, c.action, hexdiff(&out, &want)));
+                failures.push(format!(
+                    "{} / {}: action {action} (want {})\n{}",
+                    l.what,
+                    c.what,
+                    c.action,
+                    hexdiff(&out, &want)
+                ));
             }
         }
         // Truncated at every offset: never redirected, never a panic.
@@ -362,7 +407,10 @@ fn strict_mode_resyncs_after_n_in_sequence_both_directions() {
     assert_eq!(deliveries(&mut rig, 0x400, &[0, 1, 10, 11, 12, 13]), [true, true, false, false, true, true]);
     // Backward jump.
     let mut rig = seq_rig(RxMode::Strict { n: 3 });
-    assert_eq!(deliveries(&mut rig, 0x400, &[100, 101, 5, 6, 7, 8, 102]), [true, true, false, false, true, true, false]);
+    assert_eq!(
+        deliveries(&mut rig, 0x400, &[100, 101, 5, 6, 7, 8, 102]),
+        [true, true, false, false, true, true, false]
+    );
     let s = rig.stats(0x400);
     assert_eq!(s.rx_resyncs, 1, "{s:?}");
 }

@@ -19,6 +19,8 @@ const APT_PACKAGES: &[&str] = &[
     // network namespaces, veth, addresses
     "iproute2",
     "iputils-ping",
+    // GRO on veth peers that receive XDP_REDIRECTed frames
+    "ethtool",
     // codec cross-check against Wireshark's L2TP dissector
     "tshark",
     // a real L2TPv2 peer for captures and interop tests

@@ -1,19 +1,25 @@
 //! `cargo xtask demo`: two sites, each with an endpoint and a customer
-//! host, in network namespaces; the data plane on both endpoints; traffic
-//! across; everything removed at the end, also on Ctrl-C or failure.
+//! host, in network namespaces; an L2TPv3 Ethernet pseudowire between the
+//! endpoints on the XDP data plane (sequencing and cookies on); customer
+//! traffic across it; everything removed at the end, also on Ctrl-C or
+//! failure.
 //!
 //! ```text
-//!  cust-a --- ac0 [endpoint A] up0 ===== up0 [endpoint B] ac0 --- cust-b
-//!  198.18.1.2    198.18.1.1  198.18.0.1   198.18.0.2  198.18.2.1    198.18.2.2
+//!  cust-a eth0 --- ac0 [pe-a] up0 ======= up0 [pe-b] ac0 --- eth0 cust-b
+//!  198.18.1.1/24       198.18.0.1/24   198.18.0.2/24         198.18.1.2/24
 //! ```
 
 use std::{
+    path::Path,
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
 };
 
 use anyhow::{bail, Result};
-use l2tp_tests::{NetNs, PinDir};
+use l2tp_tests::{
+    topology::{self, TwoSites},
+    NetNs, PinDir,
+};
 
 use crate::util::{cargo, run as sh, step, workspace};
 
@@ -28,6 +34,42 @@ fn check_interrupt() -> Result<()> {
         bail!("interrupted: removing the topology");
     }
     Ok(())
+}
+
+/// Brings up one end of the pseudowire with the CLI, as an operator would.
+fn endpoint(ctl: &Path, pe: &NetNs, pins: &PinDir, ends: (&str, &str, &str), ids: (u32, u32)) -> Result<()> {
+    let pin = pins.path().to_string_lossy().into_owned();
+    sh(pe.command(ctl).args(["dataplane", "attach", "-i", "up0", "--role", "uplink", "--pin-dir", &pin]))?;
+    sh(pe.command(ctl).args(["dataplane", "attach", "-i", "ac0", "--role", "attachment", "--pin-dir", &pin]))?;
+    let (local, peer, peer_mac) = ends;
+    sh(pe.command(ctl).args([
+        "dataplane",
+        "session",
+        "add",
+        "--session-id",
+        &ids.0.to_string(),
+        "--peer-session-id",
+        &ids.1.to_string(),
+        "--encap",
+        "udp",
+        "--local",
+        local,
+        "--peer",
+        peer,
+        "--uplink",
+        "up0",
+        "--attachment",
+        "ac0",
+        "--next-hop-mac",
+        peer_mac,
+        "--cookie",
+        &format!("{:08x}{:08x}", ids.0, ids.0),
+        "--peer-cookie",
+        &format!("{:08x}{:08x}", ids.1, ids.1),
+        "--sequencing",
+        "--pin-dir",
+        &pin,
+    ]))
 }
 
 pub fn run() -> Result<()> {
@@ -47,58 +89,33 @@ pub fn run() -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
 
-    step("building the topology (4 network namespaces, 3 veth links)");
-    let cust_a = NetNs::new("cust-a")?;
-    let pe_a = NetNs::new("pe-a")?;
-    let pe_b = NetNs::new("pe-b")?;
-    let cust_b = NetNs::new("cust-b")?;
-    cust_a.veth("eth0", &pe_a, "ac0")?;
-    pe_a.veth("up0", &pe_b, "up0")?;
-    pe_b.veth("ac0", &cust_b, "eth0")?;
-    cust_a.addr("eth0", "198.18.1.2/24")?;
-    pe_a.addr("ac0", "198.18.1.1/24")?;
-    pe_a.addr("up0", "198.18.0.1/24")?;
-    pe_b.addr("up0", "198.18.0.2/24")?;
-    pe_b.addr("ac0", "198.18.2.1/24")?;
-    cust_b.addr("eth0", "198.18.2.2/24")?;
-    cust_a.ip(&["route", "add", "default", "via", "198.18.1.1"])?;
-    cust_b.ip(&["route", "add", "default", "via", "198.18.2.1"])?;
-    pe_a.ip(&["route", "add", "198.18.2.0/24", "via", "198.18.0.2"])?;
-    pe_b.ip(&["route", "add", "198.18.1.0/24", "via", "198.18.0.1"])?;
-    for pe in [&pe_a, &pe_b] {
-        sh(pe.command("sysctl").args(["-q", "-w", "net.ipv4.ip_forward=1"]))?;
-    }
+    step("building two sites: 4 network namespaces, 3 veth links (198.18.0.0/15)");
+    let t = TwoSites::new()?;
     check_interrupt()?;
 
-    step("attaching the XDP data plane to both uplinks");
+    step("loading the XDP data plane on both endpoints and installing an L2TPv3 pseudowire (UDP, cookies, sequencing)");
     let pins_a = PinDir::new("demo-pe-a");
     let pins_b = PinDir::new("demo-pe-b");
-    for (pe, pins) in [(&pe_a, &pins_a), (&pe_b, &pins_b)] {
-        sh(pe.command(&ctl).args(["dataplane", "attach", "--interface", "up0", "--pin-dir"]).arg(pins.path()))?;
-    }
+    endpoint(&ctl, &t.pe_a, &pins_a, (topology::PE_A_UP, topology::PE_B_UP, topology::PE_B_UP_MAC), (4097, 8194))?;
+    endpoint(&ctl, &t.pe_b, &pins_b, (topology::PE_B_UP, topology::PE_A_UP, topology::PE_A_UP_MAC), (8194, 4097))?;
     check_interrupt()?;
 
-    step("customer A pings customer B across both endpoints");
-    sh(cust_a.command("ping").args(["-c", "5", "-i", "0.2", "-W", "2", "198.18.2.2"]))?;
+    step("customer A pings customer B on the same Ethernet segment, across the pseudowire");
+    sh(t.cust_a.command("ping").args(["-c", "5", "-i", "0.2", "-W", "2", topology::CUST_B]))?;
     check_interrupt()?;
 
-    step("endpoint A sends 3 L2TPv2 control messages (ZLB) to endpoint B, UDP port 1701");
-    for ns in 0..3u8 {
-        let zlb = format!("\\xc8\\x02\\x00\\x0c\\x00\\x01\\x00\\x00\\x00\\x{ns:02x}\\x00\\x00");
-        sh(pe_a.command("bash").args(["-c", &format!("printf '{zlb}' > /dev/udp/198.18.0.2/1701")]))?;
-    }
-    check_interrupt()?;
-
-    for (name, pe, pins) in [("A", &pe_a, &pins_a), ("B", &pe_b, &pins_b)] {
-        step(&format!("data-plane counters at endpoint {name}"));
-        sh(pe.command(&ctl).args(["dataplane", "stats", "--pin-dir"]).arg(pins.path()))?;
+    for (name, pe, pins) in [("A", &t.pe_a, &pins_a), ("B", &t.pe_b, &pins_b)] {
+        step(&format!("endpoint {name}: pseudowire counters and L2TP traffic seen on the uplink"));
+        let pin = pins.path().to_string_lossy().into_owned();
+        sh(pe.command(&ctl).args(["dataplane", "session", "list", "--pin-dir", &pin]))?;
+        sh(pe.command(&ctl).args(["dataplane", "stats", "--pin-dir", &pin]))?;
     }
 
     step("removing the data plane and the topology");
-    for (pe, pins) in [(&pe_a, &pins_a), (&pe_b, &pins_b)] {
+    for (pe, pins) in [(&t.pe_a, &pins_a), (&t.pe_b, &pins_b)] {
         sh(pe.command(&ctl).args(["dataplane", "detach", "--all", "--pin-dir"]).arg(pins.path()))?;
     }
-    drop((cust_a, pe_a, pe_b, cust_b, pins_a, pins_b));
+    drop((t, pins_a, pins_b));
     let left = String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output()?.stdout).into_owned();
     if left.contains(l2tp_tests::netns::PREFIX) {
         bail!("namespaces left behind: {left}");

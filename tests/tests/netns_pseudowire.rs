@@ -1,0 +1,153 @@
+//! An L2TPv3 Ethernet pseudowire across two endpoints in network
+//! namespaces, with sequencing and cookies: ping and bounded UDP streams in
+//! both directions, then exact per-session counters on both endpoints.
+
+use std::{
+    net::UdpSocket,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use l2tp_ctl::dataplane::{self, AttachMode, Cookie, Encap, Pinned, Role, RxMode, SessionParams};
+use l2tp_tests::{
+    netns::run,
+    topology::{self, TwoSites},
+    NetNs, PinDir,
+};
+
+const ID_A: u32 = 0x1001;
+const ID_B: u32 = 0x2002;
+
+fn mac(s: &str) -> [u8; 6] {
+    let b: Vec<u8> = s.split(':').map(|p| u8::from_str_radix(p, 16).expect("mac")).collect();
+    [b[0], b[1], b[2], b[3], b[4], b[5]]
+}
+
+/// Loads, attaches and installs one end of the pseudowire.
+fn endpoint(
+    ns: &NetNs,
+    pins: &PinDir,
+    local: &str,
+    peer: &str,
+    peer_mac: &str,
+    ids: (u32, u32),
+    encap: Encap,
+) -> Pinned {
+    let dp = Pinned::open_or_create(pins.path()).expect("load and pin");
+    let cookie_in = Cookie::new(&ids.0.to_be_bytes().repeat(2)).expect("cookie");
+    let cookie_out = Cookie::new(&ids.1.to_be_bytes().repeat(2)).expect("cookie");
+    ns.enter(|| {
+        assert_eq!(
+            dp.attach("up0", Role::Uplink, AttachMode::Native).expect("attach up0"),
+            dataplane::AttachedMode::Native
+        );
+        dp.attach("ac0", Role::Attachment, AttachMode::Native).expect("attach ac0");
+        let params = SessionParams {
+            local_session_id: ids.0,
+            peer_session_id: ids.1,
+            encap,
+            local_addr: local.parse().expect("addr"),
+            peer_addr: peer.parse().expect("addr"),
+            local_mac: dataplane::hwaddr("up0").expect("mac"),
+            next_hop_mac: mac(peer_mac),
+            uplink_ifindex: dataplane::ifindex("up0").expect("up0"),
+            attach_ifindex: dataplane::ifindex("ac0").expect("ac0"),
+            uplink_mtu: 1500,
+            rx_cookie: cookie_in,
+            tx_cookie: cookie_out,
+            sublayer: true,
+            sequencing: true,
+            rx_mode: RxMode::AcceptNew,
+            udp6_zero_checksum: false,
+        };
+        dp.sessions().expect("maps").add(&params).expect("session");
+    })
+    .expect("enter");
+    dp
+}
+
+/// Sends `n` datagrams from `from` to `to_addr:port` in namespace `to`;
+/// returns how many arrived (bounded in time).
+fn udp_stream(from: &NetNs, from_addr: &str, to: &NetNs, to_addr: &str, n: usize) -> usize {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let receiver = s.spawn(|| {
+            to.enter(|| {
+                let sock = UdpSocket::bind(format!("{to_addr}:5000")).expect("bind");
+                sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+                ready_tx.send(()).expect("ready");
+                let mut got = 0;
+                let mut buf = [0u8; 2048];
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while got < n && Instant::now() < deadline {
+                    match sock.recv(&mut buf) {
+                        Ok(200) => got += 1,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                got
+            })
+            .expect("enter")
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).expect("receiver ready");
+        from.enter(|| {
+            let sock = UdpSocket::bind(format!("{from_addr}:0")).expect("bind");
+            for i in 0..n {
+                sock.send_to(&[i as u8; 200], format!("{to_addr}:5000")).expect("send");
+                if i % 50 == 49 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
+        .expect("enter");
+        receiver.join().expect("receiver")
+    })
+}
+
+fn pseudowire(encap: Encap) {
+    let t = TwoSites::new().expect("topology");
+    let (pins_a, pins_b) = (PinDir::new("pw-a"), PinDir::new("pw-b"));
+    let dp_a =
+        endpoint(&t.pe_a, &pins_a, topology::PE_A_UP, topology::PE_B_UP, topology::PE_B_UP_MAC, (ID_A, ID_B), encap);
+    let dp_b =
+        endpoint(&t.pe_b, &pins_b, topology::PE_B_UP, topology::PE_A_UP, topology::PE_A_UP_MAC, (ID_B, ID_A), encap);
+
+    const PINGS: u64 = 5;
+    run(t.cust_a.command("ping").args(["-c", "5", "-i", "0.05", "-W", "2", topology::CUST_B]))
+        .expect("ping across the pseudowire");
+    const N: usize = 1000;
+    assert_eq!(udp_stream(&t.cust_a, topology::CUST_A, &t.cust_b, topology::CUST_B, N), N, "a -> b");
+    assert_eq!(udp_stream(&t.cust_b, topology::CUST_B, &t.cust_a, topology::CUST_A, N), N, "b -> a");
+
+    let n = N as u64;
+    for (name, dp, id) in [("pe-a", &dp_a, ID_A), ("pe-b", &dp_b, ID_B)] {
+        let table = dp.sessions().expect("maps");
+        let idx = table.index_of(id).expect("session");
+        let s = table.stats(idx).expect("stats");
+        // Pings: requests a->b, replies b->a. Streams: n each way.
+        let (tx, rx) = (PINGS + n, PINGS + n);
+        assert_eq!((s.tx_packets, s.rx_packets), (tx, rx), "{name}: {s:?}");
+        assert_eq!(
+            (s.rx_out_of_seq, s.rx_lost, s.rx_duplicates, s.rx_cookie_mismatch, s.rx_malformed, s.tx_mtu_drops),
+            (0, 0, 0, 0, 0, 0),
+            "{name}: {s:?}"
+        );
+        let st = table.state(idx).expect("state");
+        assert_eq!((u64::from(st.tx_ns), u64::from(st.rx_nr)), (tx, rx), "{name}: Ns/Nr {st:?}");
+    }
+    dp_a.destroy().expect("destroy a");
+    dp_b.destroy().expect("destroy b");
+}
+
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn pseudowire_over_udp_carries_ping_and_streams_with_exact_counters() {
+    pseudowire(Encap::Udp { local_port: 1701, peer_port: 1701 });
+}
+
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn pseudowire_over_ip_carries_ping_and_streams_with_exact_counters() {
+    pseudowire(Encap::Ip);
+}
