@@ -3,5 +3,6 @@
 //! No sockets, no clock, no global randomness: the daemon feeds bytes and
 //! time in and takes bytes, timers, events and data-plane updates out.
 
+pub mod channel;
 pub mod fuzzing;
 pub mod wire;
