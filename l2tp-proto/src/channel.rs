@@ -242,8 +242,14 @@ impl<T> Channel<T> {
     /// beyond what was sent.
     fn process_nr(&mut self, now: Instant, nr: u16) -> bool {
         let base = self.outstanding.front().map_or(self.next_ns, |(ns, _)| *ns);
+        if seq_lt(nr, base) {
+            // An old acknowledgement (a duplicate or a reordered message):
+            // nothing new to flush.
+            return true;
+        }
         let acked = nr.wrapping_sub(base);
         if usize::from(acked) > self.outstanding.len() {
+            // RFC 3931 4.2: Nr beyond the last Ns sent + 1 is invalid.
             return false;
         }
         if acked == 0 {

@@ -4,5 +4,6 @@
 //! time in and takes bytes, timers, events and data-plane updates out.
 
 pub mod channel;
+pub mod engine;
 pub mod fuzzing;
 pub mod wire;

@@ -104,8 +104,13 @@ impl DecodeError {
             Self::AvpLength(_) | Self::NoMessageType | Self::BadMessageType => {
                 fatal(None, error::BAD_LENGTH, "malformed AVP")
             }
-            Self::HiddenWithoutSecret { .. } | Self::HiddenWithoutRandomVector { .. } | Self::HiddenCorrupt { .. } => {
-                fatal(None, error::OUT_OF_RANGE, "hidden AVP cannot be recovered")
+            // A hidden AVP that does not unhide means the peer does not
+            // share our secret: "Requester is not authorized".
+            Self::HiddenWithoutSecret { .. } | Self::HiddenCorrupt { .. } => {
+                Reply::StopCcn(ResultCode::new(stopccn::NOT_AUTHORIZED, None, ""))
+            }
+            Self::HiddenWithoutRandomVector { .. } => {
+                fatal(None, error::OUT_OF_RANGE, "hidden AVP without Random Vector")
             }
             Self::UnknownMandatoryAvp { msg_type, attr, .. } => {
                 // RFC 3931 5.4.2 error 8: "The Error Message SHOULD contain

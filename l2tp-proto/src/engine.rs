@@ -1,0 +1,1319 @@
+//! The protocol engine: control connections (tunnels) and sessions of
+//! L2TPv2 and L2TPv3 over the reliable channel, sans-IO.
+//!
+//! Inputs: [`Engine::handle_datagram`], [`Engine::handle_timeout`] and the
+//! commands ([`Engine::connect`], [`Engine::open_session`], ...). Outputs:
+//! [`Engine::poll_transmit`], [`Engine::poll_timeout`],
+//! [`Engine::poll_event`] and [`Engine::poll_dataplane`]. Time and
+//! randomness are injected.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use md5::{Digest, Md5};
+use rand::RngCore;
+
+use crate::{
+    channel::{Channel, ChannelConfig, Received, Transmit},
+    wire::{
+        avp::attr,
+        message::DecodeError,
+        rules::validate,
+        types::{cdn, stopccn},
+        Avp, AvpValue, ControlHeader, ControlMessage, Message, MessageType, Reply, ResultCode, Transport, Version,
+    },
+};
+
+/// Engine-wide settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub host_name: String,
+    /// L2TPv3 Router ID.
+    pub router_id: u32,
+    pub vendor_name: String,
+    pub channel: ChannelConfig,
+    /// HELLO after this long without a message from the peer.
+    pub hello_interval: Duration,
+    /// State kept after StopCCN to acknowledge retransmissions (RFC 2661
+    /// 5.8: "the full retransmission interval").
+    pub close_hold: Duration,
+    pub max_tunnels: usize,
+    pub max_sessions_per_tunnel: usize,
+    /// Tunnels not yet established, per peer address.
+    pub max_half_open_per_peer: usize,
+    /// Tunnel parameters for peers that connect to us; `None` refuses.
+    pub accept: Option<TunnelParams>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            host_name: "l2tp".into(),
+            router_id: 1,
+            vendor_name: "l2tp-failover".into(),
+            channel: ChannelConfig::default(),
+            hello_interval: Duration::from_secs(60),
+            close_hold: Duration::from_secs(31),
+            max_tunnels: 4096,
+            max_sessions_per_tunnel: 65_535,
+            max_half_open_per_peer: 16,
+            accept: None,
+        }
+    }
+}
+
+/// RFC 4951 Failover Capability as configured (F-CFG-1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailoverCapability {
+    pub control: bool,
+    pub data: bool,
+    pub recovery_time_ms: u32,
+}
+
+/// Per-tunnel parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelParams {
+    pub version: Version,
+    pub transport: Transport,
+    /// Shared secret: tunnel authentication (v2 challenge/response) and
+    /// hidden AVPs.
+    pub secret: Option<Vec<u8>>,
+    /// Hide the AVPs that may be hidden (v2, needs a secret).
+    pub hide_avps: bool,
+    /// Advertised in SCCRQ/SCCRP (M=0), if any.
+    pub failover: Option<FailoverCapability>,
+    /// L2TPv3 pseudowire types we accept.
+    pub pw_types: Vec<u16>,
+}
+
+/// Per-session parameters (L2TPv3 pseudowire settings; ignored in v2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionParams {
+    pub pw_type: u16,
+    pub remote_end_id: Vec<u8>,
+    /// Length of the cookie we assign (0, 4 or 8).
+    pub cookie_len: usize,
+    /// We require the default L2-Specific Sublayer on data we receive.
+    pub sublayer: bool,
+    /// We require sequence numbers on data we receive.
+    pub sequencing: bool,
+}
+
+impl Default for SessionParams {
+    fn default() -> Self {
+        Self { pw_type: 5, remote_end_id: b"pw".to_vec(), cookie_len: 0, sublayer: false, sequencing: false }
+    }
+}
+
+/// Local handle of a tunnel (its local Tunnel / Control Connection ID).
+pub type TunnelId = u32;
+
+/// What the data plane must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataplaneUpdate {
+    SessionUp {
+        tunnel: TunnelId,
+        version: Version,
+        transport: Transport,
+        peer: SocketAddr,
+        local_session_id: u32,
+        peer_session_id: u32,
+        /// Cookie the peer sends (we assigned it) and cookie we send.
+        rx_cookie: Vec<u8>,
+        tx_cookie: Vec<u8>,
+        /// Sublayer and sequence numbers on data we receive / send.
+        rx_sublayer: bool,
+        tx_sublayer: bool,
+        rx_sequencing: bool,
+        tx_sequencing: bool,
+    },
+    SessionDown {
+        tunnel: TunnelId,
+        local_session_id: u32,
+    },
+}
+
+/// Why a tunnel or session went down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DownReason {
+    /// We sent StopCCN/CDN with this code.
+    Local(ResultCode),
+    /// The peer sent StopCCN/CDN with this code.
+    Peer(ResultCode),
+    /// The reliable channel gave up.
+    Timeout,
+    /// Lost a tie breaker against the peer's own SCCRQ.
+    LostTie,
+}
+
+/// Notifications for the operator and the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    TunnelUp {
+        tunnel: TunnelId,
+        peer: SocketAddr,
+        peer_host_name: Vec<u8>,
+        peer_failover: Option<FailoverCapability>,
+    },
+    TunnelDown {
+        tunnel: TunnelId,
+        reason: DownReason,
+    },
+    SessionUp {
+        tunnel: TunnelId,
+        local_session_id: u32,
+        peer_session_id: u32,
+    },
+    SessionDown {
+        tunnel: TunnelId,
+        local_session_id: u32,
+        reason: DownReason,
+    },
+    /// A datagram was dropped or answered with an error (counted).
+    Rejected {
+        peer: SocketAddr,
+        what: String,
+    },
+}
+
+/// Engine counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub datagrams: u64,
+    pub malformed: u64,
+    pub unknown_tunnel: u64,
+    pub auth_failures: u64,
+    pub refused: u64,
+    pub stopccn_sent: u64,
+    pub cdn_sent: u64,
+    pub ignored: u64,
+}
+
+/// Errors of the commands (never of received input, which is answered as
+/// the RFCs require).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no tunnel {0}")]
+    NoTunnel(TunnelId),
+    #[error("tunnel {0} is not established")]
+    NotEstablished(TunnelId),
+    #[error("no session {1} on tunnel {0}")]
+    NoSession(TunnelId, u32),
+    #[error("limit reached: {0}")]
+    Limit(&'static str),
+    #[error("invalid parameters: {0}")]
+    Invalid(&'static str),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TunnelState {
+    /// Sent SCCRQ, waiting for SCCRP.
+    WaitReply,
+    /// Sent SCCRP, waiting for SCCCN.
+    WaitConnected,
+    Established,
+    /// StopCCN sent or received: only acknowledging until `until`.
+    Closing {
+        until: Instant,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SessionState {
+    /// Sent ICRQ, waiting for ICRP.
+    WaitReply,
+    /// Sent ICRP, waiting for ICCN.
+    WaitConnected,
+    Established,
+}
+
+#[derive(Debug)]
+struct Session {
+    state: SessionState,
+    local_id: u32,
+    peer_id: u32,
+    params: SessionParams,
+    rx_cookie: Vec<u8>,
+    tx_cookie: Vec<u8>,
+    peer_sublayer: bool,
+    peer_sequencing: bool,
+}
+
+/// A message queued on the reliable channel, with the v2 header Session ID.
+#[derive(Clone, Debug)]
+struct Outgoing {
+    session_id: u16,
+    msg: Message,
+}
+
+#[derive(Debug)]
+struct Tunnel {
+    state: TunnelState,
+    local_id: u32,
+    peer_id: u32,
+    peer: SocketAddr,
+    params: TunnelParams,
+    channel: Channel<Outgoing>,
+    initiator: bool,
+    our_challenge: Option<Vec<u8>>,
+    tie_breaker: Option<[u8; 8]>,
+    peer_failover: Option<FailoverCapability>,
+    peer_host_name: Vec<u8>,
+    last_rx: Instant,
+    sessions: HashMap<u32, Session>,
+    serial: u32,
+}
+
+/// The protocol engine of one endpoint.
+pub struct Engine {
+    cfg: EngineConfig,
+    rng: Box<dyn RngCore + Send>,
+    tunnels: HashMap<u32, Tunnel>,
+    transmits: VecDeque<(SocketAddr, Transport, Vec<u8>)>,
+    events: VecDeque<Event>,
+    dataplane: VecDeque<DataplaneUpdate>,
+    /// Recently released session IDs, avoided when allocating (IDs are
+    /// chosen least-recently-used, RFC 4951 F-SS-4).
+    released_sessions: VecDeque<u32>,
+    stats: EngineStats,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("tunnels", &self.tunnels.len()).field("stats", &self.stats).finish()
+    }
+}
+
+const RELEASED_KEEP: usize = 4096;
+
+/// RFC 2661 4.2 / RFC 1994 4.1: MD5(ID || secret || challenge), ID being
+/// the Message Type of the message that carries the response.
+pub fn challenge_response(msg_type: MessageType, secret: &[u8], challenge: &[u8]) -> [u8; 16] {
+    let mut h = Md5::new();
+    h.update([msg_type.to_u16() as u8]);
+    h.update(secret);
+    h.update(challenge);
+    h.finalize().into()
+}
+
+/// Constant-time equality for secrets and digests.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn avp(version: Version, v: AvpValue) -> Avp {
+    Avp::new(version, v)
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, rng: Box<dyn RngCore + Send>) -> Self {
+        Self {
+            cfg,
+            rng,
+            tunnels: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            dataplane: VecDeque::new(),
+            released_sessions: VecDeque::new(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Established tunnels and their established sessions.
+    pub fn tunnels(&self) -> Vec<(TunnelId, Vec<u32>)> {
+        let mut v: Vec<(TunnelId, Vec<u32>)> = self
+            .tunnels
+            .values()
+            .filter(|t| t.state == TunnelState::Established)
+            .map(|t| {
+                let mut s: Vec<u32> =
+                    t.sessions.values().filter(|s| s.state == SessionState::Established).map(|s| s.local_id).collect();
+                s.sort();
+                (t.local_id, s)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn alloc_tunnel_id(&mut self, version: Version) -> u32 {
+        loop {
+            let id = match version {
+                Version::V2 => u32::from(self.rng.next_u32() as u16),
+                Version::V3 => self.rng.next_u32(),
+            };
+            if id != 0 && !self.tunnels.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn alloc_session_id(&mut self, tunnel: u32, version: Version) -> u32 {
+        loop {
+            let id = match version {
+                Version::V2 => u32::from(self.rng.next_u32() as u16),
+                Version::V3 => self.rng.next_u32(),
+            };
+            let in_use = match version {
+                // v2 session IDs are per tunnel; v3 per endpoint.
+                Version::V2 => self.tunnels.get(&tunnel).is_some_and(|t| t.sessions.contains_key(&id)),
+                Version::V3 => self.tunnels.values().any(|t| t.sessions.contains_key(&id)),
+            };
+            if id != 0 && !in_use && !self.released_sessions.contains(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn release_session_id(&mut self, id: u32) {
+        self.released_sessions.push_back(id);
+        while self.released_sessions.len() > RELEASED_KEEP {
+            self.released_sessions.pop_front();
+        }
+    }
+
+    fn random_bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0; n];
+        self.rng.fill_bytes(&mut v);
+        v
+    }
+
+    /// Opens a control connection to `peer`.
+    pub fn connect(&mut self, now: Instant, peer: SocketAddr, params: TunnelParams) -> Result<TunnelId, CommandError> {
+        if self.tunnels.len() >= self.cfg.max_tunnels {
+            return Err(CommandError::Limit("tunnels"));
+        }
+        if params.transport == Transport::Ip && params.version == Version::V2 {
+            return Err(CommandError::Invalid("L2TPv2 runs over UDP only"));
+        }
+        let id = self.alloc_tunnel_id(params.version);
+        let challenge = params.secret.as_ref().filter(|_| params.version == Version::V2).map(|_| self.random_bytes(16));
+        let mut tie = [0u8; 8];
+        self.rng.fill_bytes(&mut tie);
+        let mut t = Tunnel {
+            state: TunnelState::WaitReply,
+            local_id: id,
+            peer_id: 0,
+            peer,
+            params,
+            channel: Channel::new(self.cfg.channel.clone()),
+            initiator: true,
+            our_challenge: challenge,
+            tie_breaker: Some(tie),
+            peer_failover: None,
+            peer_host_name: Vec::new(),
+            last_rx: now,
+            sessions: HashMap::new(),
+            serial: 0,
+        };
+        let msg = self.sccrq_or_sccrp(&t, MessageType::Sccrq, None);
+        t.channel.send(now, Outgoing { session_id: 0, msg });
+        self.tunnels.insert(id, t);
+        self.flush(now, id);
+        Ok(id)
+    }
+
+    fn sccrq_or_sccrp(&mut self, t: &Tunnel, msg_type: MessageType, response: Option<[u8; 16]>) -> Message {
+        use AvpValue::*;
+        let v = t.params.version;
+        let mut avps = Vec::new();
+        match v {
+            Version::V2 => {
+                avps.push(avp(v, ProtocolVersion { version: 1, revision: 0 }));
+                avps.push(avp(v, HostName(self.cfg.host_name.as_bytes().to_vec())));
+                avps.push(avp(v, FramingCapabilities(3)));
+                avps.push(avp(v, AssignedTunnelId(t.local_id as u16)));
+            }
+            Version::V3 => {
+                avps.push(avp(v, HostName(self.cfg.host_name.as_bytes().to_vec())));
+                avps.push(avp(v, RouterId(self.cfg.router_id)));
+                avps.push(avp(v, AssignedConnectionId(t.local_id)));
+                avps.push(avp(v, PwCapabilities(t.params.pw_types.clone())));
+            }
+        }
+        avps.push(avp(v, ReceiveWindowSize(self.cfg.channel.receive_window)));
+        avps.push(avp(v, VendorName(self.cfg.vendor_name.as_bytes().to_vec())));
+        if msg_type == MessageType::Sccrq {
+            if let Some(tb) = t.tie_breaker {
+                avps.push(avp(v, TieBreaker(tb)));
+            }
+        }
+        if let Some(r) = response {
+            avps.push(avp(v, ChallengeResponse(r)));
+        }
+        if let Some(c) = &t.our_challenge {
+            avps.push(avp(v, Challenge(c.clone())));
+        }
+        // RFC 4951 F-CAP-1: advertised per configuration, M=0 (W-1), never
+        // with both bits clear (W-7).
+        if let Some(f) = t.params.failover.filter(|f| f.control || f.data) {
+            avps.push(avp(
+                v,
+                FailoverCapability { control: f.control, data: f.data, recovery_time_ms: f.recovery_time_ms },
+            ));
+        }
+        self.maybe_hide(t, Message::new(msg_type, avps))
+    }
+
+    /// With `hide_avps` (v2 and a secret): a Random Vector first and the
+    /// AVPs that may be hidden hidden (RFC 2661 4.3).
+    fn maybe_hide(&mut self, t: &Tunnel, mut msg: Message) -> Message {
+        if !(t.params.hide_avps && t.params.secret.is_some() && t.params.version == Version::V2) {
+            return msg;
+        }
+        let hideable = |a: &Avp| {
+            matches!(
+                a.value,
+                AvpValue::AssignedTunnelId(_) | AvpValue::AssignedSessionId(_) | AvpValue::CallSerialNumber(_)
+            )
+        };
+        if !msg.avps.iter().any(hideable) {
+            return msg;
+        }
+        for a in msg.avps.iter_mut().filter(|a| hideable(a)) {
+            a.flags.hidden = true;
+        }
+        let rv = self.random_bytes(16);
+        msg.avps.insert(0, avp(t.params.version, AvpValue::RandomVector(rv)));
+        msg
+    }
+
+    /// Encodes and queues everything the tunnel's channel wants to send.
+    fn flush(&mut self, now: Instant, id: u32) {
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        let secret = t.params.secret.clone();
+        while let Some(tx) = t.channel.poll_transmit(now) {
+            let (header, message) = match tx {
+                Transmit::Message { ns, nr, msg } => (
+                    ControlHeader {
+                        version: t.params.version,
+                        tunnel_id: t.peer_id,
+                        session_id: msg.session_id,
+                        ns,
+                        nr,
+                    },
+                    Some(msg.msg.clone()),
+                ),
+                Transmit::Ack { ns, nr } => {
+                    let message = match t.params.version {
+                        // RFC 3931 6.15: an explicit ACK message.
+                        Version::V3 => Some(Message::new(MessageType::Ack, Vec::new())),
+                        Version::V2 => None,
+                    };
+                    (ControlHeader { version: t.params.version, tunnel_id: t.peer_id, session_id: 0, ns, nr }, message)
+                }
+            };
+            match (ControlMessage { header, message }).encode(t.params.transport, secret.as_deref()) {
+                Ok(bytes) => self.transmits.push_back((t.peer, t.params.transport, bytes)),
+                Err(e) => self.events.push_back(Event::Rejected { peer: t.peer, what: format!("cannot encode: {e}") }),
+            }
+        }
+    }
+
+    /// The next datagram to send: destination, transport and bytes.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Transport, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_dataplane(&mut self) -> Option<DataplaneUpdate> {
+        self.dataplane.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.tunnels
+            .values()
+            .flat_map(|t| {
+                let hello = (t.state == TunnelState::Established).then(|| t.last_rx + self.cfg.hello_interval);
+                let closing = match t.state {
+                    TunnelState::Closing { until } => Some(until),
+                    _ => None,
+                };
+                [t.channel.poll_timeout(), hello, closing]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Runs the timers: retransmissions, delayed acks, HELLO, teardown.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ids: Vec<u32> = self.tunnels.keys().copied().collect();
+        for id in ids {
+            let Some(t) = self.tunnels.get_mut(&id) else { continue };
+            if let TunnelState::Closing { until } = t.state {
+                if now >= until {
+                    self.tunnels.remove(&id);
+                    continue;
+                }
+            }
+            if t.channel.handle_timeout(now).is_err() {
+                // RFC 2661 5.8: "the tunnel and all sessions within MUST be
+                // cleared".
+                self.clear_tunnel(id, DownReason::Timeout);
+                continue;
+            }
+            if t.state == TunnelState::Established && now >= t.last_rx + self.cfg.hello_interval && t.channel.is_idle()
+            {
+                // RFC 2661 6.5 / RFC 3931 6.5: keepalive on an idle tunnel.
+                t.last_rx = now;
+                t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Hello, Vec::new()) });
+            }
+            self.flush(now, id);
+        }
+    }
+
+    /// Removes a tunnel at once, reporting every session down.
+    fn clear_tunnel(&mut self, id: u32, reason: DownReason) {
+        let Some(t) = self.tunnels.remove(&id) else { return };
+        let was_up = t.state == TunnelState::Established || matches!(t.state, TunnelState::Closing { .. });
+        for s in t.sessions.values() {
+            self.session_gone(id, s, reason.clone());
+        }
+        let ids: Vec<u32> = t.sessions.keys().copied().collect();
+        for s in ids {
+            self.release_session_id(s);
+        }
+        if was_up || reason == DownReason::Timeout || reason == DownReason::LostTie {
+            self.events.push_back(Event::TunnelDown { tunnel: id, reason });
+        }
+    }
+
+    fn session_gone(&mut self, tunnel: u32, s: &Session, reason: DownReason) {
+        if s.state == SessionState::Established {
+            self.dataplane.push_back(DataplaneUpdate::SessionDown { tunnel, local_session_id: s.local_id });
+        }
+        self.events.push_back(Event::SessionDown { tunnel, local_session_id: s.local_id, reason });
+    }
+
+    /// Sends StopCCN and keeps the tunnel only to acknowledge (RFC 2661
+    /// 5.8: state kept "for the full retransmission interval").
+    fn stop_tunnel(&mut self, now: Instant, id: u32, rc: ResultCode) {
+        let until = now + self.cfg.close_hold;
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        if matches!(t.state, TunnelState::Closing { .. }) {
+            return;
+        }
+        let v = t.params.version;
+        let mut avps = vec![match v {
+            Version::V2 => avp(v, AvpValue::AssignedTunnelId(t.local_id as u16)),
+            Version::V3 => avp(v, AvpValue::AssignedConnectionId(t.local_id)),
+        }];
+        avps.push(avp(v, AvpValue::ResultCode(rc.clone())));
+        t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::StopCcn, avps) });
+        let was_established = t.state == TunnelState::Established;
+        t.state = TunnelState::Closing { until };
+        let sessions: Vec<Session> = t.sessions.drain().map(|(_, s)| s).collect();
+        self.stats.stopccn_sent += 1;
+        for s in &sessions {
+            self.session_gone(id, s, DownReason::Local(rc.clone()));
+            self.release_session_id(s.local_id);
+        }
+        if was_established {
+            self.events.push_back(Event::TunnelDown { tunnel: id, reason: DownReason::Local(rc) });
+        }
+        self.flush(now, id);
+    }
+
+    /// Tears a tunnel down (StopCCN, result 1: general request to clear).
+    pub fn close_tunnel(&mut self, now: Instant, id: TunnelId) -> Result<(), CommandError> {
+        if !self.tunnels.contains_key(&id) {
+            return Err(CommandError::NoTunnel(id));
+        }
+        self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_CLEAR, None, ""));
+        Ok(())
+    }
+
+    /// Places an incoming call on an established tunnel (ICRQ).
+    pub fn open_session(&mut self, now: Instant, id: TunnelId, params: SessionParams) -> Result<u32, CommandError> {
+        let (version, count) = match self.tunnels.get(&id) {
+            None => return Err(CommandError::NoTunnel(id)),
+            Some(t) if t.state != TunnelState::Established => return Err(CommandError::NotEstablished(id)),
+            Some(t) => (t.params.version, t.sessions.len()),
+        };
+        if count >= self.cfg.max_sessions_per_tunnel {
+            return Err(CommandError::Limit("sessions per tunnel"));
+        }
+        if !matches!(params.cookie_len, 0 | 4 | 8) {
+            return Err(CommandError::Invalid("cookie length must be 0, 4 or 8"));
+        }
+        let sid = self.alloc_session_id(id, version);
+        let rx_cookie = self.random_bytes(params.cookie_len);
+        let Some(t) = self.tunnels.get_mut(&id) else { return Err(CommandError::NoTunnel(id)) };
+        t.serial = t.serial.wrapping_add(1);
+        let v = version;
+        let avps = match v {
+            Version::V2 => {
+                vec![avp(v, AvpValue::AssignedSessionId(sid as u16)), avp(v, AvpValue::CallSerialNumber(t.serial))]
+            }
+            Version::V3 => {
+                let mut a = vec![
+                    avp(v, AvpValue::LocalSessionId(sid)),
+                    avp(v, AvpValue::RemoteSessionId(0)),
+                    avp(v, AvpValue::CallSerialNumber(t.serial)),
+                    avp(v, AvpValue::PwType(params.pw_type)),
+                    avp(v, AvpValue::RemoteEndId(params.remote_end_id.clone())),
+                    avp(v, AvpValue::CircuitStatus { new: true, active: true }),
+                ];
+                a.extend(Self::v3_session_avps(&params, &rx_cookie));
+                a
+            }
+        };
+        t.sessions.insert(
+            sid,
+            Session {
+                state: SessionState::WaitReply,
+                local_id: sid,
+                peer_id: 0,
+                params,
+                rx_cookie,
+                tx_cookie: Vec::new(),
+                peer_sublayer: false,
+                peer_sequencing: false,
+            },
+        );
+        let msg = self.maybe_hide_id(id, Message::new(MessageType::Icrq, avps));
+        if let Some(t) = self.tunnels.get_mut(&id) {
+            t.channel.send(now, Outgoing { session_id: 0, msg });
+        }
+        self.flush(now, id);
+        Ok(sid)
+    }
+
+    fn maybe_hide_id(&mut self, id: u32, msg: Message) -> Message {
+        let Some(t) = self.tunnels.remove(&id) else { return msg };
+        let msg = self.maybe_hide(&t, msg);
+        self.tunnels.insert(id, t);
+        msg
+    }
+
+    fn v3_session_avps(params: &SessionParams, rx_cookie: &[u8]) -> Vec<Avp> {
+        let v = Version::V3;
+        let mut a = Vec::new();
+        if !rx_cookie.is_empty() {
+            a.push(avp(v, AvpValue::AssignedCookie(rx_cookie.to_vec())));
+        }
+        a.push(avp(v, AvpValue::L2SpecificSublayer(u16::from(params.sublayer))));
+        a.push(avp(v, AvpValue::DataSequencing(if params.sequencing { 2 } else { 0 })));
+        a
+    }
+
+    /// Tears a session down (CDN, result 3: administrative).
+    pub fn close_session(&mut self, now: Instant, id: TunnelId, sid: u32) -> Result<(), CommandError> {
+        let t = self.tunnels.get(&id).ok_or(CommandError::NoTunnel(id))?;
+        if !t.sessions.contains_key(&sid) {
+            return Err(CommandError::NoSession(id, sid));
+        }
+        self.send_cdn(now, id, sid, ResultCode::new(cdn::ADMINISTRATIVE, None, ""));
+        Ok(())
+    }
+
+    fn send_cdn(&mut self, now: Instant, id: u32, sid: u32, rc: ResultCode) {
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        let Some(s) = t.sessions.remove(&sid) else { return };
+        let v = t.params.version;
+        let avps = match v {
+            Version::V2 => {
+                vec![avp(v, AvpValue::ResultCode(rc.clone())), avp(v, AvpValue::AssignedSessionId(sid as u16))]
+            }
+            Version::V3 => vec![
+                avp(v, AvpValue::ResultCode(rc.clone())),
+                avp(v, AvpValue::LocalSessionId(sid)),
+                avp(v, AvpValue::RemoteSessionId(s.peer_id)),
+            ],
+        };
+        t.channel.send(now, Outgoing { session_id: s.peer_id as u16, msg: Message::new(MessageType::Cdn, avps) });
+        self.stats.cdn_sent += 1;
+        self.session_gone(id, &s, DownReason::Local(rc));
+        self.release_session_id(sid);
+        self.flush(now, id);
+    }
+
+    /// Feeds one received control datagram (UDP payload or IP-115 payload).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, transport: Transport, bytes: &[u8]) {
+        self.stats.datagrams += 1;
+        let (header, body) = match ControlHeader::parse(transport, bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                // RFC 2661 3.1: such packets are discarded.
+                self.stats.malformed += 1;
+                self.events.push_back(Event::Rejected { peer: from, what: format!("header: {e}") });
+                return;
+            }
+        };
+        // The tunnel this is for: by our ID, or a new one for an SCCRQ.
+        let id = if header.tunnel_id != 0 {
+            match self.tunnels.get(&header.tunnel_id) {
+                Some(t) if t.peer == from => header.tunnel_id,
+                _ => {
+                    self.stats.unknown_tunnel += 1;
+                    self.events.push_back(Event::Rejected {
+                        peer: from,
+                        what: format!("unknown tunnel {}", header.tunnel_id),
+                    });
+                    return;
+                }
+            }
+        } else {
+            0
+        };
+        let secret = if id != 0 { self.tunnels.get(&id).and_then(|t| t.params.secret.clone()) } else { None };
+        let secret = secret.or_else(|| self.cfg.accept.as_ref().and_then(|p| p.secret.clone()));
+        let message = if body.is_empty() {
+            None
+        } else {
+            match Message::decode(header.version, body, secret.as_deref()) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    if matches!(e, DecodeError::HiddenCorrupt { .. } | DecodeError::HiddenWithoutSecret { .. }) {
+                        self.stats.auth_failures += 1;
+                    } else {
+                        self.stats.malformed += 1;
+                    }
+                    self.events.push_back(Event::Rejected { peer: from, what: format!("message: {e}") });
+                    // The reply the RFC requires (StopCCN/CDN) needs a tunnel.
+                    if id != 0 {
+                        self.apply_reply(now, id, header.session_id, e.reply(), None);
+                    }
+                    return;
+                }
+            }
+        };
+        if id == 0 {
+            match message {
+                Some(m) if m.msg_type == MessageType::Sccrq => self.on_new_sccrq(now, from, transport, header, m),
+                _ => {
+                    self.stats.unknown_tunnel += 1;
+                    self.events.push_back(Event::Rejected {
+                        peer: from,
+                        what: "message for tunnel 0 that is not an SCCRQ".into(),
+                    });
+                }
+            }
+            return;
+        }
+        self.on_tunnel_message(now, id, header, message);
+    }
+
+    fn apply_reply(&mut self, now: Instant, id: u32, header_sid: u16, reply: Reply, sid: Option<u32>) {
+        match reply {
+            Reply::Discard | Reply::Ignore => self.stats.ignored += 1,
+            Reply::StopCcn(rc) => self.stop_tunnel(now, id, rc),
+            Reply::Cdn(rc) => {
+                let sid = sid.unwrap_or(u32::from(header_sid));
+                if self.tunnels.get(&id).is_some_and(|t| t.sessions.contains_key(&sid)) {
+                    self.send_cdn(now, id, sid, rc);
+                } else {
+                    self.stats.ignored += 1;
+                }
+            }
+        }
+    }
+
+    fn on_new_sccrq(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        transport: Transport,
+        header: ControlHeader,
+        m: Message,
+    ) {
+        let v = header.version;
+        let peer_tid = match v {
+            Version::V2 => m.find(|a| if let AvpValue::AssignedTunnelId(t) = a { Some(u32::from(*t)) } else { None }),
+            Version::V3 => m.find(|a| if let AvpValue::AssignedConnectionId(t) = a { Some(*t) } else { None }),
+        };
+        // A retransmitted SCCRQ belongs to the tunnel it created.
+        if let Some(existing) = self
+            .tunnels
+            .values()
+            .find(|t| t.peer == from && Some(t.peer_id) == peer_tid && !t.initiator)
+            .map(|t| t.local_id)
+        {
+            self.on_tunnel_message(now, existing, header, Some(m));
+            return;
+        }
+        if let Err(vio) = validate(v, &m) {
+            self.stats.refused += 1;
+            self.events.push_back(Event::Rejected { peer: from, what: format!("SCCRQ: {vio}") });
+            return;
+        }
+        let Some(peer_tid) = peer_tid.filter(|t| *t != 0) else {
+            self.stats.refused += 1;
+            return;
+        };
+        // Tie breaker (RFC 2661 4.4.3, RFC 3931 5.4.3): our own SCCRQ to
+        // the same peer is outstanding.
+        let their_tb = m.find(|a| if let AvpValue::TieBreaker(t) = a { Some(*t) } else { None });
+        if let Some(theirs) = their_tb {
+            let ours: Vec<(u32, [u8; 8])> = self
+                .tunnels
+                .values()
+                .filter(|t| t.peer == from && t.state == TunnelState::WaitReply && t.params.version == v)
+                .filter_map(|t| t.tie_breaker.map(|tb| (t.local_id, tb)))
+                .collect();
+            for (our_id, tb) in ours {
+                if tb < theirs {
+                    // We win: the peer discards its SCCRQ; ignore it.
+                    self.stats.ignored += 1;
+                    return;
+                }
+                // We lose (or tie: both discard): drop our own attempt.
+                self.tunnels.remove(&our_id);
+                self.events.push_back(Event::TunnelDown { tunnel: our_id, reason: DownReason::LostTie });
+                if tb == theirs {
+                    self.stats.ignored += 1;
+                    return;
+                }
+            }
+        }
+        let Some(params) = self.cfg.accept.clone() else {
+            self.stats.refused += 1;
+            self.events.push_back(Event::Rejected { peer: from, what: "SCCRQ refused: no tunnels accepted".into() });
+            return;
+        };
+        if params.version != v || params.transport != transport {
+            self.stats.refused += 1;
+            self.events
+                .push_back(Event::Rejected { peer: from, what: format!("SCCRQ for {v:?} over {transport:?} refused") });
+            return;
+        }
+        let half_open = self.tunnels.values().filter(|t| t.peer == from && t.state != TunnelState::Established).count();
+        if self.tunnels.len() >= self.cfg.max_tunnels || half_open >= self.cfg.max_half_open_per_peer {
+            self.stats.refused += 1;
+            self.events.push_back(Event::Rejected { peer: from, what: "SCCRQ refused: tunnel limit".into() });
+            return;
+        }
+        let id = self.alloc_tunnel_id(v);
+        let mut channel = Channel::new(self.cfg.channel.clone());
+        // The SCCRQ itself goes through the channel (it takes Ns 0).
+        let _ = channel.on_receive(now, header.ns, header.nr, Some(Outgoing { session_id: 0, msg: m.clone() }));
+        let t = Tunnel {
+            state: TunnelState::WaitConnected,
+            local_id: id,
+            peer_id: peer_tid,
+            peer: from,
+            params,
+            channel,
+            initiator: false,
+            our_challenge: None,
+            tie_breaker: None,
+            peer_failover: None,
+            peer_host_name: Vec::new(),
+            last_rx: now,
+            sessions: HashMap::new(),
+            serial: 0,
+        };
+        self.tunnels.insert(id, t);
+        self.on_control_connection_request(now, id, &m);
+    }
+
+    /// Common SCCRQ/SCCRP bookkeeping: peer window, host name, failover.
+    fn learn_peer(t: &mut Tunnel, m: &Message) {
+        if let Some(w) = m.find(|a| if let AvpValue::ReceiveWindowSize(w) = a { Some(*w) } else { None }) {
+            t.channel.set_peer_window(w);
+        }
+        if let Some(h) = m.find(|a| if let AvpValue::HostName(h) = a { Some(h.clone()) } else { None }) {
+            t.peer_host_name = h;
+        }
+        // RFC 4951 F-CAP-1: remembered per tunnel. W-7: both bits clear is
+        // not a capability.
+        t.peer_failover = m.find(|a| match a {
+            AvpValue::FailoverCapability { control, data, recovery_time_ms } if *control || *data => {
+                Some(FailoverCapability { control: *control, data: *data, recovery_time_ms: *recovery_time_ms })
+            }
+            _ => None,
+        });
+    }
+
+    /// Responder: answers a new SCCRQ with SCCRP.
+    fn on_control_connection_request(&mut self, now: Instant, id: u32, m: &Message) {
+        let Some(mut t) = self.tunnels.remove(&id) else { return };
+        Self::learn_peer(&mut t, m);
+        let their_challenge = m.find(|a| if let AvpValue::Challenge(c) = a { Some(c.clone()) } else { None });
+        let mut response = None;
+        if let Some(secret) = t.params.secret.clone().filter(|_| t.params.version == Version::V2) {
+            if let Some(c) = &their_challenge {
+                response = Some(challenge_response(MessageType::Sccrp, &secret, c));
+            }
+            t.our_challenge = Some(self.random_bytes(16));
+        } else if their_challenge.is_some() {
+            // Challenged without a secret: "Requester is not authorized".
+            self.tunnels.insert(id, t);
+            self.stats.auth_failures += 1;
+            self.stop_tunnel(now, id, ResultCode::new(stopccn::NOT_AUTHORIZED, None, ""));
+            return;
+        }
+        let msg = self.sccrq_or_sccrp(&t, MessageType::Sccrp, response);
+        t.channel.send(now, Outgoing { session_id: 0, msg });
+        self.tunnels.insert(id, t);
+        self.flush(now, id);
+    }
+
+    fn on_tunnel_message(&mut self, now: Instant, id: u32, header: ControlHeader, message: Option<Message>) {
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        // v3 ACK carries no sequenced message.
+        let message = message.filter(|m| m.msg_type != MessageType::Ack);
+        let received = t.channel.on_receive(
+            now,
+            header.ns,
+            header.nr,
+            message.map(|msg| Outgoing { session_id: header.session_id, msg }),
+        );
+        t.last_rx = now;
+        let delivered = match received {
+            Received::Deliver(v) => v,
+            Received::Duplicate | Received::OutOfWindow | Received::BadNr => Vec::new(),
+        };
+        for out in delivered {
+            self.on_message(now, id, out.session_id, out.msg);
+        }
+        self.flush(now, id);
+    }
+
+    /// One in-order message of an existing tunnel.
+    fn on_message(&mut self, now: Instant, id: u32, header_sid: u16, m: Message) {
+        let Some(t) = self.tunnels.get(&id) else { return };
+        let v = t.params.version;
+        if matches!(t.state, TunnelState::Closing { .. }) {
+            // Only acknowledging now.
+            self.stats.ignored += 1;
+            return;
+        }
+        if let Err(vio) = validate(v, &m) {
+            self.events.push_back(Event::Rejected { peer: t.peer, what: format!("{vio}") });
+            let sid = self.session_of(id, header_sid, &m);
+            self.apply_reply(now, id, header_sid, vio.reply(), sid);
+            return;
+        }
+        match m.msg_type {
+            MessageType::Sccrq => {} // a retransmission, acknowledged by the channel
+            MessageType::Sccrp => self.on_sccrp(now, id, &m),
+            MessageType::Scccn => self.on_scccn(now, id, &m),
+            MessageType::StopCcn => {
+                let rc = m
+                    .find(|a| if let AvpValue::ResultCode(r) = a { Some(r.clone()) } else { None })
+                    .unwrap_or(ResultCode::new(0, None, ""));
+                let until = now + self.cfg.close_hold;
+                let Some(t) = self.tunnels.get_mut(&id) else { return };
+                let was_up = t.state == TunnelState::Established;
+                t.state = TunnelState::Closing { until };
+                let sessions: Vec<Session> = t.sessions.drain().map(|(_, s)| s).collect();
+                for s in &sessions {
+                    self.session_gone(id, s, DownReason::Peer(rc.clone()));
+                    self.release_session_id(s.local_id);
+                }
+                if was_up {
+                    self.events.push_back(Event::TunnelDown { tunnel: id, reason: DownReason::Peer(rc) });
+                }
+            }
+            MessageType::Hello => {}
+            MessageType::Icrq => self.on_icrq(now, id, &m),
+            MessageType::Icrp => self.on_icrp(now, id, header_sid, &m),
+            MessageType::Iccn => self.on_iccn(now, id, header_sid, &m),
+            MessageType::Cdn => self.on_cdn(id, header_sid, &m),
+            // Outgoing calls, WEN, SLI and failover messages are accepted
+            // and ignored until their handlers land.
+            _ => self.stats.ignored += 1,
+        }
+    }
+
+    /// Our local session ID a session message refers to.
+    fn session_of(&self, id: u32, header_sid: u16, m: &Message) -> Option<u32> {
+        let t = self.tunnels.get(&id)?;
+        match t.params.version {
+            Version::V2 => (header_sid != 0).then_some(u32::from(header_sid)),
+            Version::V3 => {
+                m.find(|a| if let AvpValue::RemoteSessionId(s) = a { Some(*s) } else { None }).filter(|s| *s != 0)
+            }
+        }
+    }
+
+    fn on_sccrp(&mut self, now: Instant, id: u32, m: &Message) {
+        let Some(mut t) = self.tunnels.remove(&id) else { return };
+        if t.state != TunnelState::WaitReply {
+            self.tunnels.insert(id, t);
+            self.stop_tunnel(now, id, ResultCode::new(stopccn::FSM_ERROR, None, "unexpected SCCRP"));
+            return;
+        }
+        let peer_tid = match t.params.version {
+            Version::V2 => m.find(|a| if let AvpValue::AssignedTunnelId(x) = a { Some(u32::from(*x)) } else { None }),
+            Version::V3 => m.find(|a| if let AvpValue::AssignedConnectionId(x) = a { Some(*x) } else { None }),
+        };
+        t.peer_id = peer_tid.unwrap_or(0);
+        Self::learn_peer(&mut t, m);
+        let secret = t.params.secret.clone().filter(|_| t.params.version == Version::V2);
+        // RFC 2661 5.1.1: the SCCRP must answer our challenge.
+        if let (Some(secret), Some(ours)) = (&secret, &t.our_challenge) {
+            let want = challenge_response(MessageType::Sccrp, secret, ours);
+            let got = m.find(|a| if let AvpValue::ChallengeResponse(r) = a { Some(*r) } else { None });
+            if !got.is_some_and(|g| ct_eq(&g, &want)) {
+                self.stats.auth_failures += 1;
+                self.tunnels.insert(id, t);
+                self.stop_tunnel(
+                    now,
+                    id,
+                    ResultCode::new(stopccn::NOT_AUTHORIZED, None, "challenge response mismatch"),
+                );
+                return;
+            }
+        }
+        let their_challenge = m.find(|a| if let AvpValue::Challenge(c) = a { Some(c.clone()) } else { None });
+        let mut avps = Vec::new();
+        match (&secret, their_challenge) {
+            (Some(s), Some(c)) => avps.push(avp(
+                t.params.version,
+                AvpValue::ChallengeResponse(challenge_response(MessageType::Scccn, s, &c)),
+            )),
+            (None, Some(_)) => {
+                self.stats.auth_failures += 1;
+                self.tunnels.insert(id, t);
+                self.stop_tunnel(now, id, ResultCode::new(stopccn::NOT_AUTHORIZED, None, "no secret configured"));
+                return;
+            }
+            _ => {}
+        }
+        t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Scccn, avps) });
+        t.state = TunnelState::Established;
+        self.events.push_back(Event::TunnelUp {
+            tunnel: id,
+            peer: t.peer,
+            peer_host_name: t.peer_host_name.clone(),
+            peer_failover: t.peer_failover,
+        });
+        self.tunnels.insert(id, t);
+    }
+
+    fn on_scccn(&mut self, now: Instant, id: u32, m: &Message) {
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        if t.state != TunnelState::WaitConnected {
+            self.stop_tunnel(now, id, ResultCode::new(stopccn::FSM_ERROR, None, "unexpected SCCCN"));
+            return;
+        }
+        if let (Some(secret), Some(ours)) = (t.params.secret.clone(), t.our_challenge.clone()) {
+            let want = challenge_response(MessageType::Scccn, &secret, &ours);
+            let got = m.find(|a| if let AvpValue::ChallengeResponse(r) = a { Some(*r) } else { None });
+            if !got.is_some_and(|g| ct_eq(&g, &want)) {
+                self.stats.auth_failures += 1;
+                self.stop_tunnel(
+                    now,
+                    id,
+                    ResultCode::new(stopccn::NOT_AUTHORIZED, None, "challenge response mismatch"),
+                );
+                return;
+            }
+        }
+        t.state = TunnelState::Established;
+        self.events.push_back(Event::TunnelUp {
+            tunnel: id,
+            peer: t.peer,
+            peer_host_name: t.peer_host_name.clone(),
+            peer_failover: t.peer_failover,
+        });
+    }
+
+    fn established(&self, id: u32) -> bool {
+        self.tunnels.get(&id).is_some_and(|t| t.state == TunnelState::Established)
+    }
+
+    fn on_icrq(&mut self, now: Instant, id: u32, m: &Message) {
+        if !self.established(id) {
+            self.stop_tunnel(now, id, ResultCode::new(stopccn::FSM_ERROR, None, "ICRQ before SCCCN"));
+            return;
+        }
+        let Some(t) = self.tunnels.get(&id) else { return };
+        let v = t.params.version;
+        let peer_sid = match v {
+            Version::V2 => m.find(|a| if let AvpValue::AssignedSessionId(s) = a { Some(u32::from(*s)) } else { None }),
+            Version::V3 => m.find(|a| if let AvpValue::LocalSessionId(s) = a { Some(*s) } else { None }),
+        }
+        .unwrap_or(0);
+        // A retransmitted ICRQ is caught by the channel; a second ICRQ for
+        // the same peer session is ignored.
+        if t.sessions.values().any(|s| s.peer_id == peer_sid) {
+            self.stats.ignored += 1;
+            return;
+        }
+        let params = SessionParams::default();
+        let pw_type = m.find(|a| if let AvpValue::PwType(p) = a { Some(*p) } else { None });
+        let supported = v == Version::V2 || pw_type.is_some_and(|p| t.params.pw_types.contains(&p));
+        let full = t.sessions.len() >= self.cfg.max_sessions_per_tunnel;
+        let sid = self.alloc_session_id(id, v);
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        let (peer_sublayer, peer_sequencing, tx_cookie) = Self::peer_session_avps(m);
+        t.sessions.insert(
+            sid,
+            Session {
+                state: SessionState::WaitConnected,
+                local_id: sid,
+                peer_id: peer_sid,
+                params: SessionParams { pw_type: pw_type.unwrap_or(params.pw_type), ..params },
+                rx_cookie: Vec::new(),
+                tx_cookie,
+                peer_sublayer,
+                peer_sequencing,
+            },
+        );
+        if !supported {
+            // RFC 3931 5.4.4: unsupported PW type, CDN result 14.
+            self.send_cdn(now, id, sid, ResultCode::new(cdn::UNSUPPORTED_PW_TYPE, None, ""));
+            return;
+        }
+        if full {
+            self.send_cdn(now, id, sid, ResultCode::new(cdn::NO_FACILITIES_TEMPORARY, None, ""));
+            return;
+        }
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        let avps = match v {
+            Version::V2 => vec![avp(v, AvpValue::AssignedSessionId(sid as u16))],
+            Version::V3 => {
+                let s = &t.sessions[&sid];
+                let mut a = vec![
+                    avp(v, AvpValue::LocalSessionId(sid)),
+                    avp(v, AvpValue::RemoteSessionId(peer_sid)),
+                    avp(v, AvpValue::CircuitStatus { new: true, active: true }),
+                ];
+                a.extend(Self::v3_session_avps(&s.params, &s.rx_cookie));
+                a
+            }
+        };
+        let msg = Message::new(MessageType::Icrp, avps);
+        let msg = self.maybe_hide_id(id, msg);
+        if let Some(t) = self.tunnels.get_mut(&id) {
+            t.channel.send(now, Outgoing { session_id: peer_sid as u16, msg });
+        }
+    }
+
+    fn peer_session_avps(m: &Message) -> (bool, bool, Vec<u8>) {
+        let sublayer =
+            m.find(|a| if let AvpValue::L2SpecificSublayer(x) = a { Some(*x == 1) } else { None }).unwrap_or(false);
+        let sequencing =
+            m.find(|a| if let AvpValue::DataSequencing(x) = a { Some(*x != 0) } else { None }).unwrap_or(false);
+        let cookie =
+            m.find(|a| if let AvpValue::AssignedCookie(c) = a { Some(c.clone()) } else { None }).unwrap_or_default();
+        (sublayer, sequencing, cookie)
+    }
+
+    fn on_icrp(&mut self, now: Instant, id: u32, header_sid: u16, m: &Message) {
+        let Some(sid) = self.session_of(id, header_sid, m) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        let v = t.params.version;
+        let Some(s) = t.sessions.get_mut(&sid) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        if s.state != SessionState::WaitReply {
+            self.send_cdn(now, id, sid, ResultCode::new(cdn::FSM_ERROR, None, "unexpected ICRP"));
+            return;
+        }
+        s.peer_id = match v {
+            Version::V2 => m.find(|a| if let AvpValue::AssignedSessionId(x) = a { Some(u32::from(*x)) } else { None }),
+            Version::V3 => m.find(|a| if let AvpValue::LocalSessionId(x) = a { Some(*x) } else { None }),
+        }
+        .unwrap_or(0);
+        let (peer_sublayer, peer_sequencing, tx_cookie) = Self::peer_session_avps(m);
+        s.peer_sublayer = peer_sublayer;
+        s.peer_sequencing = peer_sequencing;
+        s.tx_cookie = tx_cookie;
+        let avps = match v {
+            Version::V2 => vec![avp(v, AvpValue::TxConnectSpeed(10_000_000)), avp(v, AvpValue::FramingType(1))],
+            Version::V3 => vec![avp(v, AvpValue::LocalSessionId(sid)), avp(v, AvpValue::RemoteSessionId(s.peer_id))],
+        };
+        let peer_id = s.peer_id;
+        t.channel.send(now, Outgoing { session_id: peer_id as u16, msg: Message::new(MessageType::Iccn, avps) });
+        self.session_up(id, sid);
+    }
+
+    fn on_iccn(&mut self, now: Instant, id: u32, header_sid: u16, m: &Message) {
+        let Some(sid) = self.session_of(id, header_sid, m) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let Some(s) = self.tunnels.get_mut(&id).and_then(|t| t.sessions.get_mut(&sid)) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        if s.state != SessionState::WaitConnected {
+            self.send_cdn(now, id, sid, ResultCode::new(cdn::FSM_ERROR, None, "unexpected ICCN"));
+            return;
+        }
+        // ICCN may restate the sublayer and sequencing the peer requires.
+        if m.has(attr::L2_SPECIFIC_SUBLAYER) || m.has(attr::DATA_SEQUENCING) {
+            let (sub, seq, _) = Self::peer_session_avps(m);
+            s.peer_sublayer = sub;
+            s.peer_sequencing = seq;
+        }
+        self.session_up(id, sid);
+    }
+
+    fn session_up(&mut self, id: u32, sid: u32) {
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        let Some(s) = t.sessions.get_mut(&sid) else { return };
+        s.state = SessionState::Established;
+        self.dataplane.push_back(DataplaneUpdate::SessionUp {
+            tunnel: id,
+            version: t.params.version,
+            transport: t.params.transport,
+            peer: t.peer,
+            local_session_id: sid,
+            peer_session_id: s.peer_id,
+            rx_cookie: s.rx_cookie.clone(),
+            tx_cookie: s.tx_cookie.clone(),
+            rx_sublayer: s.params.sublayer || s.params.sequencing,
+            tx_sublayer: s.peer_sublayer || s.peer_sequencing,
+            rx_sequencing: s.params.sequencing,
+            tx_sequencing: s.peer_sequencing,
+        });
+        self.events.push_back(Event::SessionUp { tunnel: id, local_session_id: sid, peer_session_id: s.peer_id });
+    }
+
+    fn on_cdn(&mut self, id: u32, header_sid: u16, m: &Message) {
+        let Some(sid) = self.session_of(id, header_sid, m) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let rc = m
+            .find(|a| if let AvpValue::ResultCode(r) = a { Some(r.clone()) } else { None })
+            .unwrap_or(ResultCode::new(0, None, ""));
+        let Some(s) = self.tunnels.get_mut(&id).and_then(|t| t.sessions.remove(&sid)) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        self.session_gone(id, &s, DownReason::Peer(rc));
+        self.release_session_id(sid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_response_matches_rfc_1994_construction() {
+        let mut h = Md5::new();
+        h.update([2u8]);
+        h.update(b"secret");
+        h.update(b"challenge");
+        let want: [u8; 16] = h.finalize().into();
+        assert_eq!(challenge_response(MessageType::Sccrp, b"secret", b"challenge"), want);
+        assert!(ct_eq(&want, &want));
+        assert!(!ct_eq(&want, &want[..15]));
+    }
+}
