@@ -463,7 +463,11 @@ impl Engine {
                 FailoverCapability { control: f.control, data: f.data, recovery_time_ms: f.recovery_time_ms },
             ));
         }
-        self.maybe_hide(t, Message::new(msg_type, avps))
+        // Nothing hidden while the control connection is set up: the peer
+        // learns from these very messages who we are and so which secret to
+        // use (xl2tpd 1.3 cannot unhide AVPs in SCCRQ or SCCRP). Session
+        // messages hide theirs.
+        Message::new(msg_type, avps)
     }
 
     /// With `hide_avps` (v2 and a secret): a Random Vector first and the

@@ -159,6 +159,14 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
+        // Processes left in the namespace (a test's daemons and their
+        // children) go first.
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         if let Err(e) = run(Command::new("ip").args(["netns", "del", &self.name])) {
             eprintln!("cleanup: {e:#}");
         }
