@@ -249,9 +249,18 @@ struct Outgoing {
     msg: Message,
 }
 
+/// L2TPv3 control message authentication state (RFC 3931 4.3).
+#[derive(Debug)]
+struct Cma {
+    key: [u8; 16],
+    ours: Vec<u8>,
+    theirs: Option<Vec<u8>>,
+}
+
 #[derive(Debug)]
 struct Tunnel {
     state: TunnelState,
+    cma: Option<Cma>,
     local_id: u32,
     peer_id: u32,
     peer: SocketAddr,
@@ -401,8 +410,10 @@ impl Engine {
         let challenge = params.secret.as_ref().filter(|_| params.version == Version::V2).map(|_| self.random_bytes(16));
         let mut tie = [0u8; 8];
         self.rng.fill_bytes(&mut tie);
+        let cma = self.new_cma(&params);
         let mut t = Tunnel {
             state: TunnelState::WaitReply,
+            cma,
             local_id: id,
             peer_id: 0,
             peer,
@@ -422,6 +433,13 @@ impl Engine {
         self.tunnels.insert(id, t);
         self.flush(now, id);
         Ok(id)
+    }
+
+    /// RFC 3931 4.3: with a shared secret, L2TPv3 control messages are
+    /// authenticated, with a nonce of ours.
+    fn new_cma(&mut self, params: &TunnelParams) -> Option<Cma> {
+        let secret = params.secret.as_ref().filter(|_| params.version == Version::V3)?;
+        Some(Cma { key: crate::wire::auth::cma_key(secret), ours: self.random_bytes(16), theirs: None })
     }
 
     fn sccrq_or_sccrp(&mut self, t: &Tunnel, msg_type: MessageType, response: Option<[u8; 16]>) -> Message {
@@ -451,6 +469,9 @@ impl Engine {
         }
         if let Some(r) = response {
             avps.push(avp(v, ChallengeResponse(r)));
+        }
+        if let Some(c) = &t.cma {
+            avps.push(avp(v, ControlAuthNonce(c.ours.clone())));
         }
         if let Some(c) = &t.our_challenge {
             avps.push(avp(v, Challenge(c.clone())));
@@ -518,8 +539,32 @@ impl Engine {
                     (ControlHeader { version: t.params.version, tunnel_id: t.peer_id, session_id: 0, ns, nr }, message)
                 }
             };
+            let message = match (&t.cma, message) {
+                // "MUST be placed immediately after the Message Type AVP";
+                // with authentication there are no ZLBs (RFC 3931 6.15).
+                (Some(_), m) => {
+                    let mut m = m.unwrap_or_else(|| Message::new(MessageType::Ack, Vec::new()));
+                    let md = AvpValue::MessageDigest {
+                        digest_type: crate::wire::avp::digest_type::HMAC_MD5,
+                        digest: vec![0; 16],
+                    };
+                    m.avps.insert(0, avp(Version::V3, md));
+                    Some(m)
+                }
+                (None, m) => m,
+            };
+            let is_sccrq = message.as_ref().is_some_and(|m| m.msg_type == MessageType::Sccrq);
             match (ControlMessage { header, message }).encode(t.params.transport, secret.as_deref()) {
-                Ok(bytes) => self.transmits.push_back((t.peer, t.params.transport, bytes)),
+                Ok(mut bytes) => {
+                    if let Some(c) = &t.cma {
+                        let nonces = match (&c.theirs, is_sccrq) {
+                            (Some(theirs), false) => Some((c.ours.as_slice(), theirs.as_slice())),
+                            _ => None,
+                        };
+                        crate::wire::auth::sign(t.params.transport, &mut bytes, &c.key, nonces);
+                    }
+                    self.transmits.push_back((t.peer, t.params.transport, bytes))
+                }
                 Err(e) => self.events.push_back(Event::Rejected { peer: t.peer, what: format!("cannot encode: {e}") }),
             }
         }
@@ -797,6 +842,13 @@ impl Engine {
                 }
             }
         };
+        if !self.authentic(id, transport, bytes, message.as_ref()) {
+            // RFC 3931 4.3: a message whose digest does not verify is
+            // dropped before anything in it is used.
+            self.stats.auth_failures += 1;
+            self.events.push_back(Event::Rejected { peer: from, what: "message digest does not verify".into() });
+            return;
+        }
         if id == 0 {
             match message {
                 Some(m) if m.msg_type == MessageType::Sccrq => self.on_new_sccrq(now, from, transport, header, m),
@@ -811,6 +863,33 @@ impl Engine {
             return;
         }
         self.on_tunnel_message(now, id, header, message);
+    }
+
+    /// RFC 3931 4.3 check of a decoded datagram for tunnel `id` (0: a new
+    /// SCCRQ). True when authentication is off for it.
+    fn authentic(&mut self, id: u32, transport: Transport, bytes: &[u8], message: Option<&Message>) -> bool {
+        use crate::wire::auth::{cma_key, verify};
+        if id == 0 {
+            let Some(secret) =
+                self.cfg.accept.as_ref().filter(|p| p.version == Version::V3).and_then(|p| p.secret.clone())
+            else {
+                return true;
+            };
+            return message.is_some() && verify(transport, bytes, &cma_key(&secret), None);
+        }
+        let Some(c) = self.tunnels.get_mut(&id).and_then(|t| t.cma.as_mut()) else { return true };
+        let Some(m) = message else { return false };
+        // The SCCRP brings the peer's nonce; it is kept once it verified.
+        let theirs = c
+            .theirs
+            .clone()
+            .or_else(|| m.find(|a| if let AvpValue::ControlAuthNonce(n) = a { Some(n.clone()) } else { None }));
+        let Some(theirs) = theirs else { return false };
+        let ok = verify(transport, bytes, &c.key, Some((&theirs, &c.ours)));
+        if ok {
+            c.theirs = Some(theirs);
+        }
+        ok
     }
 
     fn apply_reply(&mut self, now: Instant, id: u32, header_sid: u16, reply: Reply, sid: Option<u32>) {
@@ -902,12 +981,22 @@ impl Engine {
             self.events.push_back(Event::Rejected { peer: from, what: "SCCRQ refused: tunnel limit".into() });
             return;
         }
+        let mut cma = self.new_cma(&params);
+        if let Some(c) = &mut cma {
+            c.theirs = m.find(|a| if let AvpValue::ControlAuthNonce(n) = a { Some(n.clone()) } else { None });
+            if c.theirs.is_none() {
+                self.stats.auth_failures += 1;
+                self.events.push_back(Event::Rejected { peer: from, what: "SCCRQ without a nonce".into() });
+                return;
+            }
+        }
         let id = self.alloc_tunnel_id(v);
         let mut channel = Channel::new(self.cfg.channel.clone());
         // The SCCRQ itself goes through the channel (it takes Ns 0).
         let _ = channel.on_receive(now, header.ns, header.nr, Some(Outgoing { session_id: 0, msg: m.clone() }));
         let t = Tunnel {
             state: TunnelState::WaitConnected,
+            cma,
             local_id: id,
             peer_id: peer_tid,
             peer: from,

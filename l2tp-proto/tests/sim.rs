@@ -467,3 +467,38 @@ fn retransmission_backoff_then_control_channel_timeout_clears_the_tunnel() {
     assert!(pair.events[0].iter().any(|e| matches!(e, Event::TunnelDown { reason: DownReason::Timeout, .. })));
     assert!(pair.dataplane[0].iter().any(|d| matches!(d, DataplaneUpdate::SessionDown { .. })));
 }
+
+/// RFC 3931 4.3: with a shared secret every L2TPv3 control message carries
+/// a Message Digest right after the Message Type, over both nonces.
+#[test]
+fn v3_control_message_authentication() {
+    let (mut pair, t) = establish(Version::V3, Some(b"v3-secret"));
+    assert_eq!(pair.tunnel_up(0), vec![t]);
+    let now = pair.now;
+    pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+    pair.run(Duration::from_secs(2));
+    assert_eq!((pair.sessions_up(0), pair.sessions_up(1)), (1, 1));
+    for (i, sent) in pair.sent.iter().enumerate() {
+        for (_, b) in sent {
+            let m = ControlMessage::decode(Transport::Udp, b, None).expect("decode");
+            let body = m.message.unwrap_or_else(|| panic!("end {i} sent a ZLB although authentication is on"));
+            assert!(matches!(body.avps[0].value, AvpValue::MessageDigest { .. }), "end {i}: {:?}", body.msg_type);
+        }
+    }
+    // A tampered message (one flipped bit in the last AVP) is dropped.
+    let before = pair.ends[1].stats().auth_failures;
+    let mut hello = pair.sent[0].last().expect("sent").1.clone();
+    let last = hello.len() - 1;
+    hello[last] ^= 1;
+    pair.inject(1, &hello);
+    assert_eq!(pair.ends[1].stats().auth_failures, before + 1);
+    // A peer with another secret gets no tunnel.
+    let a = engine("lac", 41, None);
+    let b = engine("lns", 42, Some(params(Version::V3, Some(b"right"))));
+    let mut pair = Pair::new(a, b);
+    let now = pair.now;
+    pair.ends[0].connect(now, addr(B), params(Version::V3, Some(b"wrong"))).expect("connect");
+    pair.run(Duration::from_secs(5));
+    assert!(pair.tunnel_up(0).is_empty() && pair.tunnel_up(1).is_empty());
+    assert!(pair.ends[1].stats().auth_failures >= 1);
+}

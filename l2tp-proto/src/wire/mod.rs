@@ -2,6 +2,7 @@
 //! their validation. Every decoder takes any byte string and returns a value
 //! or a typed error; nothing here panics or reads out of bounds.
 
+pub mod auth;
 pub mod avp;
 pub mod header;
 pub mod hidden;
