@@ -233,6 +233,8 @@ enum SessionState {
 #[derive(Debug)]
 struct Session {
     state: SessionState,
+    /// Outgoing call (OCRQ/OCRP/OCCN) rather than incoming (ICRQ/...).
+    outgoing: bool,
     local_id: u32,
     peer_id: u32,
     params: SessionParams,
@@ -689,6 +691,26 @@ impl Engine {
 
     /// Places an incoming call on an established tunnel (ICRQ).
     pub fn open_session(&mut self, now: Instant, id: TunnelId, params: SessionParams) -> Result<u32, CommandError> {
+        self.place_call(now, id, params, false)
+    }
+
+    /// Places an outgoing call on an established tunnel (OCRQ).
+    pub fn open_outgoing_session(
+        &mut self,
+        now: Instant,
+        id: TunnelId,
+        params: SessionParams,
+    ) -> Result<u32, CommandError> {
+        self.place_call(now, id, params, true)
+    }
+
+    fn place_call(
+        &mut self,
+        now: Instant,
+        id: TunnelId,
+        params: SessionParams,
+        outgoing: bool,
+    ) -> Result<u32, CommandError> {
         let (version, count) = match self.tunnels.get(&id) {
             None => return Err(CommandError::NoTunnel(id)),
             Some(t) if t.state != TunnelState::Established => return Err(CommandError::NotEstablished(id)),
@@ -707,7 +729,19 @@ impl Engine {
         let v = version;
         let avps = match v {
             Version::V2 => {
-                vec![avp(v, AvpValue::AssignedSessionId(sid as u16)), avp(v, AvpValue::CallSerialNumber(t.serial))]
+                let mut a =
+                    vec![avp(v, AvpValue::AssignedSessionId(sid as u16)), avp(v, AvpValue::CallSerialNumber(t.serial))];
+                if outgoing {
+                    // RFC 2661 6.9: OCRQ also carries the call's bearer.
+                    a.extend([
+                        avp(v, AvpValue::MinimumBps(0)),
+                        avp(v, AvpValue::MaximumBps(u32::MAX)),
+                        avp(v, AvpValue::BearerType(3)),
+                        avp(v, AvpValue::FramingType(3)),
+                        avp(v, AvpValue::CalledNumber(params.remote_end_id.clone())),
+                    ]);
+                }
+                a
             }
             Version::V3 => {
                 let mut a = vec![
@@ -726,6 +760,7 @@ impl Engine {
             sid,
             Session {
                 state: SessionState::WaitReply,
+                outgoing,
                 local_id: sid,
                 peer_id: 0,
                 params,
@@ -735,7 +770,8 @@ impl Engine {
                 peer_sequencing: false,
             },
         );
-        let msg = self.maybe_hide_id(id, Message::new(MessageType::Icrq, avps));
+        let request = if outgoing { MessageType::Ocrq } else { MessageType::Icrq };
+        let msg = self.maybe_hide_id(id, Message::new(request, avps));
         if let Some(t) = self.tunnels.get_mut(&id) {
             t.channel.send(now, Outgoing { session_id: 0, msg });
         }
@@ -1115,9 +1151,9 @@ impl Engine {
                 }
             }
             MessageType::Hello => {}
-            MessageType::Icrq => self.on_icrq(now, id, &m),
-            MessageType::Icrp => self.on_icrp(now, id, header_sid, &m),
-            MessageType::Iccn => self.on_iccn(now, id, header_sid, &m),
+            MessageType::Icrq | MessageType::Ocrq => self.on_icrq(now, id, &m),
+            MessageType::Icrp | MessageType::Ocrp => self.on_icrp(now, id, header_sid, &m),
+            MessageType::Iccn | MessageType::Occn => self.on_iccn(now, id, header_sid, &m),
             MessageType::Cdn => self.on_cdn(id, header_sid, &m),
             // Outgoing calls, WEN, SLI and failover messages are accepted
             // and ignored until their handlers land.
@@ -1225,7 +1261,7 @@ impl Engine {
 
     fn on_icrq(&mut self, now: Instant, id: u32, m: &Message) {
         if !self.established(id) {
-            self.stop_tunnel(now, id, ResultCode::new(stopccn::FSM_ERROR, None, "ICRQ before SCCCN"));
+            self.stop_tunnel(now, id, ResultCode::new(stopccn::FSM_ERROR, None, "call request before SCCCN"));
             return;
         }
         let Some(t) = self.tunnels.get(&id) else { return };
@@ -1252,6 +1288,7 @@ impl Engine {
             sid,
             Session {
                 state: SessionState::WaitConnected,
+                outgoing: m.msg_type == MessageType::Ocrq,
                 local_id: sid,
                 peer_id: peer_sid,
                 params: SessionParams { pw_type: pw_type.unwrap_or(params.pw_type), ..params },
@@ -1284,7 +1321,8 @@ impl Engine {
                 a
             }
         };
-        let msg = Message::new(MessageType::Icrp, avps);
+        let reply = if m.msg_type == MessageType::Ocrq { MessageType::Ocrp } else { MessageType::Icrp };
+        let msg = Message::new(reply, avps);
         let msg = self.maybe_hide_id(id, msg);
         if let Some(t) = self.tunnels.get_mut(&id) {
             t.channel.send(now, Outgoing { session_id: peer_sid as u16, msg });
@@ -1312,8 +1350,9 @@ impl Engine {
             self.stats.ignored += 1;
             return;
         };
-        if s.state != SessionState::WaitReply {
-            self.send_cdn(now, id, sid, ResultCode::new(cdn::FSM_ERROR, None, "unexpected ICRP"));
+        let reply_kind_ok = s.outgoing == (m.msg_type == MessageType::Ocrp);
+        if s.state != SessionState::WaitReply || !reply_kind_ok {
+            self.send_cdn(now, id, sid, ResultCode::new(cdn::FSM_ERROR, None, "unexpected call reply"));
             return;
         }
         s.peer_id = match v {
@@ -1330,7 +1369,8 @@ impl Engine {
             Version::V3 => vec![avp(v, AvpValue::LocalSessionId(sid)), avp(v, AvpValue::RemoteSessionId(s.peer_id))],
         };
         let peer_id = s.peer_id;
-        t.channel.send(now, Outgoing { session_id: peer_id as u16, msg: Message::new(MessageType::Iccn, avps) });
+        let connected = if s.outgoing { MessageType::Occn } else { MessageType::Iccn };
+        t.channel.send(now, Outgoing { session_id: peer_id as u16, msg: Message::new(connected, avps) });
         self.session_up(id, sid);
     }
 
@@ -1343,8 +1383,8 @@ impl Engine {
             self.stats.ignored += 1;
             return;
         };
-        if s.state != SessionState::WaitConnected {
-            self.send_cdn(now, id, sid, ResultCode::new(cdn::FSM_ERROR, None, "unexpected ICCN"));
+        if s.state != SessionState::WaitConnected || s.outgoing != (m.msg_type == MessageType::Occn) {
+            self.send_cdn(now, id, sid, ResultCode::new(cdn::FSM_ERROR, None, "unexpected call connected"));
             return;
         }
         // ICCN may restate the sublayer and sequencing the peer requires.

@@ -502,3 +502,26 @@ fn v3_control_message_authentication() {
     assert!(pair.tunnel_up(0).is_empty() && pair.tunnel_up(1).is_empty());
     assert!(pair.ends[1].stats().auth_failures >= 1);
 }
+
+#[test]
+fn outgoing_calls_in_both_versions() {
+    for version in [Version::V2, Version::V3] {
+        let (mut pair, t) = establish(version, None);
+        let now = pair.now;
+        let sid = pair.ends[0].open_outgoing_session(now, t, SessionParams::default()).expect("OCRQ");
+        pair.run(Duration::from_secs(2));
+        assert_eq!((pair.sessions_up(0), pair.sessions_up(1)), (1, 1), "{version:?}");
+        let mut all: Vec<&(Instant, Vec<u8>)> = pair.sent.iter().flatten().collect();
+        all.sort_by_key(|(t, _)| *t);
+        let kinds: Vec<MessageType> = all
+            .into_iter()
+            .filter_map(|(_, b)| ControlMessage::decode(Transport::Udp, b, None).ok()?.message.map(|m| m.msg_type))
+            .filter(|t| matches!(t, MessageType::Ocrq | MessageType::Ocrp | MessageType::Occn))
+            .collect();
+        assert_eq!(kinds, vec![MessageType::Ocrq, MessageType::Ocrp, MessageType::Occn], "{version:?}");
+        let now = pair.now;
+        pair.ends[0].close_session(now, t, sid).expect("CDN");
+        pair.run(Duration::from_secs(2));
+        assert!(pair.dataplane[1].iter().any(|d| matches!(d, DataplaneUpdate::SessionDown { .. })));
+    }
+}
