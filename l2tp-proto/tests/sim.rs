@@ -525,3 +525,115 @@ fn outgoing_calls_in_both_versions() {
         assert!(pair.dataplane[1].iter().any(|d| matches!(d, DataplaneUpdate::SessionDown { .. })));
     }
 }
+
+/// The sender never has more unacknowledged messages than the peer's
+/// Receive Window Size; when the window is closed (peer silent) messages
+/// wait, and they flow again when it reopens.
+#[test]
+fn window_closes_and_reopens() {
+    let small = |name: &str, seed, accept| {
+        let mut cfg = EngineConfig { host_name: name.into(), accept, ..EngineConfig::default() };
+        cfg.channel.receive_window = 2;
+        Engine::new(cfg, Box::new(StdRng::seed_from_u64(seed)))
+    };
+    let mut pair = Pair::new(small("lac", 51, None), small("lns", 52, Some(params(Version::V3, None))));
+    let now = pair.now;
+    let t = pair.ends[0].connect(now, addr(B), params(Version::V3, None)).expect("connect");
+    pair.run(Duration::from_secs(2));
+    // B goes silent; A queues 20 calls: at most 2 ICRQs leave.
+    pair.blackhole = [false, true];
+    let from = pair.sent[0].len();
+    let now = pair.now;
+    for _ in 0..20 {
+        pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+    }
+    pair.run(Duration::from_millis(500));
+    let distinct_ns = |sent: &[(Instant, Vec<u8>)]| {
+        let mut ns: Vec<u16> = sent
+            .iter()
+            .filter_map(|(_, b)| {
+                let m = ControlMessage::decode(Transport::Udp, b, None).ok()?;
+                (m.message?.msg_type == MessageType::Icrq).then_some(m.header.ns)
+            })
+            .collect();
+        ns.sort();
+        ns.dedup();
+        ns
+    };
+    assert_eq!(distinct_ns(&pair.sent[0][from..]).len(), 2, "window of 2 while the peer is silent");
+    // The peer comes back: everything goes through.
+    pair.blackhole = [false, false];
+    pair.run(Duration::from_secs(60));
+    assert_eq!((pair.sessions_up(0), pair.sessions_up(1)), (20, 20));
+    assert_eq!(distinct_ns(&pair.sent[0][from..]).len(), 20);
+}
+
+/// Bad input never grows state without bound: tunnels, half-open tunnels
+/// per peer and sessions per tunnel are capped.
+#[test]
+fn limits_cap_tunnels_half_open_tunnels_and_sessions() {
+    let capped = |name: &str, seed, accept| {
+        let cfg = EngineConfig {
+            host_name: name.into(),
+            accept,
+            max_tunnels: 3,
+            max_half_open_per_peer: 2,
+            max_sessions_per_tunnel: 2,
+            ..EngineConfig::default()
+        };
+        Engine::new(cfg, Box::new(StdRng::seed_from_u64(seed)))
+    };
+    let mut pair = Pair::new(capped("lac", 61, None), capped("lns", 62, Some(params(Version::V2, None))));
+    // A flood of SCCRQs that never complete: B keeps at most 2 half-open.
+    for ns in 0..10u16 {
+        let m = Message::new(
+            MessageType::Sccrq,
+            vec![
+                Avp::new(Version::V2, AvpValue::ProtocolVersion { version: 1, revision: 0 }),
+                Avp::new(Version::V2, AvpValue::HostName(b"flood".to_vec())),
+                Avp::new(Version::V2, AvpValue::FramingCapabilities(3)),
+                Avp::new(Version::V2, AvpValue::AssignedTunnelId(100 + ns)),
+            ],
+        );
+        let bytes = ControlMessage {
+            header: ControlHeader { version: Version::V2, tunnel_id: 0, session_id: 0, ns: 0, nr: 0 },
+            message: Some(m),
+        }
+        .encode(Transport::Udp, None)
+        .expect("encode");
+        pair.inject(1, &bytes);
+    }
+    assert_eq!(pair.ends[1].stats().refused, 8);
+    // Sessions per tunnel: the third call is refused locally.
+    let (mut pair, t) = {
+        let mut p = Pair::new(capped("lac", 63, None), capped("lns", 64, Some(params(Version::V2, None))));
+        let now = p.now;
+        let t = p.ends[0].connect(now, addr(B), params(Version::V2, None)).expect("connect");
+        p.run(Duration::from_secs(2));
+        (p, t)
+    };
+    let now = pair.now;
+    pair.ends[0].open_session(now, t, SessionParams::default()).expect("1");
+    pair.ends[0].open_session(now, t, SessionParams::default()).expect("2");
+    assert!(pair.ends[0].open_session(now, t, SessionParams::default()).is_err());
+    assert!(pair.ends[0].connect(now, addr(B), params(Version::V3, None)).is_ok());
+    assert!(pair.ends[0].connect(now, addr(B), params(Version::V3, None)).is_ok());
+    assert!(pair.ends[0].connect(now, addr(B), params(Version::V3, None)).is_err(), "max 3 tunnels");
+}
+
+/// RFC 4951 F-SS-4: new local session IDs are chosen least-recently-used,
+/// so a just-released ID is not handed out again.
+#[test]
+fn f_ss_4_session_ids_are_not_reused_right_away() {
+    let (mut pair, t) = establish(Version::V2, None);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let now = pair.now;
+        let sid = pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+        assert!(seen.insert(sid), "session ID {sid} reused");
+        pair.run(Duration::from_millis(50));
+        let now = pair.now;
+        pair.ends[0].close_session(now, t, sid).expect("close");
+        pair.run(Duration::from_millis(50));
+    }
+}
