@@ -172,6 +172,18 @@ pub enum Event {
         local_session_id: u32,
         reason: DownReason,
     },
+    /// The peer reported its circuit up or down (v3 SLI Circuit Status),
+    /// or new PPP ACCM values (v2 SLI).
+    LinkInfo {
+        tunnel: TunnelId,
+        local_session_id: u32,
+        circuit_active: Option<bool>,
+    },
+    /// The peer reported circuit errors (WEN).
+    WanError {
+        tunnel: TunnelId,
+        local_session_id: u32,
+    },
     /// A datagram was dropped or answered with an error (counted).
     Rejected {
         peer: SocketAddr,
@@ -797,6 +809,31 @@ impl Engine {
         a
     }
 
+    /// Reports our circuit up or down to the peer (v3 SLI with Circuit
+    /// Status, RFC 3931 5.4.5).
+    pub fn set_circuit_status(
+        &mut self,
+        now: Instant,
+        id: TunnelId,
+        sid: u32,
+        active: bool,
+    ) -> Result<(), CommandError> {
+        let t = self.tunnels.get_mut(&id).ok_or(CommandError::NoTunnel(id))?;
+        if t.params.version != Version::V3 {
+            return Err(CommandError::Invalid("Circuit Status is L2TPv3"));
+        }
+        let s = t.sessions.get(&sid).ok_or(CommandError::NoSession(id, sid))?;
+        let v = Version::V3;
+        let avps = vec![
+            avp(v, AvpValue::LocalSessionId(sid)),
+            avp(v, AvpValue::RemoteSessionId(s.peer_id)),
+            avp(v, AvpValue::CircuitStatus { new: false, active }),
+        ];
+        t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Sli, avps) });
+        self.flush(now, id);
+        Ok(())
+    }
+
     /// Tears a session down (CDN, result 3: administrative).
     pub fn close_session(&mut self, now: Instant, id: TunnelId, sid: u32) -> Result<(), CommandError> {
         let t = self.tunnels.get(&id).ok_or(CommandError::NoTunnel(id))?;
@@ -1155,8 +1192,24 @@ impl Engine {
             MessageType::Icrp | MessageType::Ocrp => self.on_icrp(now, id, header_sid, &m),
             MessageType::Iccn | MessageType::Occn => self.on_iccn(now, id, header_sid, &m),
             MessageType::Cdn => self.on_cdn(id, header_sid, &m),
-            // Outgoing calls, WEN, SLI and failover messages are accepted
-            // and ignored until their handlers land.
+            MessageType::Sli | MessageType::Wen => {
+                let known = self
+                    .session_of(id, header_sid, &m)
+                    .filter(|sid| self.tunnels.get(&id).is_some_and(|t| t.sessions.contains_key(sid)));
+                let Some(sid) = known else {
+                    self.stats.ignored += 1;
+                    return;
+                };
+                if m.msg_type == MessageType::Sli {
+                    let circuit_active =
+                        m.find(|a| if let AvpValue::CircuitStatus { active, .. } = a { Some(*active) } else { None });
+                    self.events.push_back(Event::LinkInfo { tunnel: id, local_session_id: sid, circuit_active });
+                } else {
+                    self.events.push_back(Event::WanError { tunnel: id, local_session_id: sid });
+                }
+            }
+            // FSQ/FSR (RFC 4951) and vendor messages are accepted and
+            // ignored until their handlers land.
             _ => self.stats.ignored += 1,
         }
     }

@@ -637,3 +637,19 @@ fn f_ss_4_session_ids_are_not_reused_right_away() {
         pair.run(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn v3_set_link_info_reports_circuit_status() {
+    let (mut pair, t) = establish(Version::V3, None);
+    let now = pair.now;
+    let sid = pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+    pair.run(Duration::from_secs(1));
+    let now = pair.now;
+    pair.ends[0].set_circuit_status(now, t, sid, false).expect("SLI");
+    pair.run(Duration::from_secs(1));
+    assert!(
+        pair.events[1].iter().any(|e| matches!(e, Event::LinkInfo { circuit_active: Some(false), .. })),
+        "{:?}",
+        pair.events[1]
+    );
+}
