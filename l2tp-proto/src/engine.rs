@@ -179,6 +179,11 @@ pub enum Event {
         local_session_id: u32,
         circuit_active: Option<bool>,
     },
+    /// An FSR confirmed the session (RFC 4951 F-SS-8).
+    SessionConfirmed {
+        tunnel: TunnelId,
+        local_session_id: u32,
+    },
     /// The peer reported circuit errors (WEN).
     WanError {
         tunnel: TunnelId,
@@ -247,6 +252,8 @@ struct Session {
     state: SessionState,
     /// Outgoing call (OCRQ/OCRP/OCCN) rather than incoming (ICRQ/...).
     outgoing: bool,
+    /// RFC 4951 F-SS-6: the peer queried it paired with another ID.
+    stale: bool,
     local_id: u32,
     peer_id: u32,
     params: SessionParams,
@@ -773,6 +780,7 @@ impl Engine {
             Session {
                 state: SessionState::WaitReply,
                 outgoing,
+                stale: false,
                 local_id: sid,
                 peer_id: 0,
                 params,
@@ -807,6 +815,91 @@ impl Engine {
         a.push(avp(v, AvpValue::L2SpecificSublayer(u16::from(params.sublayer))));
         a.push(avp(v, AvpValue::DataSequencing(if params.sequencing { 2 } else { 0 })));
         a
+    }
+
+    /// RFC 4951 3.3 Step III (F-SS-2, F-SS-3): queries the state of some
+    /// of our sessions on the peer with one FSQ carrying one Failover
+    /// Session State AVP per session.
+    pub fn query_sessions(&mut self, now: Instant, id: TunnelId, sids: &[u32]) -> Result<(), CommandError> {
+        let t = self.tunnels.get_mut(&id).ok_or(CommandError::NoTunnel(id))?;
+        if t.state != TunnelState::Established {
+            return Err(CommandError::NotEstablished(id));
+        }
+        if sids.is_empty() {
+            return Err(CommandError::Invalid("an FSQ carries at least one session"));
+        }
+        let v = t.params.version;
+        let mut avps = Vec::with_capacity(sids.len());
+        for sid in sids {
+            let s = t.sessions.get(sid).ok_or(CommandError::NoSession(id, *sid))?;
+            avps.push(avp(v, AvpValue::FailoverSessionState { session_id: s.local_id, remote_session_id: s.peer_id }));
+        }
+        // W-5: the Message Type AVP of an FSQ has M=0 (Message::new).
+        t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Fsq, avps) });
+        self.flush(now, id);
+        Ok(())
+    }
+
+    /// Sessions marked stale by an FSQ (F-SS-6), to be queried later.
+    pub fn stale_sessions(&self, id: TunnelId) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .tunnels
+            .get(&id)
+            .map(|t| t.sessions.values().filter(|s| s.stale).map(|s| s.local_id).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// F-SS-5..F-SS-7: every FSS in the FSQ gets an FSS in the FSR.
+    fn on_fsq(&mut self, now: Instant, id: u32, m: &Message) {
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        let v = t.params.version;
+        let mut answers = Vec::new();
+        for a in &m.avps {
+            let AvpValue::FailoverSessionState { session_id: theirs, remote_session_id: ours } = a.value else {
+                continue;
+            };
+            let answer = match t.sessions.get_mut(&ours) {
+                Some(s) if s.peer_id == theirs && s.state == SessionState::Established => ours,
+                Some(s) => {
+                    // F-SS-6: paired with another ID: not cleared but marked
+                    // stale, to be queried with its own FSQ.
+                    s.stale = true;
+                    0
+                }
+                // F-SS-6: no such session: Session ID 0.
+                None => 0,
+            };
+            // F-SS-7: "Remote Session ID is always the Session ID received
+            // in the FSQ's FSS".
+            answers.push(avp(v, AvpValue::FailoverSessionState { session_id: answer, remote_session_id: theirs }));
+        }
+        if answers.is_empty() {
+            self.stats.ignored += 1;
+            return;
+        }
+        t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Fsr, answers) });
+    }
+
+    /// F-SS-8: Session ID 0 clears the session silently (no CDN); any other
+    /// value confirms it.
+    fn on_fsr(&mut self, id: u32, m: &Message) {
+        for a in &m.avps {
+            let AvpValue::FailoverSessionState { session_id: theirs, remote_session_id: ours } = a.value else {
+                continue;
+            };
+            let Some(t) = self.tunnels.get_mut(&id) else { return };
+            if theirs == 0 {
+                if let Some(s) = t.sessions.remove(&ours) {
+                    self.session_gone(id, &s, DownReason::Peer(ResultCode::new(0, None, "")));
+                    self.release_session_id(ours);
+                }
+            } else if let Some(s) = t.sessions.get_mut(&ours) {
+                s.stale = false;
+                self.events.push_back(Event::SessionConfirmed { tunnel: id, local_session_id: ours });
+            }
+        }
     }
 
     /// Reports our circuit up or down to the peer (v3 SLI with Circuit
@@ -1208,8 +1301,9 @@ impl Engine {
                     self.events.push_back(Event::WanError { tunnel: id, local_session_id: sid });
                 }
             }
-            // FSQ/FSR (RFC 4951) and vendor messages are accepted and
-            // ignored until their handlers land.
+            MessageType::Fsq => self.on_fsq(now, id, &m),
+            MessageType::Fsr => self.on_fsr(id, &m),
+            // Vendor-specific messages with M=0 are ignored.
             _ => self.stats.ignored += 1,
         }
     }
@@ -1342,6 +1436,7 @@ impl Engine {
             Session {
                 state: SessionState::WaitConnected,
                 outgoing: m.msg_type == MessageType::Ocrq,
+                stale: false,
                 local_id: sid,
                 peer_id: peer_sid,
                 params: SessionParams { pw_type: pw_type.unwrap_or(params.pw_type), ..params },

@@ -653,3 +653,115 @@ fn v3_set_link_info_reports_circuit_status() {
         pair.events[1]
     );
 }
+
+fn next_from(pair: &Pair, i: usize) -> (u16, u16) {
+    pair.sent[i]
+        .iter()
+        .rev()
+        .find_map(|(_, b)| {
+            let m = ControlMessage::decode(Transport::Udp, b, None).ok()?;
+            let seq = m.message.as_ref().is_some_and(|x| x.msg_type != MessageType::Ack);
+            seq.then_some((m.header.ns.wrapping_add(1), m.header.nr))
+        })
+        .expect("sent something")
+}
+
+fn fss(session_id: u32, remote_session_id: u32) -> Avp {
+    Avp::new(Version::V3, AvpValue::FailoverSessionState { session_id, remote_session_id })
+}
+
+/// RFC 4951 3.3: FSQ/FSR confirm matching sessions (F-SS-5, F-SS-7,
+/// F-SS-8), answer 0 for unknown or mismatched ones and mark a mismatched
+/// one stale instead of clearing it (F-SS-6), and an FSR with Session ID 0
+/// clears a session silently (F-SS-8).
+#[test]
+fn f_ss_5_to_8_session_state_synchronisation() {
+    let (mut pair, t) = establish(Version::V3, None);
+    let now = pair.now;
+    let sids: Vec<u32> =
+        (0..3).map(|_| pair.ends[0].open_session(now, t, SessionParams::default()).expect("s")).collect();
+    pair.run(Duration::from_secs(1));
+    let now = pair.now;
+    pair.ends[0].query_sessions(now, t, &sids).expect("FSQ");
+    pair.run(Duration::from_secs(1));
+    let confirmed: Vec<u32> = pair.events[0]
+        .iter()
+        .filter_map(|e| {
+            if let Event::SessionConfirmed { local_session_id, .. } = e {
+                Some(*local_session_id)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(confirmed, sids);
+    // One FSQ, one FSR, three FSS each; the FSQ's Message Type has M=0 (W-5).
+    let fsq = pair.sent[0]
+        .iter()
+        .find_map(|(_, b)| {
+            ControlMessage::decode(Transport::Udp, b, None).ok()?.message.filter(|m| m.msg_type == MessageType::Fsq)
+        })
+        .expect("FSQ");
+    assert!(!fsq.type_mandatory);
+    assert_eq!(fsq.avps.len(), 3);
+
+    // B's view: B's session paired with A's sids[0]. An FSQ that pairs it
+    // with another ID, plus one for a session B does not have.
+    let (b_tid, b_sessions) = pair.ends[1].tunnels()[0].clone();
+    let b_sid = b_sessions[0];
+    let (ns, nr) = next_from(&pair, 0);
+    let q = ControlMessage {
+        header: ControlHeader { version: Version::V3, tunnel_id: b_tid, session_id: 0, ns, nr },
+        message: Some(Message::new(MessageType::Fsq, vec![fss(0xdead, b_sid), fss(0xbeef, 0x0bad_0bad)])),
+    };
+    pair.inject(1, &q.encode(Transport::Udp, None).expect("encode"));
+    pair.run(Duration::from_millis(200));
+    let fsr = pair.sent[1]
+        .iter()
+        .rev()
+        .find_map(|(_, b)| {
+            ControlMessage::decode(Transport::Udp, b, None).ok()?.message.filter(|m| m.msg_type == MessageType::Fsr)
+        })
+        .expect("FSR");
+    let answers: Vec<(u32, u32)> = fsr
+        .avps
+        .iter()
+        .filter_map(|a| {
+            if let AvpValue::FailoverSessionState { session_id, remote_session_id } = a.value {
+                Some((session_id, remote_session_id))
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(answers, vec![(0, 0xdead), (0, 0xbeef)]);
+    assert_eq!(pair.ends[1].stale_sessions(b_tid), vec![b_sid], "marked stale, not cleared");
+    assert_eq!(pair.ends[1].tunnels()[0].1.len(), 3);
+
+    // On a fresh pair: an FSR answering 0 for one of A's sessions clears it
+    // silently, without CDN.
+    let (mut pair, t) = establish(Version::V3, None);
+    let now = pair.now;
+    let sids: Vec<u32> =
+        (0..2).map(|_| pair.ends[0].open_session(now, t, SessionParams::default()).expect("s")).collect();
+    pair.run(Duration::from_secs(1));
+    let (ns, _) = next_from(&pair, 1);
+    let (nr, _) = next_from(&pair, 0);
+    let r = ControlMessage {
+        header: ControlHeader { version: Version::V3, tunnel_id: t, session_id: 0, ns, nr },
+        message: Some(Message::new(MessageType::Fsr, vec![fss(0, sids[1])])),
+    };
+    let before = pair.sent[0].len();
+    pair.inject(0, &r.encode(Transport::Udp, None).expect("encode"));
+    pair.run(Duration::from_millis(200));
+    assert!(pair.dataplane[0]
+        .iter()
+        .any(|d| matches!(d, DataplaneUpdate::SessionDown { local_session_id, .. } if *local_session_id == sids[1])));
+    let cdn_sent = pair.sent[0][before..].iter().any(|(_, b)| {
+        ControlMessage::decode(Transport::Udp, b, None)
+            .ok()
+            .and_then(|m| m.message)
+            .is_some_and(|m| m.msg_type == MessageType::Cdn)
+    });
+    assert!(!cdn_sent, "F-SS-8: cleared silently");
+}
