@@ -350,6 +350,13 @@ impl<T> Channel<T> {
         self.retries
     }
 
+    /// Keeps retransmitting after a timeout (at the capped interval): used
+    /// while a peer's RFC 4951 Recovery Time runs.
+    pub fn extend(&mut self, now: Instant) {
+        self.retries = 0;
+        self.retransmit_at = Some(now + self.rto);
+    }
+
     /// RFC 4951 3.2.2 (F-CC-1, F-CC-2): flush both windows and restart the
     /// sequence numbers at `ns`/`nr`.
     pub fn reset(&mut self, ns: u16, nr: u16) {

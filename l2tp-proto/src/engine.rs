@@ -179,6 +179,16 @@ pub enum Event {
         local_session_id: u32,
         circuit_active: Option<bool>,
     },
+    /// The control channel to the peer timed out; the tunnel waits for the
+    /// peer's Recovery Time (RFC 4951 F-CAP-3) before it is cleared.
+    FailureDetected {
+        tunnel: TunnelId,
+        recovery_time: Duration,
+    },
+    /// The loss was temporary: a message got acknowledged in that time.
+    TunnelResumed {
+        tunnel: TunnelId,
+    },
     /// An FSR confirmed the session (RFC 4951 F-SS-8).
     SessionConfirmed {
         tunnel: TunnelId,
@@ -232,6 +242,12 @@ enum TunnelState {
     /// Sent SCCRP, waiting for SCCCN.
     WaitConnected,
     Established,
+    /// The control channel timed out, but both ends are failover capable:
+    /// the peer gets its Recovery Time on top (RFC 4951 F-CAP-3) before the
+    /// tunnel is cleared. Retransmissions go on; an acknowledgement ends it.
+    AwaitingRecovery {
+        until: Instant,
+    },
     /// StopCCN sent or received: only acknowledging until `until`.
     Closing {
         until: Instant,
@@ -611,7 +627,7 @@ impl Engine {
             .flat_map(|t| {
                 let hello = (t.state == TunnelState::Established).then(|| t.last_rx + self.cfg.hello_interval);
                 let closing = match t.state {
-                    TunnelState::Closing { until } => Some(until),
+                    TunnelState::Closing { until } | TunnelState::AwaitingRecovery { until } => Some(until),
                     _ => None,
                 };
                 [t.channel.poll_timeout(), hello, closing]
@@ -631,11 +647,43 @@ impl Engine {
                     continue;
                 }
             }
+            if let TunnelState::AwaitingRecovery { until } = t.state {
+                if now >= until {
+                    // F-CAP-3: the Recovery Time ran out: recovery failed.
+                    self.clear_tunnel(id, DownReason::Timeout);
+                    continue;
+                }
+                if t.channel.retries() == 0 && t.channel.unacknowledged() == 0 {
+                    // "stops ... when a control message gets acknowledged
+                    // (the loss was temporary)".
+                    t.state = TunnelState::Established;
+                    self.events.push_back(Event::TunnelResumed { tunnel: id });
+                }
+            }
             if t.channel.handle_timeout(now).is_err() {
-                // RFC 2661 5.8: "the tunnel and all sessions within MUST be
-                // cleared".
-                self.clear_tunnel(id, DownReason::Timeout);
-                continue;
+                let recovery_time = match (t.state, t.params.failover, t.peer_failover) {
+                    // F-CAP-4: only when both ends advertised C.
+                    (TunnelState::Established, Some(ours), Some(theirs)) if ours.control && theirs.control => {
+                        Some(Duration::from_millis(u64::from(theirs.recovery_time_ms)))
+                    }
+                    (TunnelState::AwaitingRecovery { .. }, ..) => Some(Duration::ZERO),
+                    _ => None,
+                };
+                match recovery_time {
+                    Some(extra) => {
+                        if let TunnelState::Established = t.state {
+                            t.state = TunnelState::AwaitingRecovery { until: now + extra };
+                            self.events.push_back(Event::FailureDetected { tunnel: id, recovery_time: extra });
+                        }
+                        t.channel.extend(now);
+                    }
+                    None => {
+                        // RFC 2661 5.8: "the tunnel and all sessions within
+                        // MUST be cleared".
+                        self.clear_tunnel(id, DownReason::Timeout);
+                        continue;
+                    }
+                }
             }
             if t.state == TunnelState::Established && now >= t.last_rx + self.cfg.hello_interval && t.channel.is_idle()
             {

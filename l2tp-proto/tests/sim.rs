@@ -765,3 +765,60 @@ fn f_ss_5_to_8_session_state_synchronisation() {
     });
     assert!(!cdn_sent, "F-SS-8: cleared silently");
 }
+
+/// RFC 4951 F-CAP-3/F-CAP-4: when both ends advertised C, a control channel
+/// timeout is extended by the peer's Recovery Time; an acknowledgement in
+/// that time ends the wait (the loss was temporary).
+#[test]
+fn f_cap_3_recovery_time_extends_the_control_channel_timeout() {
+    let with_rt = |rt_ms| TunnelParams {
+        failover: Some(FailoverCapability { control: true, data: true, recovery_time_ms: rt_ms }),
+        ..params(Version::V3, None)
+    };
+    // B's replies are lost, so both ends' channels time out: both advertise
+    // the same Recovery Time.
+    let run = |peer_rt_ms: u32, heal_after: Option<Duration>, our_c: bool| {
+        let mut ours = with_rt(peer_rt_ms);
+        if !our_c {
+            ours.failover = None;
+        }
+        let a = engine("lac", 71, None);
+        let b = engine("lns", 72, Some(with_rt(peer_rt_ms)));
+        let mut pair = Pair::new(a, b);
+        let now = pair.now;
+        pair.ends[0].connect(now, addr(B), ours).expect("connect");
+        pair.run(Duration::from_secs(2));
+        let start = pair.now;
+        pair.blackhole = [false, true];
+        // Give A something to send so its channel times out.
+        let now = pair.now;
+        let t = pair.tunnel_up(0)[0];
+        pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+        match heal_after {
+            Some(d) => {
+                pair.run(d);
+                pair.blackhole = [false, false];
+                pair.run(Duration::from_secs(60));
+            }
+            None => pair.run(Duration::from_secs(120)),
+        }
+        let down =
+            pair.events[0].iter().position(|e| matches!(e, Event::TunnelDown { reason: DownReason::Timeout, .. }));
+        let detected = pair.events[0].iter().any(|e| matches!(e, Event::FailureDetected { .. }));
+        let resumed = pair.events[0].iter().any(|e| matches!(e, Event::TunnelResumed { .. }));
+        (start, down.is_some(), detected, resumed, pair)
+    };
+    // Plain timeout after 1+2+4+8+8 s of retransmissions (31 s), + 20 s.
+    let (_, down, detected, _, _) = run(20_000, None, true);
+    assert!(down && detected);
+    // Healed at 40 s, inside 31 + 20 s: the tunnel resumes.
+    let (_, down, detected, resumed, pair) = run(20_000, Some(Duration::from_secs(40)), true);
+    assert!(detected && resumed && !down, "{:?}", pair.events[0]);
+    assert_eq!(pair.sessions_up(0), 1, "the queued call went through after the heal");
+    // Healed at 40 s without the extension (Recovery Time 0): already gone.
+    let (_, down, _, resumed, _) = run(0, Some(Duration::from_secs(40)), true);
+    assert!(down && !resumed);
+    // F-CAP-4: we did not advertise C: no extension at all.
+    let (_, down, detected, _, _) = run(20_000, Some(Duration::from_secs(40)), false);
+    assert!(down && !detected);
+}
