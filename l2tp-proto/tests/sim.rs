@@ -379,24 +379,10 @@ fn a_to_b_header(pair: &Pair, ns: u16, nr: u16) -> ControlHeader {
     ControlHeader { version: Version::V3, tunnel_id: tid, session_id: 0, ns, nr }
 }
 
-fn next_ns_nr(pair: &Pair) -> (u16, u16) {
-    // Last message A sent: its Ns + 1 is A's next Ns; Nr as sent.
-    let (ns, nr) = pair.sent[0]
-        .iter()
-        .rev()
-        .find_map(|(_, b)| {
-            let m = ControlMessage::decode(Transport::Udp, b, None).ok()?;
-            let seq = m.message.as_ref().is_some_and(|x| x.msg_type != MessageType::Ack);
-            seq.then_some((m.header.ns.wrapping_add(1), m.header.nr))
-        })
-        .expect("A sent something");
-    (ns, nr)
-}
-
 #[test]
 fn unknown_mandatory_avp_tears_the_tunnel_down_with_2_8() {
     let (mut pair, _) = establish(Version::V3, None);
-    let (ns, nr) = next_ns_nr(&pair);
+    let (ns, nr) = next_from(&pair, 0);
     let msg = Message::new(
         MessageType::Hello,
         vec![Avp { flags: AvpFlags::MANDATORY, value: AvpValue::Unknown { vendor: 9, attr: 1, value: vec![1] } }],
@@ -439,7 +425,7 @@ fn duplicate_and_out_of_window_messages_are_not_processed_twice() {
     assert_eq!(pair.sessions_up(1), 1);
     assert!(pair.sent[1].len() > acks_before, "duplicate acknowledged");
     // A message far beyond the window is dropped.
-    let (ns, nr) = next_ns_nr(&pair);
+    let (ns, nr) = next_from(&pair, 0);
     let far = ControlMessage {
         header: a_to_b_header(&pair, ns.wrapping_add(1000), nr),
         message: Some(Message::new(MessageType::Hello, vec![])),
