@@ -1382,19 +1382,10 @@ impl Engine {
         Self::learn_peer(&mut t, m);
         let secret = t.params.secret.clone().filter(|_| t.params.version == Version::V2);
         // RFC 2661 5.1.1: the SCCRP must answer our challenge.
-        if let (Some(secret), Some(ours)) = (&secret, &t.our_challenge) {
-            let want = challenge_response(MessageType::Sccrp, secret, ours);
-            let got = m.find(|a| if let AvpValue::ChallengeResponse(r) = a { Some(*r) } else { None });
-            if !got.is_some_and(|g| ct_eq(&g, &want)) {
-                self.stats.auth_failures += 1;
-                self.tunnels.insert(id, t);
-                self.stop_tunnel(
-                    now,
-                    id,
-                    ResultCode::new(stopccn::NOT_AUTHORIZED, None, "challenge response mismatch"),
-                );
-                return;
-            }
+        if !Self::answers_our_challenge(&t, MessageType::Sccrp, m) {
+            self.tunnels.insert(id, t);
+            self.refuse_unauthenticated(now, id);
+            return;
         }
         let their_challenge = m.find(|a| if let AvpValue::Challenge(c) = a { Some(c.clone()) } else { None });
         let mut avps = Vec::new();
@@ -1413,12 +1404,7 @@ impl Engine {
         }
         t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Scccn, avps) });
         t.state = TunnelState::Established;
-        self.events.push_back(Event::TunnelUp {
-            tunnel: id,
-            peer: t.peer,
-            peer_host_name: t.peer_host_name.clone(),
-            peer_failover: t.peer_failover,
-        });
+        self.events.push_back(Self::tunnel_up_event(&t));
         self.tunnels.insert(id, t);
     }
 
@@ -1428,26 +1414,37 @@ impl Engine {
             self.stop_tunnel(now, id, ResultCode::new(stopccn::FSM_ERROR, None, "unexpected SCCCN"));
             return;
         }
-        if let (Some(secret), Some(ours)) = (t.params.secret.clone(), t.our_challenge.clone()) {
-            let want = challenge_response(MessageType::Scccn, &secret, &ours);
-            let got = m.find(|a| if let AvpValue::ChallengeResponse(r) = a { Some(*r) } else { None });
-            if !got.is_some_and(|g| ct_eq(&g, &want)) {
-                self.stats.auth_failures += 1;
-                self.stop_tunnel(
-                    now,
-                    id,
-                    ResultCode::new(stopccn::NOT_AUTHORIZED, None, "challenge response mismatch"),
-                );
-                return;
-            }
+        if !Self::answers_our_challenge(t, MessageType::Scccn, m) {
+            self.refuse_unauthenticated(now, id);
+            return;
         }
         t.state = TunnelState::Established;
-        self.events.push_back(Event::TunnelUp {
-            tunnel: id,
+        let up = Self::tunnel_up_event(t);
+        self.events.push_back(up);
+    }
+
+    /// RFC 2661 5.1.1: true unless we challenged the peer and `m` (of type
+    /// `answer_type`) lacks the right Challenge Response. Constant time.
+    fn answers_our_challenge(t: &Tunnel, answer_type: MessageType, m: &Message) -> bool {
+        let (Some(secret), Some(ours)) = (&t.params.secret, &t.our_challenge) else { return true };
+        let want = challenge_response(answer_type, secret, ours);
+        let got = m.find(|a| if let AvpValue::ChallengeResponse(r) = a { Some(*r) } else { None });
+        got.is_some_and(|g| ct_eq(&g, &want))
+    }
+
+    /// StopCCN result 4, "Requester is not authorized".
+    fn refuse_unauthenticated(&mut self, now: Instant, id: u32) {
+        self.stats.auth_failures += 1;
+        self.stop_tunnel(now, id, ResultCode::new(stopccn::NOT_AUTHORIZED, None, "challenge response mismatch"));
+    }
+
+    fn tunnel_up_event(t: &Tunnel) -> Event {
+        Event::TunnelUp {
+            tunnel: t.local_id,
             peer: t.peer,
             peer_host_name: t.peer_host_name.clone(),
             peer_failover: t.peer_failover,
-        });
+        }
     }
 
     fn established(&self, id: u32) -> bool {
