@@ -36,6 +36,10 @@ pub mod flags {
     /// During a resync, deliver the packets of a not yet confirmed run
     /// (else drop them).
     pub const RESYNC_DELIVER: u32 = 1 << 6;
+    /// Next hop by `bpf_fib_lookup` on every encapsulated frame; the
+    /// template's MACs are the fallback when the kernel has no neighbour
+    /// entry (an all-zero fallback drops and counts `tx_no_route`).
+    pub const FIB_LOOKUP: u32 = 1 << 7;
     /// Session in use (a zeroed slot is free).
     pub const ACTIVE: u32 = 1 << 31;
 }
@@ -154,12 +158,15 @@ pub struct SessionStats {
     pub rx_malformed: u64,
     pub tx_mtu_drops: u64,
     pub redirect_errors: u64,
+    /// Encapsulated frames dropped: no route or no neighbour and no
+    /// fallback next hop.
+    pub tx_no_route: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<SessionConfig>() == 108);
 const _: () = assert!(core::mem::size_of::<SessionState>() == 32);
 const _: () = assert!(core::mem::size_of::<SessionCommand>() == 24);
-const _: () = assert!(core::mem::size_of::<SessionStats>() == 96);
+const _: () = assert!(core::mem::size_of::<SessionStats>() == 104);
 
 #[cfg(feature = "user")]
 mod pod {

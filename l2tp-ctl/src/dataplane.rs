@@ -177,6 +177,23 @@ pub fn ifindex(name: &str) -> Result<u32> {
     }
 }
 
+/// Turns IP forwarding on for the uplink `name` (IPv4, and IPv6 when the
+/// interface has it), in the caller's network namespace. `bpf_fib_lookup`
+/// answers "forwarding disabled" for interfaces without it, so sessions
+/// that look their next hop up need it on their uplink.
+pub fn enable_forwarding(name: &str) -> Result<()> {
+    validate_ifname(name)?;
+    for (family, required) in [("ipv4", true), ("ipv6", false)] {
+        let path = PathBuf::from(format!("/proc/sys/net/{family}/conf/{name}/forwarding"));
+        match std::fs::write(&path, b"1") {
+            Ok(()) => {}
+            Err(e) if !required && e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DataplaneError::Io { what: "enabling forwarding in", path, source }),
+        }
+    }
+    Ok(())
+}
+
 /// MAC address of `name` in the caller's network namespace (SIOCGIFHWADDR;
 /// /sys/class/net may show another namespace).
 pub fn hwaddr(name: &str) -> Result<[u8; 6]> {

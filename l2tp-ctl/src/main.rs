@@ -99,9 +99,14 @@ struct SessionArgs {
     /// Attachment interface (customer side).
     #[arg(long)]
     attachment: String,
-    /// MAC of the next hop towards the peer.
+    /// MAC of the next hop towards the peer. Without it the next hop is
+    /// looked up in the kernel's FIB and neighbour tables for every frame.
     #[arg(long, value_parser = parse_mac)]
-    next_hop_mac: [u8; 6],
+    next_hop_mac: Option<[u8; 6]>,
+    /// Look the next hop up in the kernel even with --next-hop-mac (which
+    /// is then the fallback when the neighbour is not known).
+    #[arg(long)]
+    fib_lookup: bool,
     /// Cookie the peer sends (checked), hex, 4 or 8 bytes.
     #[arg(long, value_parser = parse_cookie)]
     cookie: Option<Cookie>,
@@ -304,7 +309,8 @@ fn run_session(cmd: SessionCmd) -> anyhow::Result<()> {
                 local_addr: a.local,
                 peer_addr: a.peer,
                 local_mac: dataplane::hwaddr(&a.uplink)?,
-                next_hop_mac: a.next_hop_mac,
+                next_hop_mac: a.next_hop_mac.unwrap_or_default(),
+                fib_lookup: a.fib_lookup || a.next_hop_mac.is_none(),
                 uplink_ifindex: dataplane::ifindex(&a.uplink)?,
                 attach_ifindex: dataplane::ifindex(&a.attachment)?,
                 uplink_mtu: a.mtu,

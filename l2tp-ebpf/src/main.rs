@@ -17,8 +17,8 @@
 use core::{intrinsics::AtomicOrdering, mem};
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::bpf_xdp_adjust_head,
+    bindings::{bpf_fib_lookup as FibLookup, xdp_action, BPF_FIB_LOOKUP_OUTPUT},
+    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head},
     macros::{map, xdp},
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
     programs::XdpContext,
@@ -421,6 +421,19 @@ fn attach(ctx: &XdpContext) -> Option<u32> {
         sum = (sum & 0xffff) + (sum >> 16);
         store(ctx, ETH_HLEN + 10, (!(sum as u16)).to_be_bytes())?;
     }
+    // Before an Ns is taken: a dropped frame must not open a gap.
+    let mut egress = cfg.uplink_ifindex;
+    if cfg.flags & flags::FIB_LOOKUP != 0 {
+        match next_hop(ctx, cfg, ipv6, ip_len) {
+            Some(ifindex) => egress = ifindex,
+            // No route or no neighbour: the template's MACs, if any.
+            None if cfg.hdr[..6] != [0; 6] => {}
+            None => {
+                stats.tx_no_route += 1;
+                return Some(xdp_action::XDP_DROP);
+            }
+        }
+    }
     let mut off = l4;
     if !over_ip {
         let udp_len = (ip_len - (l4 as u32 - ETH_HLEN as u32)) as u16;
@@ -456,13 +469,57 @@ fn attach(ctx: &XdpContext) -> Option<u32> {
     }
     stats.tx_packets += 1;
     stats.tx_bytes += u64::from(inner_len);
-    match TX_PORTS.redirect(cfg.uplink_ifindex, 0) {
+    match TX_PORTS.redirect(egress, 0) {
         Ok(action) => Some(action),
         Err(_) => {
             stats.redirect_errors += 1;
             Some(xdp_action::XDP_DROP)
         }
     }
+}
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Next hop of the outer packet by the kernel's FIB and neighbour tables:
+/// writes the MACs into the frame and returns the egress ifindex, or `None`
+/// (no route, no neighbour entry, or an egress the data plane cannot
+/// redirect to).
+#[inline(always)]
+fn next_hop(ctx: &XdpContext, cfg: &SessionConfig, ipv6: bool, ip_len: u32) -> Option<u32> {
+    // SAFETY: plain C struct, all-zero is a valid value.
+    let mut p: FibLookup = unsafe { mem::zeroed() };
+    p.l4_protocol = if cfg.flags & flags::ENCAP_IP != 0 { IPPROTO_L2TP } else { IPPROTO_UDP };
+    p.__bindgen_anon_1.tot_len = ip_len as u16;
+    p.ifindex = cfg.uplink_ifindex;
+    // Addresses from the template, in network byte order.
+    let h = &cfg.hdr;
+    if ipv6 {
+        p.family = AF_INET6;
+        let mut src = [0u32; 4];
+        let mut dst = [0u32; 4];
+        for i in 0..4 {
+            let o = ETH_HLEN + 8 + 4 * i;
+            src[i] = u32::from_ne_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+            dst[i] = u32::from_ne_bytes([h[o + 16], h[o + 17], h[o + 18], h[o + 19]]);
+        }
+        p.__bindgen_anon_3.ipv6_src = src;
+        p.__bindgen_anon_4.ipv6_dst = dst;
+    } else {
+        p.family = AF_INET;
+        let o = ETH_HLEN + 12;
+        p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([h[o + 4], h[o + 5], h[o + 6], h[o + 7]]);
+    }
+    // SAFETY: ctx.ctx is the program's xdp_md; p is a valid, sized struct.
+    let rc =
+        unsafe { bpf_fib_lookup(ctx.ctx as *mut _, &mut p, mem::size_of::<FibLookup>() as i32, BPF_FIB_LOOKUP_OUTPUT) };
+    if rc != 0 || TX_PORTS.get(p.ifindex).is_none() {
+        return None;
+    }
+    store(ctx, 0, p.dmac)?;
+    store(ctx, 6, p.smac)?;
+    Some(p.ifindex)
 }
 
 #[cfg(not(test))]

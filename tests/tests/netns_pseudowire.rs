@@ -23,13 +23,21 @@ fn mac(s: &str) -> [u8; 6] {
     [b[0], b[1], b[2], b[3], b[4], b[5]]
 }
 
+#[derive(Clone, Copy, Debug)]
+enum NextHop<'a> {
+    /// A configured next-hop MAC.
+    Static(&'a str),
+    /// `bpf_fib_lookup`, with no fallback.
+    Fib,
+}
+
 /// Loads, attaches and installs one end of the pseudowire.
 fn endpoint(
     ns: &NetNs,
     pins: &PinDir,
     local: &str,
     peer: &str,
-    peer_mac: &str,
+    next_hop: NextHop<'_>,
     ids: (u32, u32),
     encap: Encap,
 ) -> Pinned {
@@ -42,6 +50,9 @@ fn endpoint(
             dataplane::AttachedMode::Native
         );
         dp.attach("ac0", Role::Attachment, AttachMode::Native).expect("attach ac0");
+        if matches!(next_hop, NextHop::Fib) {
+            dataplane::enable_forwarding("up0").expect("forwarding");
+        }
         let params = SessionParams {
             local_session_id: ids.0,
             peer_session_id: ids.1,
@@ -49,7 +60,11 @@ fn endpoint(
             local_addr: local.parse().expect("addr"),
             peer_addr: peer.parse().expect("addr"),
             local_mac: dataplane::hwaddr("up0").expect("mac"),
-            next_hop_mac: mac(peer_mac),
+            next_hop_mac: match next_hop {
+                NextHop::Static(m) => mac(m),
+                NextHop::Fib => [0; 6],
+            },
+            fib_lookup: matches!(next_hop, NextHop::Fib),
             uplink_ifindex: dataplane::ifindex("up0").expect("up0"),
             attach_ifindex: dataplane::ifindex("ac0").expect("ac0"),
             uplink_mtu: 1500,
@@ -105,17 +120,39 @@ fn udp_stream(from: &NetNs, from_addr: &str, to: &NetNs, to_addr: &str, n: usize
     })
 }
 
-fn pseudowire(encap: Encap) {
+fn pseudowire(encap: Encap, fib: bool) {
     let t = TwoSites::new().expect("topology");
     let (pins_a, pins_b) = (PinDir::new("pw-a"), PinDir::new("pw-b"));
-    let dp_a =
-        endpoint(&t.pe_a, &pins_a, topology::PE_A_UP, topology::PE_B_UP, topology::PE_B_UP_MAC, (ID_A, ID_B), encap);
-    let dp_b =
-        endpoint(&t.pe_b, &pins_b, topology::PE_B_UP, topology::PE_A_UP, topology::PE_A_UP_MAC, (ID_B, ID_A), encap);
+    let (hop_a, hop_b) = if fib {
+        (NextHop::Fib, NextHop::Fib)
+    } else {
+        (NextHop::Static(topology::PE_B_UP_MAC), NextHop::Static(topology::PE_A_UP_MAC))
+    };
+    let dp_a = endpoint(&t.pe_a, &pins_a, topology::PE_A_UP, topology::PE_B_UP, hop_a, (ID_A, ID_B), encap);
+    let dp_b = endpoint(&t.pe_b, &pins_b, topology::PE_B_UP, topology::PE_A_UP, hop_b, (ID_B, ID_A), encap);
+
+    let mut no_route = 0;
+    if fib {
+        // No neighbour entry for the peer yet: the frame is dropped and
+        // counted, not sent with a made-up MAC.
+        assert!(run(t.cust_a.command("ping").args(["-c", "1", "-W", "1", topology::CUST_B])).is_err());
+        let table = dp_a.sessions().expect("maps");
+        let s = table.stats(table.index_of(ID_A).expect("session")).expect("stats");
+        assert_eq!((s.tx_packets, s.tx_no_route), (0, 1), "{s:?}");
+        no_route = 1;
+        // Control traffic resolves the neighbours, as the daemon's does.
+        run(t.pe_a.command("ping").args(["-c", "1", "-W", "2", topology::PE_B_UP])).expect("uplink ping");
+    }
 
     const PINGS: u64 = 5;
-    run(t.cust_a.command("ping").args(["-c", "5", "-i", "0.05", "-W", "2", topology::CUST_B]))
-        .expect("ping across the pseudowire");
+    if let Err(e) = run(t.cust_a.command("ping").args(["-c", "5", "-i", "0.05", "-W", "2", topology::CUST_B])) {
+        for (dp, id) in [(&dp_a, ID_A), (&dp_b, ID_B)] {
+            let table = dp.sessions().expect("maps");
+            let s = table.stats(table.index_of(id).expect("session")).expect("stats");
+            eprintln!("{id:x}: {s:?}");
+        }
+        panic!("ping across the pseudowire: {e}");
+    }
     const N: usize = 1000;
     assert_eq!(udp_stream(&t.cust_a, topology::CUST_A, &t.cust_b, topology::CUST_B, N), N, "a -> b");
     assert_eq!(udp_stream(&t.cust_b, topology::CUST_B, &t.cust_a, topology::CUST_A, N), N, "b -> a");
@@ -133,6 +170,8 @@ fn pseudowire(encap: Encap) {
             (0, 0, 0, 0, 0, 0),
             "{name}: {s:?}"
         );
+        let expected_no_route = if id == ID_A { no_route } else { 0 };
+        assert_eq!(s.tx_no_route, expected_no_route, "{name}: {s:?}");
         let st = table.state(idx).expect("state");
         assert_eq!((u64::from(st.tx_ns), u64::from(st.rx_nr)), (tx, rx), "{name}: Ns/Nr {st:?}");
     }
@@ -143,11 +182,17 @@ fn pseudowire(encap: Encap) {
 #[test]
 #[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
 fn pseudowire_over_udp_carries_ping_and_streams_with_exact_counters() {
-    pseudowire(Encap::Udp { local_port: 1701, peer_port: 1701 });
+    pseudowire(Encap::Udp { local_port: 1701, peer_port: 1701 }, false);
+}
+
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn pseudowire_with_fib_next_hop_drops_until_the_neighbour_is_known() {
+    pseudowire(Encap::Udp { local_port: 1701, peer_port: 1701 }, true);
 }
 
 #[test]
 #[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
 fn pseudowire_over_ip_carries_ping_and_streams_with_exact_counters() {
-    pseudowire(Encap::Ip);
+    pseudowire(Encap::Ip, false);
 }

@@ -48,6 +48,7 @@ fn params(local_id: u32, encap: Encap, ipv6: bool) -> SessionParams {
         peer_addr: if ipv6 { v6(IP6_A) } else { v4(IP4_A) },
         local_mac: OUR_MAC,
         next_hop_mac: PEER_MAC,
+        fib_lookup: false,
         uplink_ifindex: LO,
         attach_ifindex: LO,
         uplink_mtu: 1500,

@@ -65,9 +65,14 @@ pub struct SessionParams {
     pub encap: Encap,
     pub local_addr: IpAddr,
     pub peer_addr: IpAddr,
-    /// Uplink's MAC and the next hop's MAC.
+    /// Uplink's MAC and the next hop's MAC. With `fib_lookup` these are
+    /// the fallback used when the kernel has no neighbour entry; an
+    /// all-zero `next_hop_mac` then means "drop and count".
     pub local_mac: [u8; 6],
     pub next_hop_mac: [u8; 6],
+    /// Look the next hop up in the kernel's FIB and neighbour tables for
+    /// every frame (`bpf_fib_lookup`), following route changes.
+    pub fib_lookup: bool,
     pub uplink_ifindex: u32,
     pub attach_ifindex: u32,
     /// Largest outer IP packet the uplink carries.
@@ -150,6 +155,11 @@ impl SessionParams {
         if deliver {
             f |= flags::RESYNC_DELIVER;
         }
+        if self.fib_lookup {
+            f |= flags::FIB_LOOKUP;
+        } else if self.next_hop_mac == [0; 6] {
+            return bad("a next-hop MAC is needed without FIB lookup");
+        }
         let mut hdr = Vec::with_capacity(HDR_TEMPLATE_MAX);
         hdr.extend_from_slice(&self.next_hop_mac);
         hdr.extend_from_slice(&self.local_mac);
@@ -230,6 +240,7 @@ pub fn sum_stats<'a>(per_cpu: impl IntoIterator<Item = &'a SessionStats>) -> Ses
         a.rx_malformed += s.rx_malformed;
         a.tx_mtu_drops += s.tx_mtu_drops;
         a.redirect_errors += s.redirect_errors;
+        a.tx_no_route += s.tx_no_route;
         a
     })
 }
