@@ -87,6 +87,10 @@ pub struct TunnelParams {
     pub failover: Option<FailoverCapability>,
     /// L2TPv3 pseudowire types we accept.
     pub pw_types: Vec<u16>,
+    /// L2TPv3 pseudowires the peer may open on this tunnel, found by the
+    /// Remote End ID of its ICRQ/OCRQ, with our settings for each. Empty
+    /// accepts any Remote End ID with default settings.
+    pub pseudowires: Vec<SessionParams>,
 }
 
 /// Per-session parameters (L2TPv3 pseudowire settings; ignored in v2).
@@ -119,6 +123,9 @@ pub enum DataplaneUpdate {
         version: Version,
         transport: Transport,
         peer: SocketAddr,
+        /// The pseudowire (L2TPv3 Remote End ID) and its type.
+        remote_end_id: Vec<u8>,
+        pw_type: u16,
         local_session_id: u32,
         peer_session_id: u32,
         /// Cookie the peer sends (we assigned it) and cookie we send.
@@ -204,6 +211,45 @@ pub enum Event {
         peer: SocketAddr,
         what: String,
     },
+}
+
+/// A tunnel as [`Engine::tunnel_info`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelInfo {
+    pub local_id: TunnelId,
+    pub peer_id: u32,
+    pub peer: SocketAddr,
+    pub version: Version,
+    pub transport: Transport,
+    /// "wait-reply", "wait-connect", "established", "awaiting-recovery"
+    /// or "closing".
+    pub state: &'static str,
+    pub closing: bool,
+    pub initiator: bool,
+    pub peer_host_name: String,
+    pub local_failover: Option<FailoverCapability>,
+    pub peer_failover: Option<FailoverCapability>,
+    /// Next Ns we send and next Nr we expect on the control channel.
+    pub ns: u16,
+    pub nr: u16,
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// A session as [`Engine::tunnel_info`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub local_id: u32,
+    pub peer_id: u32,
+    /// "wait-reply", "wait-connect" or "established".
+    pub state: &'static str,
+    pub outgoing: bool,
+    /// RFC 4951 F-SS-6: marked stale by a peer's FSQ.
+    pub stale: bool,
+    pub remote_end_id: Vec<u8>,
+    pub pw_type: u16,
+    pub sequencing: bool,
+    /// Lengths of the cookies we check and send.
+    pub cookies: (u8, u8),
 }
 
 /// Engine counters.
@@ -318,6 +364,8 @@ pub struct Engine {
     cfg: EngineConfig,
     rng: Box<dyn RngCore + Send>,
     tunnels: HashMap<u32, Tunnel>,
+    /// Per-peer parameters for tunnels the peer opens (before `accept`).
+    peers: HashMap<std::net::IpAddr, TunnelParams>,
     transmits: VecDeque<(SocketAddr, Transport, Vec<u8>)>,
     events: VecDeque<Event>,
     dataplane: VecDeque<DataplaneUpdate>,
@@ -360,6 +408,7 @@ impl Engine {
             cfg,
             rng,
             tunnels: HashMap::new(),
+            peers: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             dataplane: VecDeque::new(),
@@ -391,6 +440,90 @@ impl Engine {
             .collect();
         v.sort();
         v
+    }
+
+    /// Parameters for tunnels that `peer` opens (SCCRQ from it): the
+    /// per-peer ones, else [`EngineConfig::accept`].
+    fn accept_params(&self, peer: SocketAddr) -> Option<&TunnelParams> {
+        self.peers.get(&peer.ip()).or(self.cfg.accept.as_ref())
+    }
+
+    /// Accepts tunnels from `peer` with these parameters (replacing any
+    /// earlier ones); tunnels already up are not touched.
+    pub fn set_peer(&mut self, peer: std::net::IpAddr, params: TunnelParams) {
+        self.peers.insert(peer, params);
+    }
+
+    /// Stops accepting new tunnels from `peer` by its own parameters.
+    pub fn remove_peer(&mut self, peer: std::net::IpAddr) {
+        self.peers.remove(&peer);
+    }
+
+    /// Replaces the pseudowires `peer` may open on tunnel `id` (and on
+    /// its next tunnels).
+    pub fn set_pseudowires(&mut self, id: TunnelId, pseudowires: Vec<SessionParams>) -> Result<(), CommandError> {
+        let t = self.tunnels.get_mut(&id).ok_or(CommandError::NoTunnel(id))?;
+        t.params.pseudowires = pseudowires.clone();
+        if let Some(p) = self.peers.get_mut(&t.peer.ip()) {
+            p.pseudowires = pseudowires;
+        }
+        Ok(())
+    }
+
+    /// Every tunnel, in any state, with its sessions.
+    pub fn tunnel_infos(&self) -> Vec<TunnelInfo> {
+        let mut v: Vec<TunnelInfo> = self.tunnels.keys().filter_map(|id| self.tunnel_info(*id)).collect();
+        v.sort_by_key(|t| t.local_id);
+        v
+    }
+
+    /// One tunnel and its sessions.
+    pub fn tunnel_info(&self, id: TunnelId) -> Option<TunnelInfo> {
+        let t = self.tunnels.get(&id)?;
+        let mut sessions: Vec<SessionInfo> = t
+            .sessions
+            .values()
+            .map(|s| SessionInfo {
+                local_id: s.local_id,
+                peer_id: s.peer_id,
+                state: match s.state {
+                    SessionState::WaitReply => "wait-reply",
+                    SessionState::WaitConnected => "wait-connect",
+                    SessionState::Established => "established",
+                },
+                outgoing: s.outgoing,
+                stale: s.stale,
+                remote_end_id: s.params.remote_end_id.clone(),
+                pw_type: s.params.pw_type,
+                sequencing: s.params.sequencing || s.peer_sequencing,
+                cookies: (s.rx_cookie.len() as u8, s.tx_cookie.len() as u8),
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.local_id);
+        let (state, closing) = match t.state {
+            TunnelState::WaitReply => ("wait-reply", false),
+            TunnelState::WaitConnected => ("wait-connect", false),
+            TunnelState::Established => ("established", false),
+            TunnelState::AwaitingRecovery { .. } => ("awaiting-recovery", false),
+            TunnelState::Closing { .. } => ("closing", true),
+        };
+        let (ns, nr) = t.channel.ns_nr();
+        Some(TunnelInfo {
+            local_id: t.local_id,
+            peer_id: t.peer_id,
+            peer: t.peer,
+            version: t.params.version,
+            transport: t.params.transport,
+            state,
+            closing,
+            initiator: t.initiator,
+            peer_host_name: String::from_utf8_lossy(&t.peer_host_name).into_owned(),
+            local_failover: t.params.failover,
+            peer_failover: t.peer_failover,
+            ns,
+            nr,
+            sessions,
+        })
     }
 
     fn alloc_tunnel_id(&mut self, version: Version) -> u32 {
@@ -1035,7 +1168,7 @@ impl Engine {
             0
         };
         let secret = if id != 0 { self.tunnels.get(&id).and_then(|t| t.params.secret.clone()) } else { None };
-        let secret = secret.or_else(|| self.cfg.accept.as_ref().and_then(|p| p.secret.clone()));
+        let secret = secret.or_else(|| self.accept_params(from).and_then(|p| p.secret.clone()));
         let message = if body.is_empty() {
             None
         } else {
@@ -1056,7 +1189,7 @@ impl Engine {
                 }
             }
         };
-        if !self.authentic(id, transport, bytes, message.as_ref()) {
+        if !self.authentic(from, id, transport, bytes, message.as_ref()) {
             // RFC 3931 4.3: a message whose digest does not verify is
             // dropped before anything in it is used.
             self.stats.auth_failures += 1;
@@ -1081,11 +1214,18 @@ impl Engine {
 
     /// RFC 3931 4.3 check of a decoded datagram for tunnel `id` (0: a new
     /// SCCRQ). True when authentication is off for it.
-    fn authentic(&mut self, id: u32, transport: Transport, bytes: &[u8], message: Option<&Message>) -> bool {
+    fn authentic(
+        &mut self,
+        from: SocketAddr,
+        id: u32,
+        transport: Transport,
+        bytes: &[u8],
+        message: Option<&Message>,
+    ) -> bool {
         use crate::wire::auth::{cma_key, verify};
         if id == 0 {
             let Some(secret) =
-                self.cfg.accept.as_ref().filter(|p| p.version == Version::V3).and_then(|p| p.secret.clone())
+                self.accept_params(from).filter(|p| p.version == Version::V3).and_then(|p| p.secret.clone())
             else {
                 return true;
             };
@@ -1178,7 +1318,7 @@ impl Engine {
                 }
             }
         }
-        let Some(params) = self.cfg.accept.clone() else {
+        let Some(params) = self.accept_params(from).cloned() else {
             self.stats.refused += 1;
             self.events.push_back(Event::Rejected { peer: from, what: "SCCRQ refused: no tunnels accepted".into() });
             return;
@@ -1469,11 +1609,21 @@ impl Engine {
             self.stats.ignored += 1;
             return;
         }
-        let params = SessionParams::default();
+        let remote_end_id = m.find(|a| if let AvpValue::RemoteEndId(r) = a { Some(r.clone()) } else { None });
+        // Our settings for the pseudowire the peer names, if we have any.
+        let (params, known) = if v == Version::V3 && !t.params.pseudowires.is_empty() {
+            match t.params.pseudowires.iter().find(|p| Some(&p.remote_end_id) == remote_end_id.as_ref()) {
+                Some(p) => (p.clone(), true),
+                None => (SessionParams::default(), false),
+            }
+        } else {
+            (SessionParams { remote_end_id: remote_end_id.unwrap_or_default(), ..SessionParams::default() }, true)
+        };
         let pw_type = m.find(|a| if let AvpValue::PwType(p) = a { Some(*p) } else { None });
         let supported = v == Version::V2 || pw_type.is_some_and(|p| t.params.pw_types.contains(&p));
         let full = t.sessions.len() >= self.cfg.max_sessions_per_tunnel;
         let sid = self.alloc_session_id(id, v);
+        let rx_cookie = if known && supported && !full { self.random_bytes(params.cookie_len) } else { Vec::new() };
         let Some(t) = self.tunnels.get_mut(&id) else { return };
         let (peer_sublayer, peer_sequencing, tx_cookie) = Self::peer_session_avps(m);
         t.sessions.insert(
@@ -1485,7 +1635,7 @@ impl Engine {
                 local_id: sid,
                 peer_id: peer_sid,
                 params: SessionParams { pw_type: pw_type.unwrap_or(params.pw_type), ..params },
-                rx_cookie: Vec::new(),
+                rx_cookie,
                 tx_cookie,
                 peer_sublayer,
                 peer_sequencing,
@@ -1498,6 +1648,12 @@ impl Engine {
         }
         if full {
             self.send_cdn(now, id, sid, ResultCode::new(cdn::NO_FACILITIES_TEMPORARY, None, ""));
+            return;
+        }
+        if !known {
+            // No pseudowire of that Remote End ID is configured here: the
+            // circuit does not exist, a permanent condition.
+            self.send_cdn(now, id, sid, ResultCode::new(cdn::NO_FACILITIES_PERMANENT, None, ""));
             return;
         }
         let Some(t) = self.tunnels.get_mut(&id) else { return };
@@ -1598,6 +1754,8 @@ impl Engine {
             version: t.params.version,
             transport: t.params.transport,
             peer: t.peer,
+            remote_end_id: s.params.remote_end_id.clone(),
+            pw_type: s.params.pw_type,
             local_session_id: sid,
             peer_session_id: s.peer_id,
             rx_cookie: s.rx_cookie.clone(),

@@ -33,6 +33,7 @@ fn params(version: Version, secret: Option<&[u8]>) -> TunnelParams {
         hide_avps: secret.is_some(),
         failover: Some(FailoverCapability { control: true, data: true, recovery_time_ms: 1000 }),
         pw_types: vec![5],
+        pseudowires: vec![],
     }
 }
 
@@ -807,4 +808,58 @@ fn f_cap_3_recovery_time_extends_the_control_channel_timeout() {
     // F-CAP-4: we did not advertise C: no extension at all.
     let (_, down, detected, _, _) = run(20_000, Some(Duration::from_secs(40)), false);
     assert!(down && !detected);
+}
+
+/// The responder's own settings for a pseudowire come from its
+/// configuration, found by the Remote End ID the initiator names; an
+/// unknown Remote End ID gets CDN result 5 (permanent lack of facilities).
+#[test]
+fn pseudowires_matched_by_remote_end_id_with_the_responders_settings() {
+    let pw = |id: &[u8], cookie_len, sequencing| SessionParams {
+        remote_end_id: id.to_vec(),
+        cookie_len,
+        sublayer: sequencing,
+        sequencing,
+        ..SessionParams::default()
+    };
+    let lns_params = TunnelParams { pseudowires: vec![pw(b"pw-1", 4, true)], ..params(Version::V3, None) };
+    let a = engine("lac", 1, None);
+    let mut b = engine("lns", 2, None);
+    // Per-peer parameters, no catch-all.
+    b.set_peer(addr(A).ip(), lns_params);
+    let mut pair = Pair::new(a, b);
+    let now = pair.now;
+    let t = pair.ends[0].connect(now, addr(B), params(Version::V3, None)).expect("connect");
+    pair.run(Duration::from_secs(2));
+    assert_eq!(pair.tunnel_up(0), vec![t]);
+    let now = pair.now;
+    pair.ends[0].open_session(now, t, pw(b"pw-1", 8, false)).expect("known");
+    let unknown = pair.ends[0].open_session(now, t, pw(b"pw-9", 0, false)).expect("unknown");
+    pair.run(Duration::from_secs(2));
+    assert_eq!((pair.sessions_up(0), pair.sessions_up(1)), (1, 1));
+    let DataplaneUpdate::SessionUp { remote_end_id, rx_cookie, tx_cookie, rx_sequencing, tx_sequencing, .. } =
+        &pair.dataplane[1][0]
+    else {
+        panic!("{:?}", pair.dataplane[1])
+    };
+    assert_eq!(remote_end_id, b"pw-1");
+    // B's own cookie length (4) and sequencing, not defaults.
+    assert_eq!((rx_cookie.len(), tx_cookie.len()), (4, 8));
+    assert!(*rx_sequencing && !*tx_sequencing);
+    assert!(pair.events[0].iter().any(|e| matches!(
+        e,
+        Event::SessionDown { local_session_id, reason: DownReason::Peer(rc), .. }
+            if *local_session_id == unknown && rc.result == 5
+    )));
+    let info = pair.ends[1].tunnel_info(pair.tunnel_up(1)[0]).expect("info");
+    assert_eq!(info.sessions.len(), 1);
+    assert_eq!(info.sessions[0].remote_end_id, b"pw-1");
+
+    // Without per-peer parameters another address is refused.
+    pair.ends[1].remove_peer(addr(A).ip());
+    let now = pair.now;
+    pair.ends[0].connect(now, addr(B), params(Version::V3, None)).expect("connect");
+    pair.run(Duration::from_secs(2));
+    assert_eq!(pair.tunnel_up(1).len(), 1);
+    assert!(pair.events[1].iter().any(|e| matches!(e, Event::Rejected { what, .. } if what.contains("refused"))));
 }

@@ -34,6 +34,7 @@ fn params() -> TunnelParams {
         hide_avps: true,
         failover: Some(FailoverCapability { control: true, data: true, recovery_time_ms: 2000 }),
         pw_types: vec![],
+        pseudowires: vec![],
     }
 }
 
