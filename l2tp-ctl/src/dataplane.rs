@@ -194,9 +194,9 @@ pub fn enable_forwarding(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// MAC address of `name` in the caller's network namespace (SIOCGIFHWADDR;
-/// /sys/class/net may show another namespace).
-pub fn hwaddr(name: &str) -> Result<[u8; 6]> {
+/// One SIOCGIF* ioctl on `name` in the caller's network namespace
+/// (/sys/class/net may show another namespace).
+fn ifreq(name: &str, request: libc::Ioctl, what: &'static str) -> Result<libc::ifreq> {
     validate_ifname(name)?;
     // SAFETY: plain socket/ioctl/close on a zeroed ifreq we own; the name
     // was checked to fit IFNAMSIZ with its NUL.
@@ -213,22 +213,37 @@ pub fn hwaddr(name: &str) -> Result<[u8; 6]> {
         for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
             *d = s as libc::c_char;
         }
-        let rc = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req);
+        let rc = libc::ioctl(fd, request, &mut req);
         let err = io::Error::last_os_error();
         libc::close(fd);
         if rc != 0 {
             return Err(if err.raw_os_error() == Some(libc::ENODEV) {
                 DataplaneError::UnknownInterface(name.to_owned())
             } else {
-                DataplaneError::Io { what: "reading MAC address of", path: name.into(), source: err }
+                DataplaneError::Io { what, path: name.into(), source: err }
             });
         }
-        let mut mac = [0u8; 6];
-        for (d, s) in mac.iter_mut().zip(req.ifr_ifru.ifru_hwaddr.sa_data.iter()) {
-            *d = *s as u8;
-        }
-        Ok(mac)
+        Ok(req)
     }
+}
+
+/// MAC address of `name` in the caller's network namespace.
+pub fn hwaddr(name: &str) -> Result<[u8; 6]> {
+    let req = ifreq(name, libc::SIOCGIFHWADDR, "reading MAC address of")?;
+    let mut mac = [0u8; 6];
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    for (d, s) in mac.iter_mut().zip(data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(mac)
+}
+
+/// MTU of `name` in the caller's network namespace.
+pub fn mtu(name: &str) -> Result<u32> {
+    let req = ifreq(name, libc::SIOCGIFMTU, "reading MTU of")?;
+    // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_mtu }.max(0) as u32)
 }
 
 /// Sums of the global per-CPU counters.

@@ -4,8 +4,14 @@ use std::{path::PathBuf, process::ExitCode};
 
 use std::net::IpAddr;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use l2tp_ctl::dataplane::{self, AttachMode, Cookie, Encap, Pinned, Role, RxMode, SessionParams};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use l2tp_ctl::{
+    api::Request,
+    client,
+    config::{Config, ConfigError},
+    daemon,
+    dataplane::{self, AttachMode, Cookie, Encap, Pinned, Role, RxMode, SessionParams},
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "l2tp-ctl", version, about = "L2TP endpoint with an XDP data plane and RFC 4951 failover")]
@@ -16,10 +22,98 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Load, attach, inspect and remove the XDP data plane.
+    /// Run the control daemon (foreground; logs to stderr).
+    Daemon {
+        /// Configuration file (TOML, see doc/config.md).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Directory of the persistent state (overrides global.state_dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Control socket (overrides global.socket).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Log level or filter (error, warn, info, debug, trace; or an
+        /// EnvFilter directive). RUST_LOG wins when set.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
+    /// Stop the daemon: tunnels torn down (StopCCN) and the data plane
+    /// removed; with --keep a maintenance stop that leaves tunnels,
+    /// sessions and forwarding in place for the next start to recover.
+    Stop {
+        #[arg(long)]
+        keep: bool,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Re-read the configuration file (as SIGHUP does).
+    Reload {
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Daemon version, uptime and counts.
+    Status {
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Control connections.
+    Tunnel {
+        #[command(subcommand)]
+        cmd: client::TunnelCmd,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Sessions (pseudowires).
+    Session {
+        #[command(subcommand)]
+        cmd: client::SessionCmd,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Control counters and per-session data-plane counters.
+    Stats {
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// RFC 4951 failover state.
+    Failover {
+        #[command(subcommand)]
+        cmd: client::FailoverCmd,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Tunnel, session and failover events as they happen.
+    Events {
+        /// Keep streaming until interrupted (else stop after 1 s of quiet).
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Load, attach, inspect and remove the XDP data plane directly
+    /// (static pseudowires, no daemon).
     #[command(subcommand)]
     Dataplane(DataplaneCmd),
 }
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Check a configuration file: exit 0 when valid, 2 with the key at
+    /// fault when not.
+    Check { file: PathBuf },
+}
+
+/// Exit code of configuration errors.
+const EXIT_CONFIG: u8 = 2;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
@@ -205,13 +299,51 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("l2tp-ctl: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => tracing_subscriber::EnvFilter::try_new(f)?,
+        _ => {
+            tracing_subscriber::EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?
+        }
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Daemon { config, state_dir, socket, log_level } => {
+            init_logging(&log_level)?;
+            daemon::run(daemon::Options { config, state_dir, socket })?;
+            Ok(())
+        }
+        Command::Stop { keep, conn } => client::simple(&conn, Request::Shutdown { keep }),
+        Command::Reload { conn } => client::simple(&conn, Request::Reload),
+        Command::Status { conn } => client::status(&conn),
+        Command::Tunnel { cmd, conn } => client::tunnel(&conn, cmd),
+        Command::Session { cmd, conn } => client::session(&conn, cmd),
+        Command::Stats { conn } => client::stats(&conn),
+        Command::Failover { cmd, conn } => client::failover(&conn, cmd),
+        Command::Events { follow, conn } => client::events(&conn, follow),
+        Command::Config(ConfigCmd::Check { file }) => {
+            let c = Config::load(&file)?;
+            let sessions: usize = c.tunnels.iter().map(|t| t.sessions.len()).sum();
+            println!("{}: valid ({} tunnel(s), {sessions} session(s))", file.display(), c.tunnels.len());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "l2tp-ctl", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Dataplane(cmd) => run_dataplane(cmd),
     }
 }

@@ -232,6 +232,8 @@ pub struct TunnelInfo {
     /// Next Ns we send and next Nr we expect on the control channel.
     pub ns: u16,
     pub nr: u16,
+    /// Control messages sent and not yet acknowledged.
+    pub unacknowledged: usize,
     pub sessions: Vec<SessionInfo>,
 }
 
@@ -364,8 +366,9 @@ pub struct Engine {
     cfg: EngineConfig,
     rng: Box<dyn RngCore + Send>,
     tunnels: HashMap<u32, Tunnel>,
-    /// Per-peer parameters for tunnels the peer opens (before `accept`).
-    peers: HashMap<std::net::IpAddr, TunnelParams>,
+    /// Parameters for tunnels a peer opens, by its address, version and
+    /// transport (before `accept`).
+    peers: HashMap<(std::net::IpAddr, Version, Transport), TunnelParams>,
     transmits: VecDeque<(SocketAddr, Transport, Vec<u8>)>,
     events: VecDeque<Event>,
     dataplane: VecDeque<DataplaneUpdate>,
@@ -444,19 +447,21 @@ impl Engine {
 
     /// Parameters for tunnels that `peer` opens (SCCRQ from it): the
     /// per-peer ones, else [`EngineConfig::accept`].
-    fn accept_params(&self, peer: SocketAddr) -> Option<&TunnelParams> {
-        self.peers.get(&peer.ip()).or(self.cfg.accept.as_ref())
+    fn accept_params(&self, peer: SocketAddr, version: Version, transport: Transport) -> Option<&TunnelParams> {
+        self.peers.get(&(peer.ip(), version, transport)).or(self.cfg.accept.as_ref())
     }
 
-    /// Accepts tunnels from `peer` with these parameters (replacing any
-    /// earlier ones); tunnels already up are not touched.
+    /// Accepts tunnels from `peer` of the version and transport of
+    /// `params`, with these parameters (replacing any earlier ones);
+    /// tunnels already up are not touched.
     pub fn set_peer(&mut self, peer: std::net::IpAddr, params: TunnelParams) {
-        self.peers.insert(peer, params);
+        self.peers.insert((peer, params.version, params.transport), params);
     }
 
-    /// Stops accepting new tunnels from `peer` by its own parameters.
-    pub fn remove_peer(&mut self, peer: std::net::IpAddr) {
-        self.peers.remove(&peer);
+    /// Stops accepting new tunnels from `peer` of that version and
+    /// transport by their own parameters.
+    pub fn remove_peer(&mut self, peer: std::net::IpAddr, version: Version, transport: Transport) {
+        self.peers.remove(&(peer, version, transport));
     }
 
     /// Replaces the pseudowires `peer` may open on tunnel `id` (and on
@@ -464,7 +469,7 @@ impl Engine {
     pub fn set_pseudowires(&mut self, id: TunnelId, pseudowires: Vec<SessionParams>) -> Result<(), CommandError> {
         let t = self.tunnels.get_mut(&id).ok_or(CommandError::NoTunnel(id))?;
         t.params.pseudowires = pseudowires.clone();
-        if let Some(p) = self.peers.get_mut(&t.peer.ip()) {
+        if let Some(p) = self.peers.get_mut(&(t.peer.ip(), t.params.version, t.params.transport)) {
             p.pseudowires = pseudowires;
         }
         Ok(())
@@ -522,6 +527,7 @@ impl Engine {
             peer_failover: t.peer_failover,
             ns,
             nr,
+            unacknowledged: t.channel.unacknowledged(),
             sessions,
         })
     }
@@ -1168,7 +1174,8 @@ impl Engine {
             0
         };
         let secret = if id != 0 { self.tunnels.get(&id).and_then(|t| t.params.secret.clone()) } else { None };
-        let secret = secret.or_else(|| self.accept_params(from).and_then(|p| p.secret.clone()));
+        let secret =
+            secret.or_else(|| self.accept_params(from, header.version, transport).and_then(|p| p.secret.clone()));
         let message = if body.is_empty() {
             None
         } else {
@@ -1189,7 +1196,7 @@ impl Engine {
                 }
             }
         };
-        if !self.authentic(from, id, transport, bytes, message.as_ref()) {
+        if !self.authentic(from, header.version, id, transport, bytes, message.as_ref()) {
             // RFC 3931 4.3: a message whose digest does not verify is
             // dropped before anything in it is used.
             self.stats.auth_failures += 1;
@@ -1217,6 +1224,7 @@ impl Engine {
     fn authentic(
         &mut self,
         from: SocketAddr,
+        version: Version,
         id: u32,
         transport: Transport,
         bytes: &[u8],
@@ -1224,8 +1232,13 @@ impl Engine {
     ) -> bool {
         use crate::wire::auth::{cma_key, verify};
         if id == 0 {
-            let Some(secret) =
-                self.accept_params(from).filter(|p| p.version == Version::V3).and_then(|p| p.secret.clone())
+            if version != Version::V3 {
+                return true;
+            }
+            let Some(secret) = self
+                .accept_params(from, version, transport)
+                .filter(|p| p.version == version)
+                .and_then(|p| p.secret.clone())
             else {
                 return true;
             };
@@ -1318,7 +1331,7 @@ impl Engine {
                 }
             }
         }
-        let Some(params) = self.accept_params(from).cloned() else {
+        let Some(params) = self.accept_params(from, v, transport).cloned() else {
             self.stats.refused += 1;
             self.events.push_back(Event::Rejected { peer: from, what: "SCCRQ refused: no tunnels accepted".into() });
             return;

@@ -856,10 +856,31 @@ fn pseudowires_matched_by_remote_end_id_with_the_responders_settings() {
     assert_eq!(info.sessions[0].remote_end_id, b"pw-1");
 
     // Without per-peer parameters another address is refused.
-    pair.ends[1].remove_peer(addr(A).ip());
+    pair.ends[1].remove_peer(addr(A).ip(), Version::V3, Transport::Udp);
     let now = pair.now;
     pair.ends[0].connect(now, addr(B), params(Version::V3, None)).expect("connect");
     pair.run(Duration::from_secs(2));
     assert_eq!(pair.tunnel_up(1).len(), 1);
     assert!(pair.events[1].iter().any(|e| matches!(e, Event::Rejected { what, .. } if what.contains("refused"))));
+}
+
+/// One peer, two tunnels: L2TPv3 with message authentication and L2TPv2
+/// with challenge authentication, each found by its version.
+#[test]
+fn per_peer_parameters_by_version_v2_next_to_an_authenticated_v3() {
+    let a = engine("lac", 1, None);
+    let mut b = engine("lns", 2, None);
+    b.set_peer(addr(A).ip(), params(Version::V3, Some(b"v3-secret")));
+    b.set_peer(addr(A).ip(), params(Version::V2, Some(b"v2-secret")));
+    let mut pair = Pair::new(a, b);
+    let now = pair.now;
+    let t3 = pair.ends[0].connect(now, addr(B), params(Version::V3, Some(b"v3-secret"))).expect("v3");
+    let t2 = pair.ends[0].connect(now, addr(B), params(Version::V2, Some(b"v2-secret"))).expect("v2");
+    pair.run(Duration::from_secs(2));
+    let mut up = pair.tunnel_up(0);
+    up.sort();
+    let mut want = vec![t3, t2];
+    want.sort();
+    assert_eq!(up, want);
+    assert_eq!(pair.ends[1].stats().auth_failures, 0);
 }

@@ -88,6 +88,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // the test runner's summary of all the other tests.
     step("doc tests");
     util::run(cargo().args(["test", "--doc", "--workspace", "--exclude", "l2tp-ebpf", "--exclude", "xtask"]))?;
+    step("l2tp-ctl binary (the end-to-end tests run it)");
+    util::run(cargo().args(["build", "--package", "l2tp-ctl", "--bins"]))?;
     step("tests");
     let mut cmd = cargo();
     if util::have("cargo-nextest") {

@@ -1,0 +1,272 @@
+//! The control API between `l2tp-ctl` client commands and the daemon: one
+//! JSON request per line on a Unix stream socket (mode 0600), one JSON
+//! response per line; `events` keeps the connection and streams one
+//! [`EventView`] per line. Nothing here carries a secret back out.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{SessionConfig, TunnelConfig};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    TunnelList,
+    TunnelShow {
+        name: String,
+    },
+    TunnelAdd {
+        tunnel: Box<TunnelConfig>,
+    },
+    TunnelDelete {
+        name: String,
+    },
+    SessionList {
+        tunnel: Option<String>,
+    },
+    SessionShow {
+        tunnel: String,
+        name: String,
+    },
+    SessionAdd {
+        tunnel: String,
+        session: SessionConfig,
+    },
+    SessionDelete {
+        tunnel: String,
+        name: String,
+    },
+    Stats,
+    FailoverStatus,
+    /// Streams events until the client hangs up.
+    Events,
+    Reload,
+    /// `keep`: a maintenance stop that leaves tunnels, sessions and the
+    /// data plane in place for the next start to recover.
+    Shutdown {
+        keep: bool,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[allow(clippy::large_enum_variant, reason = "one per request, never stored")]
+pub enum Response {
+    Ok(Reply),
+    Error(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reply {
+    Done {
+        message: String,
+    },
+    Status(StatusView),
+    Tunnels {
+        tunnels: Vec<TunnelView>,
+    },
+    Tunnel(TunnelView),
+    Sessions {
+        sessions: Vec<SessionView>,
+    },
+    Session(SessionView),
+    Stats(StatsView),
+    Failover {
+        tunnels: Vec<FailoverView>,
+    },
+    /// First line of an event stream.
+    Following,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_s: u64,
+    pub config: String,
+    pub tunnels_configured: usize,
+    pub tunnels_established: usize,
+    pub sessions_established: usize,
+    pub dataplane: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FailoverBits {
+    pub control: bool,
+    pub data: bool,
+    pub recovery_time_ms: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TunnelView {
+    pub name: String,
+    /// "down" when configured but not connected.
+    pub state: String,
+    pub local_id: Option<u32>,
+    pub peer_id: Option<u32>,
+    pub peer: String,
+    pub version: u8,
+    pub encapsulation: String,
+    pub initiator: Option<bool>,
+    pub peer_host_name: Option<String>,
+    pub local_failover: Option<FailoverBits>,
+    pub peer_failover: Option<FailoverBits>,
+    /// Control channel: next Ns we send, next Nr we expect.
+    pub ns: Option<u16>,
+    pub nr: Option<u16>,
+    pub sessions: Vec<SessionView>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SessionView {
+    pub tunnel: String,
+    pub name: String,
+    pub state: String,
+    pub local_id: Option<u32>,
+    pub peer_id: Option<u32>,
+    pub remote_end_id: String,
+    pub interface: Option<String>,
+    pub pw_type: u16,
+    pub sequencing: bool,
+    pub stale: bool,
+    pub dataplane: Option<DataplaneView>,
+}
+
+/// Per-session data-plane counters and sequence state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DataplaneView {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_out_of_seq: u64,
+    pub rx_lost: u64,
+    pub rx_duplicates: u64,
+    pub rx_resyncs: u64,
+    pub rx_cookie_mismatch: u64,
+    pub rx_malformed: u64,
+    pub tx_mtu_drops: u64,
+    pub tx_no_route: u64,
+    pub redirect_errors: u64,
+    pub next_ns: u32,
+    pub next_nr: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StatsView {
+    pub control: ControlStats,
+    pub dataplane_global: Vec<(String, u64)>,
+    pub sessions: Vec<SessionView>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ControlStats {
+    pub datagrams: u64,
+    pub malformed: u64,
+    pub unknown_tunnel: u64,
+    pub auth_failures: u64,
+    pub refused: u64,
+    pub stopccn_sent: u64,
+    pub cdn_sent: u64,
+    pub ignored: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FailoverView {
+    pub tunnel: String,
+    pub state: String,
+    pub local: Option<FailoverBits>,
+    pub peer: Option<FailoverBits>,
+    /// Both ends advertised control channel failover (RFC 4951 F-CAP-2).
+    pub control_recovery: bool,
+    /// Both ends advertised data channel failover.
+    pub data_recovery: bool,
+    pub stale_sessions: Vec<u32>,
+    pub last_event: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventView {
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    /// "tunnel-up", "tunnel-down", "session-up", "session-down",
+    /// "failure-detected", "tunnel-resumed", ...
+    pub event: String,
+    pub tunnel: Option<String>,
+    pub tunnel_id: Option<u32>,
+    pub session: Option<String>,
+    pub session_id: Option<u32>,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the daemon is not running (no socket at {0}); start it with `l2tp-ctl daemon --config FILE`")]
+    NotRunning(String),
+    #[error("cannot reach the daemon at {path}: {source}")]
+    Connect { path: String, source: std::io::Error },
+    #[error("talking to the daemon: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the daemon sent something unreadable: {0}")]
+    Protocol(#[from] serde_json::Error),
+    #[error("the daemon closed the connection")]
+    Closed,
+    #[error("{0}")]
+    Daemon(String),
+}
+
+/// A connection to the daemon.
+#[derive(Debug)]
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Result<Self, ClientError> {
+        let shown = path.display().to_string();
+        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                ClientError::NotRunning(shown.clone())
+            }
+            _ => ClientError::Connect { path: shown.clone(), source: e },
+        })?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let writer = stream.try_clone()?;
+        Ok(Self { reader: BufReader::new(stream), writer })
+    }
+
+    /// Sends one request and reads its response.
+    pub fn call(&mut self, req: &Request) -> Result<Reply, ClientError> {
+        let mut line = serde_json::to_vec(req)?;
+        line.push(b'\n');
+        self.writer.write_all(&line)?;
+        match self.read::<Response>()? {
+            Response::Ok(r) => Ok(r),
+            Response::Error(e) => Err(ClientError::Daemon(e)),
+        }
+    }
+
+    /// Reads the next line as `T` (event streams).
+    pub fn read<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, ClientError> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(ClientError::Closed);
+        }
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// How long [`Client::read`] waits (`None`: for ever, event streams).
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), ClientError> {
+        self.reader.get_ref().set_read_timeout(t)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,464 @@
+//! Client subcommands: talk to a running daemon over its control socket
+//! and print human tables, or JSON with `--json`.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::{
+    api::{Client, EventView, Reply, Request, SessionView, TunnelView},
+    config::{Encapsulation, Failover, PwType, ReceiveMode, SessionConfig, TunnelConfig},
+};
+
+/// Options every client command takes.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// Control socket of the daemon.
+    #[arg(long, global = true, env = "L2TP_CTL_SOCKET", default_value = "/run/l2tp-ctl.sock")]
+    pub socket: PathBuf,
+    /// Print JSON (one document; `events` prints one per line).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TunnelCmd {
+    /// Every configured tunnel with its state.
+    List,
+    /// One tunnel, its sessions and its control channel state.
+    Show { name: String },
+    /// Adds a tunnel at run time (kept until deleted or the daemon stops;
+    /// a reload does not remove it).
+    Add(TunnelAddArgs),
+    /// Tears a tunnel down (StopCCN) and forgets it.
+    Delete { name: String },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CliEncap {
+    Udp,
+    Ip,
+}
+
+#[derive(Args, Debug)]
+pub struct TunnelAddArgs {
+    /// Unique name.
+    #[arg(long)]
+    pub name: String,
+    /// Peer address.
+    #[arg(long)]
+    pub peer: IpAddr,
+    /// L2TP version: 2 or 3.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub version: u8,
+    #[arg(long, value_enum, default_value_t = CliEncap::Udp)]
+    pub encap: CliEncap,
+    /// Peer's UDP port.
+    #[arg(long, default_value_t = 1701)]
+    pub port: u16,
+    /// Our address towards the peer (default: the kernel's choice).
+    #[arg(long)]
+    pub local: Option<IpAddr>,
+    /// File holding the shared secret (never on the command line).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// Hide AVPs in session messages (L2TPv2, needs a secret).
+    #[arg(long)]
+    pub hide_avps: bool,
+    /// Wait for the peer's SCCRQ instead of sending one.
+    #[arg(long)]
+    pub passive: bool,
+    /// Uplink interface for this tunnel's pseudowires.
+    #[arg(long)]
+    pub uplink: Option<String>,
+    /// Do not advertise RFC 4951 control channel failover (C bit).
+    #[arg(long)]
+    pub no_failover_control: bool,
+    /// Do not advertise RFC 4951 data channel failover (D bit).
+    #[arg(long)]
+    pub no_failover_data: bool,
+    /// Recovery Time we advertise, milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub recovery_time_ms: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SessionCmd {
+    /// Sessions of every tunnel, or of one.
+    List {
+        #[arg(long)]
+        tunnel: Option<String>,
+    },
+    /// One session with its data-plane counters.
+    Show { tunnel: String, name: String },
+    /// Adds a pseudowire to a tunnel: the initiator of the tunnel requests
+    /// it, the other end accepts it by its Remote End ID.
+    Add(SessionAddArgs),
+    /// Tears a session down (CDN) and forgets it.
+    Delete { tunnel: String, name: String },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CliRxMode {
+    /// RFC 3931 default: accept packets ahead of Nr, drop older ones.
+    AcceptNew,
+    /// Drop out-of-sequence packets until --resync-n in-sequence ones arrive.
+    Strict,
+    /// Failover mode: --resync-n consecutive packets move Nr to them.
+    Resync,
+}
+
+#[derive(Args, Debug)]
+pub struct SessionAddArgs {
+    /// Tunnel name.
+    pub tunnel: String,
+    /// Session name, unique within the tunnel.
+    #[arg(long)]
+    pub name: String,
+    /// Attachment (customer-side) interface.
+    #[arg(long)]
+    pub interface: String,
+    /// Remote End ID (default: the name).
+    #[arg(long)]
+    pub remote_end_id: Option<String>,
+    /// Ethernet VLAN pseudowire (type 4) instead of Ethernet (type 5).
+    #[arg(long)]
+    pub vlan: bool,
+    /// Cookie length we assign: 0, 4 or 8 bytes.
+    #[arg(long, default_value_t = 0)]
+    pub cookie_len: u8,
+    /// Sequence numbers on data.
+    #[arg(long)]
+    pub sequencing: bool,
+    /// No L2-Specific Sublayer (not with --sequencing).
+    #[arg(long, conflicts_with = "sequencing")]
+    pub no_sublayer: bool,
+    #[arg(long, value_enum, default_value_t = CliRxMode::AcceptNew)]
+    pub rx_mode: CliRxMode,
+    /// Run length of the strict and resync modes (packets).
+    #[arg(long, default_value_t = 5)]
+    pub resync_n: u16,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FailoverCmd {
+    /// Negotiated RFC 4951 capabilities and recovery state per tunnel.
+    Status,
+}
+
+fn call(conn: &Conn, req: &Request) -> anyhow::Result<Reply> {
+    Ok(Client::connect(&conn.socket)?.call(req)?)
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn done(conn: &Conn, reply: Reply) -> anyhow::Result<()> {
+    if conn.json {
+        return print_json(&reply);
+    }
+    if let Reply::Done { message } = reply {
+        println!("{message}");
+    }
+    Ok(())
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or("-".into(), ToString::to_string)
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn tunnel_rows(ts: &[TunnelView]) {
+    table(
+        &["NAME", "STATE", "PEER", "VER", "ENCAP", "LOCAL-ID", "PEER-ID", "SESSIONS", "FAILOVER(PEER)"],
+        ts.iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    t.state.clone(),
+                    t.peer.clone(),
+                    t.version.to_string(),
+                    t.encapsulation.clone(),
+                    opt(&t.local_id),
+                    opt(&t.peer_id),
+                    format!("{}/{}", t.sessions.iter().filter(|s| s.state == "established").count(), t.sessions.len()),
+                    t.peer_failover.as_ref().map_or("-".into(), |f| {
+                        format!(
+                            "{}{} {}ms",
+                            if f.control { "C" } else { "" },
+                            if f.data { "D" } else { "" },
+                            f.recovery_time_ms
+                        )
+                    }),
+                ]
+            })
+            .collect(),
+    );
+}
+
+fn session_rows(ss: &[SessionView]) {
+    table(
+        &["TUNNEL", "NAME", "STATE", "LOCAL-ID", "PEER-ID", "INTERFACE", "SEQ", "RX", "TX", "LOST", "OOS"],
+        ss.iter()
+            .map(|s| {
+                let d = s.dataplane.as_ref();
+                vec![
+                    s.tunnel.clone(),
+                    s.name.clone(),
+                    if s.stale { format!("{} (stale)", s.state) } else { s.state.clone() },
+                    opt(&s.local_id),
+                    opt(&s.peer_id),
+                    opt(&s.interface),
+                    if s.sequencing { "yes" } else { "no" }.into(),
+                    d.map_or("-".into(), |d| d.rx_packets.to_string()),
+                    d.map_or("-".into(), |d| d.tx_packets.to_string()),
+                    d.map_or("-".into(), |d| d.rx_lost.to_string()),
+                    d.map_or("-".into(), |d| d.rx_out_of_seq.to_string()),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn tunnel(conn: &Conn, cmd: TunnelCmd) -> anyhow::Result<()> {
+    match cmd {
+        TunnelCmd::List => match call(conn, &Request::TunnelList)? {
+            Reply::Tunnels { tunnels } if conn.json => print_json(&tunnels),
+            Reply::Tunnels { tunnels } => {
+                tunnel_rows(&tunnels);
+                Ok(())
+            }
+            r => anyhow::bail!("unexpected reply {r:?}"),
+        },
+        TunnelCmd::Show { name } => match call(conn, &Request::TunnelShow { name })? {
+            Reply::Tunnel(t) if conn.json => print_json(&t),
+            Reply::Tunnel(t) => {
+                tunnel_rows(std::slice::from_ref(&t));
+                println!();
+                println!(
+                    "initiator: {}  peer host: {}  control Ns/Nr: {}/{}",
+                    opt(&t.initiator),
+                    opt(&t.peer_host_name),
+                    opt(&t.ns),
+                    opt(&t.nr)
+                );
+                if !t.sessions.is_empty() {
+                    println!();
+                    session_rows(&t.sessions);
+                }
+                Ok(())
+            }
+            r => anyhow::bail!("unexpected reply {r:?}"),
+        },
+        TunnelCmd::Add(a) => {
+            let t = TunnelConfig {
+                name: a.name,
+                peer: a.peer,
+                port: a.port,
+                local: a.local,
+                version: a.version,
+                encapsulation: match a.encap {
+                    CliEncap::Udp => Encapsulation::Udp,
+                    CliEncap::Ip => Encapsulation::Ip,
+                },
+                initiate: !a.passive,
+                secret: None,
+                // Read by the daemon; the secret never crosses the socket.
+                secret_file: a.secret_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
+                hide_avps: a.hide_avps,
+                uplink: a.uplink,
+                next_hop_mac: None,
+                failover: Failover {
+                    control: !a.no_failover_control,
+                    data: !a.no_failover_data,
+                    recovery_time_ms: a.recovery_time_ms,
+                    ..Failover::default()
+                },
+                sessions: Vec::new(),
+            };
+            done(conn, call(conn, &Request::TunnelAdd { tunnel: Box::new(t) })?)
+        }
+        TunnelCmd::Delete { name } => done(conn, call(conn, &Request::TunnelDelete { name })?),
+    }
+}
+
+pub fn session(conn: &Conn, cmd: SessionCmd) -> anyhow::Result<()> {
+    match cmd {
+        SessionCmd::List { tunnel } => match call(conn, &Request::SessionList { tunnel })? {
+            Reply::Sessions { sessions } if conn.json => print_json(&sessions),
+            Reply::Sessions { sessions } => {
+                session_rows(&sessions);
+                Ok(())
+            }
+            r => anyhow::bail!("unexpected reply {r:?}"),
+        },
+        SessionCmd::Show { tunnel, name } => match call(conn, &Request::SessionShow { tunnel, name })? {
+            Reply::Session(s) if conn.json => print_json(&s),
+            Reply::Session(s) => {
+                session_rows(std::slice::from_ref(&s));
+                if let Some(d) = &s.dataplane {
+                    println!();
+                    println!("{}", serde_json::to_string_pretty(d)?);
+                }
+                Ok(())
+            }
+            r => anyhow::bail!("unexpected reply {r:?}"),
+        },
+        SessionCmd::Add(a) => {
+            let s = SessionConfig {
+                name: a.name,
+                remote_end_id: a.remote_end_id,
+                interface: a.interface,
+                pw_type: if a.vlan { PwType::EthernetVlan } else { PwType::Ethernet },
+                cookie_len: a.cookie_len,
+                sublayer: !a.no_sublayer,
+                sequencing: a.sequencing,
+                receive_mode: match a.rx_mode {
+                    CliRxMode::AcceptNew => ReceiveMode::AcceptNew,
+                    CliRxMode::Strict => ReceiveMode::Strict,
+                    CliRxMode::Resync => ReceiveMode::Resync,
+                },
+                resync_n: a.resync_n,
+            };
+            done(conn, call(conn, &Request::SessionAdd { tunnel: a.tunnel, session: s })?)
+        }
+        SessionCmd::Delete { tunnel, name } => done(conn, call(conn, &Request::SessionDelete { tunnel, name })?),
+    }
+}
+
+pub fn status(conn: &Conn) -> anyhow::Result<()> {
+    match call(conn, &Request::Status)? {
+        Reply::Status(s) if conn.json => print_json(&s),
+        Reply::Status(s) => {
+            println!("l2tp-ctl {} (pid {}), up {} s, config {}", s.version, s.pid, s.uptime_s, s.config);
+            println!(
+                "tunnels: {} configured, {} established; sessions: {} established",
+                s.tunnels_configured, s.tunnels_established, s.sessions_established
+            );
+            println!("data plane: {}", s.dataplane.as_deref().unwrap_or("off"));
+            Ok(())
+        }
+        r => anyhow::bail!("unexpected reply {r:?}"),
+    }
+}
+
+pub fn stats(conn: &Conn) -> anyhow::Result<()> {
+    match call(conn, &Request::Stats)? {
+        Reply::Stats(s) if conn.json => print_json(&s),
+        Reply::Stats(s) => {
+            let c = &s.control;
+            println!("control: {} datagrams, {} malformed, {} unknown tunnel, {} auth failures, {} refused, {} StopCCN sent, {} CDN sent, {} ignored",
+                c.datagrams, c.malformed, c.unknown_tunnel, c.auth_failures, c.refused, c.stopccn_sent, c.cdn_sent, c.ignored);
+            if !s.dataplane_global.is_empty() {
+                let g: Vec<String> = s.dataplane_global.iter().map(|(n, v)| format!("{n} {v}")).collect();
+                println!("data plane: {}", g.join(", "));
+            }
+            println!();
+            session_rows(&s.sessions);
+            Ok(())
+        }
+        r => anyhow::bail!("unexpected reply {r:?}"),
+    }
+}
+
+pub fn failover(conn: &Conn, cmd: FailoverCmd) -> anyhow::Result<()> {
+    match cmd {
+        FailoverCmd::Status => match call(conn, &Request::FailoverStatus)? {
+            Reply::Failover { tunnels } if conn.json => print_json(&tunnels),
+            Reply::Failover { tunnels } => {
+                let bits = |f: &Option<crate::api::FailoverBits>| {
+                    f.as_ref().map_or("-".into(), |f| {
+                        format!(
+                            "{}{} {}ms",
+                            if f.control { "C" } else { "-" },
+                            if f.data { "D" } else { "-" },
+                            f.recovery_time_ms
+                        )
+                    })
+                };
+                table(
+                    &["TUNNEL", "STATE", "LOCAL", "PEER", "CONTROL", "DATA", "STALE", "LAST"],
+                    tunnels
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.tunnel.clone(),
+                                t.state.clone(),
+                                bits(&t.local),
+                                bits(&t.peer),
+                                if t.control_recovery { "yes" } else { "no" }.into(),
+                                if t.data_recovery { "yes" } else { "no" }.into(),
+                                t.stale_sessions.len().to_string(),
+                                opt(&t.last_event),
+                            ]
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
+            r => anyhow::bail!("unexpected reply {r:?}"),
+        },
+    }
+}
+
+/// Streams events until interrupted (or, without `follow`, until none
+/// arrives for a second).
+pub fn events(conn: &Conn, follow: bool) -> anyhow::Result<()> {
+    let mut c = Client::connect(&conn.socket)?;
+    match c.call(&Request::Events)? {
+        Reply::Following => {}
+        r => anyhow::bail!("unexpected reply {r:?}"),
+    }
+    c.set_read_timeout(if follow { None } else { Some(std::time::Duration::from_secs(1)) })?;
+    loop {
+        let ev: EventView = match c.read() {
+            Ok(e) => e,
+            Err(crate::api::ClientError::Io(e))
+                if !follow && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                return Ok(());
+            }
+            Err(crate::api::ClientError::Closed) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if conn.json {
+            println!("{}", serde_json::to_string(&ev)?);
+        } else {
+            let session = match (&ev.session, ev.session_id) {
+                (Some(n), Some(id)) => format!(" session {n} ({id})"),
+                _ => String::new(),
+            };
+            println!(
+                "{} {:<18} {}{}: {}",
+                ev.time_ms,
+                ev.event,
+                ev.tunnel.as_deref().unwrap_or("-"),
+                session,
+                ev.detail
+            );
+        }
+    }
+}
+
+pub fn simple(conn: &Conn, req: Request) -> anyhow::Result<()> {
+    done(conn, call(conn, &req)?)
+}

@@ -1,0 +1,1364 @@
+//! `l2tp-ctl daemon`: the tokio driver around the sans-IO protocol engine.
+//!
+//! One task owns the engine, the data plane, the store and the tunnel
+//! table; socket readers and API connections talk to it through channels.
+//! The engine's outputs are drained in a fixed order after every input:
+//! datagrams out, data-plane updates (programmed into the maps and written
+//! to the store), then events (logged and streamed to `events` clients), so
+//! that nothing is reported up before it is persisted.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use l2tp_proto::{
+    engine::{DataplaneUpdate, DownReason, Engine, Event, FailoverCapability, TunnelId, TunnelInfo},
+    wire::{Transport, Version},
+};
+use rand::{rngs::StdRng, SeedableRng};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UdpSocket, UnixListener, UnixStream},
+    signal::unix::{signal, SignalKind},
+    sync::{broadcast, mpsc, oneshot},
+};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    api::{
+        ControlStats, DataplaneView, EventView, FailoverBits, FailoverView, Reply, Request, Response, SessionView,
+        StatsView, StatusView, TunnelView,
+    },
+    config::{Config, SessionConfig, TunnelConfig, XdpMode},
+    dataplane::{self, AttachMode, Cookie, Encap, Pinned, Role, SessionParams as DpSession},
+    store::{self, FailoverRecord, SessionRecord, Store, TunnelRecord},
+};
+
+/// Command-line options of the daemon.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config: PathBuf,
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+}
+
+/// How the daemon ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT or `daemon stop`: tunnels torn down.
+    Orderly,
+    /// `daemon stop --keep`: tunnels, sessions and the data plane left in
+    /// place for the next start.
+    Kept,
+}
+
+struct Datagram {
+    from: SocketAddr,
+    transport: Transport,
+    bytes: Vec<u8>,
+}
+
+type ApiCall = (Request, oneshot::Sender<Response>);
+
+#[derive(Debug)]
+struct TunnelSlot {
+    cfg: TunnelConfig,
+    secret: Option<crate::config::Secret>,
+    /// Engine handle while connecting or up.
+    id: Option<TunnelId>,
+    /// Added through the API (a reload leaves it alone).
+    from_api: bool,
+    /// Next connection attempt (initiating tunnels that are down).
+    retry_at: Option<Instant>,
+    last_event: Option<String>,
+}
+
+#[derive(Debug)]
+struct SessionSlot {
+    name: String,
+    interface: Option<String>,
+    /// Installed in the data plane.
+    installed: bool,
+}
+
+struct Sockets {
+    udp4: Option<Arc<UdpSocket>>,
+    udp6: Option<Arc<UdpSocket>>,
+    ip4: Option<Arc<UdpSocket>>,
+    ip6: Option<Arc<UdpSocket>>,
+}
+
+struct Daemon {
+    config_path: PathBuf,
+    cfg: Config,
+    engine: Engine,
+    store: Store,
+    dp: Option<Pinned>,
+    sockets: Sockets,
+    tunnels: BTreeMap<String, TunnelSlot>,
+    by_id: HashMap<TunnelId, String>,
+    sessions: HashMap<(TunnelId, u32), SessionSlot>,
+    events: broadcast::Sender<EventView>,
+    started: Instant,
+    socket_path: PathBuf,
+}
+
+/// Runs the daemon until it is told to stop.
+pub fn run(opts: Options) -> anyhow::Result<Exit> {
+    let mut cfg = Config::load(&opts.config)?;
+    if let Some(d) = &opts.state_dir {
+        cfg.global.state_dir = d.clone();
+    }
+    if let Some(s) = &opts.socket {
+        cfg.global.socket = s.clone();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    rt.block_on(async move {
+        let (daemon, rx, api_rx) = Daemon::start(opts.config, cfg).await?;
+        daemon.run(rx, api_rx).await
+    })
+}
+
+fn udp_socket(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into()).with_context(|| format!("binding UDP {addr}"))?;
+    Ok(UdpSocket::from_std(s.into())?)
+}
+
+/// A raw IP socket for protocol 115 (L2TPv3 over IP). Read and written
+/// with recvfrom/sendto like a datagram socket; IPv4 reads start with the
+/// IP header.
+fn ip_socket(v6: bool) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, Type::RAW, Some(Protocol::from(i32::from(l2tp_common::wire::IPPROTO_L2TP))))
+        .context("raw socket for IP protocol 115 (needs CAP_NET_RAW)")?;
+    if v6 {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(s.into())?)
+}
+
+fn reader(sock: Arc<UdpSocket>, transport: Transport, strip_ip4: bool, tx: mpsc::Sender<Datagram>) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (n, from) = match sock.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!("receive: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let mut bytes = &buf[..n];
+            if strip_ip4 {
+                let ihl = bytes.first().map(|b| usize::from(b & 0x0f) * 4).unwrap_or(0);
+                if ihl < 20 || bytes.len() < ihl {
+                    continue;
+                }
+                bytes = &bytes[ihl..];
+            }
+            let d = Datagram { from, transport, bytes: bytes.to_vec() };
+            if tx.send(d).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+fn failover_bits(f: Option<FailoverCapability>) -> Option<FailoverBits> {
+    f.map(|f| FailoverBits { control: f.control, data: f.data, recovery_time_ms: f.recovery_time_ms })
+}
+
+fn failover_record(f: Option<FailoverCapability>) -> Option<FailoverRecord> {
+    f.map(|f| FailoverRecord { control: f.control, data: f.data, recovery_time_ms: f.recovery_time_ms })
+}
+
+fn reason_text(r: &DownReason) -> String {
+    match r {
+        DownReason::Local(rc) => format!("we closed it (result {})", rc.result),
+        DownReason::Peer(rc) => format!(
+            "the peer closed it (result {}{})",
+            rc.result,
+            rc.error.map(|e| format!(", error {e}")).unwrap_or_default()
+        ),
+        DownReason::Timeout => "control channel timed out".into(),
+        DownReason::LostTie => "lost the tie breaker to the peer's own request".into(),
+    }
+}
+
+fn receive_mode_name(s: &SessionConfig) -> String {
+    match s.receive_mode {
+        crate::config::ReceiveMode::AcceptNew => "accept-new",
+        crate::config::ReceiveMode::Strict => "strict",
+        crate::config::ReceiveMode::Resync => "resync",
+    }
+    .into()
+}
+
+/// Our address towards `peer`, as the kernel would choose it.
+fn source_for(peer: IpAddr) -> anyhow::Result<IpAddr> {
+    let any: IpAddr = if peer.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+    let s = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
+    s.connect(SocketAddr::new(peer, 1701)).with_context(|| format!("no route to {peer}"))?;
+    Ok(s.local_addr()?.ip())
+}
+
+impl Daemon {
+    async fn start(
+        config_path: PathBuf,
+        cfg: Config,
+    ) -> anyhow::Result<(Self, mpsc::Receiver<Datagram>, mpsc::Receiver<ApiCall>)> {
+        let socket_path = cfg.global.socket.clone();
+        // One daemon per socket: a live one answers.
+        if UnixStream::connect(&socket_path).await.is_ok() {
+            anyhow::bail!("another daemon is already serving {}", socket_path.display());
+        }
+        let store = Store::open(&cfg.global.state_dir)?;
+        let (tx, rx) = mpsc::channel(4096);
+        let mut sockets = Sockets { udp4: None, udp6: None, ip4: None, ip6: None };
+        for addr in &cfg.global.listen {
+            let s = Arc::new(udp_socket(*addr)?);
+            reader(s.clone(), Transport::Udp, false, tx.clone());
+            if addr.is_ipv4() {
+                sockets.udp4 = Some(s);
+            } else {
+                sockets.udp6 = Some(s);
+            }
+        }
+        if cfg.global.listen_ip {
+            let s4 = Arc::new(ip_socket(false)?);
+            reader(s4.clone(), Transport::Ip, true, tx.clone());
+            sockets.ip4 = Some(s4);
+            // IPv6 may be off in this namespace.
+            match ip_socket(true) {
+                Ok(s6) => {
+                    let s6 = Arc::new(s6);
+                    reader(s6.clone(), Transport::Ip, false, tx.clone());
+                    sockets.ip6 = Some(s6);
+                }
+                Err(e) => warn!("no IPv6 L2TPv3-over-IP socket: {e:#}"),
+            }
+        }
+        let dp = if cfg.dataplane.enabled {
+            Some(Pinned::open_or_create(&cfg.dataplane.pin_dir).context("data plane")?)
+        } else {
+            None
+        };
+        let (events, _) = broadcast::channel(4096);
+        let engine = Engine::new(cfg.engine(), Box::new(StdRng::from_entropy()));
+        let mut d = Self {
+            config_path,
+            cfg: cfg.clone(),
+            engine,
+            store,
+            dp,
+            sockets,
+            tunnels: BTreeMap::new(),
+            by_id: HashMap::new(),
+            sessions: HashMap::new(),
+            events,
+            started: Instant::now(),
+            socket_path: socket_path.clone(),
+        };
+        d.previous_run()?;
+        for t in &cfg.tunnels {
+            d.add_tunnel(t.clone(), false)?;
+        }
+        let (api_tx, api_rx) = mpsc::channel(64);
+        serve_api(&socket_path, api_tx, d.events.clone()).await?;
+        info!(config = %d.config_path.display(), socket = %socket_path.display(), tunnels = cfg.tunnels.len(), "started");
+        Ok((d, rx, api_rx))
+    }
+
+    /// State left by an earlier run. Recovery (RFC 4951) starts from here;
+    /// until it does, what the store holds is cleared silently and the
+    /// data plane starts empty, and configured tunnels are brought up anew.
+    fn previous_run(&mut self) -> anyhow::Result<()> {
+        let old = self.store.tunnels()?;
+        for t in &old {
+            info!(tunnel = %t.name, id = t.local_id, "tunnel of the previous run cleared");
+        }
+        self.store.clear()?;
+        if let Some(dp) = &self.dp {
+            let mut table = dp.sessions()?;
+            for (id, _) in table.list() {
+                table.remove(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn emit(
+        &self,
+        event: &str,
+        tunnel: Option<&str>,
+        tunnel_id: Option<u32>,
+        session: Option<(&str, u32)>,
+        detail: String,
+    ) {
+        let v = EventView {
+            time_ms: store::now_ms(),
+            event: event.into(),
+            tunnel: tunnel.map(str::to_owned),
+            tunnel_id,
+            session: session.map(|s| s.0.to_owned()),
+            session_id: session.map(|s| s.1),
+            detail,
+        };
+        info!(
+            event,
+            tunnel = tunnel.unwrap_or("-"),
+            tunnel_id = tunnel_id.unwrap_or(0),
+            session = session.map(|s| s.0).unwrap_or("-"),
+            session_id = session.map(|s| s.1).unwrap_or(0),
+            "{}",
+            v.detail
+        );
+        let _ = self.events.send(v);
+    }
+
+    fn attach_mode(&self) -> AttachMode {
+        match self.cfg.dataplane.xdp_mode {
+            XdpMode::Auto => AttachMode::Auto,
+            XdpMode::Native => AttachMode::Native,
+            XdpMode::Generic => AttachMode::Generic,
+        }
+    }
+
+    /// Attaches `role`'s program to `iface` unless it already is.
+    fn ensure_attached(&self, iface: &str, role: Role) -> anyhow::Result<()> {
+        let Some(dp) = &self.dp else { return Ok(()) };
+        if dp.attached()?.iter().any(|a| a == iface) {
+            return Ok(());
+        }
+        let mode = dp.attach(iface, role, self.attach_mode()).with_context(|| format!("attaching XDP to {iface}"))?;
+        if role == Role::Uplink && self.cfg.dataplane.enable_forwarding {
+            dataplane::enable_forwarding(iface)?;
+        }
+        info!(iface, ?role, ?mode, "XDP attached");
+        Ok(())
+    }
+
+    /// Adds a tunnel (config or API) and starts it.
+    fn add_tunnel(&mut self, t: TunnelConfig, from_api: bool) -> anyhow::Result<()> {
+        t.check(&format!("tunnel {:?}", t.name)).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+        if self.tunnels.contains_key(&t.name) {
+            anyhow::bail!("a tunnel named {:?} exists", t.name);
+        }
+        if self
+            .tunnels
+            .values()
+            .any(|s| s.cfg.peer == t.peer && s.cfg.version == t.version && s.cfg.encapsulation == t.encapsulation)
+        {
+            anyhow::bail!("another L2TPv{} tunnel over {:?} already goes to {}", t.version, t.encapsulation, t.peer);
+        }
+        let uplink = self.cfg.uplink_of(&t).map(str::to_owned);
+        if self.dp.is_some() && t.version == 3 && !t.sessions.is_empty() {
+            let Some(u) = &uplink else { anyhow::bail!("tunnel {:?}: pseudowires need an uplink", t.name) };
+            self.ensure_attached(u, Role::Uplink)?;
+            for s in &t.sessions {
+                self.check_interface_free(&s.interface, None)?;
+                self.ensure_attached(&s.interface, Role::Attachment)?;
+            }
+        }
+        let secret = t.load_secret().map_err(|(k, m)| anyhow::anyhow!("tunnel {:?}: {k}: {m}", t.name))?;
+        let params = t.tunnel_params(secret.as_ref());
+        self.engine.set_peer(t.peer, params);
+        let name = t.name.clone();
+        let initiate = t.initiate;
+        self.tunnels
+            .insert(name.clone(), TunnelSlot { cfg: t, secret, id: None, from_api, retry_at: None, last_event: None });
+        if initiate {
+            self.connect(&name);
+        }
+        Ok(())
+    }
+
+    fn check_interface_free(&self, iface: &str, except: Option<(&str, &str)>) -> anyhow::Result<()> {
+        for (tn, slot) in &self.tunnels {
+            for s in &slot.cfg.sessions {
+                if s.interface == iface && except != Some((tn.as_str(), s.name.as_str())) {
+                    anyhow::bail!("interface {iface} already carries session {:?} of tunnel {tn:?}", s.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, name: &str) {
+        let Some(slot) = self.tunnels.get_mut(name) else { return };
+        let params = slot.cfg.tunnel_params(slot.secret.as_ref());
+        match self.engine.connect(Self::now(), slot.cfg.peer_addr(), params) {
+            Ok(id) => {
+                slot.id = Some(id);
+                slot.retry_at = None;
+                self.by_id.insert(id, name.to_owned());
+                debug!(tunnel = name, id, "connecting");
+            }
+            Err(e) => {
+                slot.retry_at = Some(Self::now() + Duration::from_secs(self.cfg.global.reconnect_interval));
+                warn!(tunnel = name, "cannot connect: {e}");
+            }
+        }
+    }
+
+    /// Tears a tunnel down (StopCCN) and forgets it.
+    fn delete_tunnel(&mut self, name: &str) -> anyhow::Result<()> {
+        let slot = self.tunnels.remove(name).ok_or_else(|| anyhow::anyhow!("no tunnel named {name:?}"))?;
+        self.engine.remove_peer(slot.cfg.peer, slot.cfg.version(), slot.cfg.transport());
+        if let Some(id) = slot.id {
+            self.forget_tunnel(id);
+            let _ = self.engine.close_tunnel(Self::now(), id);
+        }
+        self.emit("tunnel-deleted", Some(name), slot.id, None, "deleted".into());
+        Ok(())
+    }
+
+    /// Removes a tunnel's sessions from the data plane and the store.
+    fn forget_tunnel(&mut self, id: TunnelId) {
+        let keys: Vec<(TunnelId, u32)> = self.sessions.keys().filter(|(t, _)| *t == id).copied().collect();
+        for k in keys {
+            if let Some(s) = self.sessions.remove(&k) {
+                self.uninstall(k.1, &s);
+            }
+        }
+        if let Err(e) = self.store.remove_tunnel(id) {
+            error!("{e}");
+        }
+        self.by_id.remove(&id);
+    }
+
+    fn uninstall(&self, sid: u32, s: &SessionSlot) {
+        if !s.installed {
+            return;
+        }
+        if let Some(dp) = &self.dp {
+            if let Err(e) = dp.sessions().and_then(|mut t| t.remove(sid)) {
+                error!(session = %s.name, "removing from the data plane: {e}");
+            }
+        }
+    }
+
+    fn add_session(&mut self, tunnel: &str, s: SessionConfig) -> anyhow::Result<String> {
+        s.check("session").map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+        let slot = self.tunnels.get(tunnel).ok_or_else(|| anyhow::anyhow!("no tunnel named {tunnel:?}"))?;
+        if slot.cfg.sessions.iter().any(|x| x.name == s.name) {
+            anyhow::bail!("tunnel {tunnel:?} already has a session named {:?}", s.name);
+        }
+        if slot.cfg.sessions.iter().any(|x| x.remote_end_id() == s.remote_end_id()) {
+            anyhow::bail!("tunnel {tunnel:?} already has Remote End ID {:?}", s.remote_end_id());
+        }
+        self.check_interface_free(&s.interface, None)?;
+        if self.dp.is_some() && slot.cfg.version == 3 {
+            let uplink = self
+                .cfg
+                .uplink_of(&slot.cfg)
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("tunnel {tunnel:?} has no uplink for pseudowires"))?;
+            dataplane::ifindex(&s.interface)?;
+            self.ensure_attached(&uplink, Role::Uplink)?;
+            self.ensure_attached(&s.interface, Role::Attachment)?;
+        }
+        let slot = self.tunnels.get_mut(tunnel).ok_or_else(|| anyhow::anyhow!("no tunnel named {tunnel:?}"))?;
+        slot.cfg.sessions.push(s.clone());
+        let pws: Vec<_> = slot.cfg.sessions.iter().map(SessionConfig::engine_params).collect();
+        let mut params = slot.cfg.tunnel_params(slot.secret.as_ref());
+        params.pseudowires = pws.clone();
+        let peer = slot.cfg.peer;
+        let id = slot.id;
+        self.engine.set_peer(peer, params);
+        if let Some(id) = id {
+            let _ = self.engine.set_pseudowires(id, pws);
+            if self.engine.tunnel_info(id).is_some_and(|i| i.initiator && i.state == "established") {
+                self.engine.open_session(Self::now(), id, s.engine_params())?;
+                return Ok(format!("session {:?} requested on tunnel {tunnel:?}", s.name));
+            }
+        }
+        Ok(format!("session {:?} added to tunnel {tunnel:?}", s.name))
+    }
+
+    fn delete_session(&mut self, tunnel: &str, name: &str) -> anyhow::Result<()> {
+        let slot = self.tunnels.get_mut(tunnel).ok_or_else(|| anyhow::anyhow!("no tunnel named {tunnel:?}"))?;
+        let pos = slot
+            .cfg
+            .sessions
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| anyhow::anyhow!("tunnel {tunnel:?} has no session named {name:?}"))?;
+        let removed = slot.cfg.sessions.remove(pos);
+        let pws: Vec<_> = slot.cfg.sessions.iter().map(SessionConfig::engine_params).collect();
+        let mut params = slot.cfg.tunnel_params(slot.secret.as_ref());
+        params.pseudowires = pws.clone();
+        let (peer, id) = (slot.cfg.peer, slot.id);
+        self.engine.set_peer(peer, params);
+        if let Some(id) = id {
+            let _ = self.engine.set_pseudowires(id, pws);
+            let key = self.sessions.iter().find(|(k, s)| k.0 == id && s.name == name).map(|(k, _)| *k);
+            if let Some(k) = key {
+                if let Some(s) = self.sessions.remove(&k) {
+                    self.uninstall(k.1, &s);
+                }
+                let _ = self.store.remove_session(id, k.1);
+                let _ = self.engine.close_session(Self::now(), id, k.1);
+            } else if let Some(info) = self.engine.tunnel_info(id) {
+                // Not up yet: withdraw the request.
+                let rid = removed.remote_end_id().as_bytes().to_vec();
+                if let Some(s) = info.sessions.iter().find(|s| s.remote_end_id == rid) {
+                    let _ = self.engine.close_session(Self::now(), id, s.local_id);
+                }
+            }
+        }
+        if let Some(dp) = &self.dp {
+            if dp.attached()?.contains(&removed.interface) {
+                dp.detach(&removed.interface)?;
+            }
+        }
+        self.emit("session-deleted", Some(tunnel), id, None, format!("session {name:?} deleted"));
+        Ok(())
+    }
+
+    /// Sends everything the engine has queued and handles its updates and
+    /// events, until it has nothing more to say.
+    async fn flush(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some((to, transport, bytes)) = self.engine.poll_transmit() {
+                busy = true;
+                self.send(to, transport, &bytes).await;
+            }
+            while let Some(u) = self.engine.poll_dataplane() {
+                busy = true;
+                self.on_dataplane(u);
+            }
+            while let Some(e) = self.engine.poll_event() {
+                busy = true;
+                self.on_event(e);
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, to: SocketAddr, transport: Transport, bytes: &[u8]) {
+        let sock = match (transport, to.is_ipv4()) {
+            (Transport::Udp, true) => &self.sockets.udp4,
+            (Transport::Udp, false) => &self.sockets.udp6,
+            (Transport::Ip, true) => &self.sockets.ip4,
+            (Transport::Ip, false) => &self.sockets.ip6,
+        };
+        let Some(sock) = sock else {
+            warn!(%to, ?transport, "no socket to send on");
+            return;
+        };
+        let to = if transport == Transport::Ip { SocketAddr::new(to.ip(), 0) } else { to };
+        if let Err(e) = sock.send_to(bytes, to).await {
+            warn!(%to, "send: {e}");
+        }
+    }
+
+    fn tunnel_name(&self, id: TunnelId) -> Option<String> {
+        self.by_id.get(&id).cloned()
+    }
+
+    fn on_dataplane(&mut self, u: DataplaneUpdate) {
+        match u {
+            DataplaneUpdate::SessionUp {
+                tunnel,
+                version,
+                transport,
+                peer,
+                remote_end_id,
+                pw_type,
+                local_session_id,
+                peer_session_id,
+                rx_cookie,
+                tx_cookie,
+                rx_sublayer,
+                tx_sublayer,
+                rx_sequencing,
+                tx_sequencing,
+            } => {
+                let Some(tname) = self.tunnel_name(tunnel) else { return };
+                let Some(slot) = self.tunnels.get(&tname) else { return };
+                let rid = String::from_utf8_lossy(&remote_end_id).into_owned();
+                let scfg = slot.cfg.sessions.iter().find(|s| s.remote_end_id() == rid).cloned();
+                let name = scfg.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| format!("{local_session_id}"));
+                let mut installed = false;
+                if version == Version::V3 {
+                    if let (Some(s), Some(dp)) = (&scfg, &self.dp) {
+                        let r = (|| -> anyhow::Result<()> {
+                            if rx_sublayer != tx_sublayer || rx_sequencing != tx_sequencing {
+                                anyhow::bail!(
+                                    "asymmetric sublayer/sequencing (peer {}/{}, us {}/{}): the data plane needs both ends to agree",
+                                    tx_sublayer, tx_sequencing, rx_sublayer, rx_sequencing
+                                );
+                            }
+                            let uplink = self.cfg.uplink_of(&slot.cfg).ok_or_else(|| anyhow::anyhow!("no uplink"))?;
+                            let local = match slot.cfg.local {
+                                Some(l) => l,
+                                None => source_for(peer.ip())?,
+                            };
+                            let p = DpSession {
+                                local_session_id,
+                                peer_session_id,
+                                encap: match transport {
+                                    Transport::Udp => Encap::Udp { local_port: 1701, peer_port: peer.port() },
+                                    Transport::Ip => Encap::Ip,
+                                },
+                                local_addr: local,
+                                peer_addr: peer.ip(),
+                                local_mac: dataplane::hwaddr(uplink)?,
+                                next_hop_mac: slot.cfg.next_hop_mac().unwrap_or_default(),
+                                fib_lookup: true,
+                                uplink_ifindex: dataplane::ifindex(uplink)?,
+                                attach_ifindex: dataplane::ifindex(&s.interface)?,
+                                uplink_mtu: dataplane::mtu(uplink)?.min(u32::from(u16::MAX)) as u16,
+                                rx_cookie: Cookie::new(&rx_cookie).ok_or_else(|| anyhow::anyhow!("bad cookie"))?,
+                                tx_cookie: Cookie::new(&tx_cookie)
+                                    .ok_or_else(|| anyhow::anyhow!("peer's cookie is not 0, 4 or 8 bytes"))?,
+                                sublayer: rx_sublayer,
+                                sequencing: rx_sequencing,
+                                rx_mode: s.rx_mode(),
+                                // RFC 6935/6936: computed UDP checksums over
+                                // IPv6 are not supported by the data plane.
+                                udp6_zero_checksum: true,
+                            };
+                            dp.sessions()?.add(&p)?;
+                            Ok(())
+                        })();
+                        match r {
+                            Ok(()) => installed = true,
+                            Err(e) => {
+                                self.emit(
+                                    "session-failed",
+                                    Some(&tname),
+                                    Some(tunnel),
+                                    Some((&name, local_session_id)),
+                                    format!("data plane: {e:#}"),
+                                );
+                                let _ = self.engine.close_session(Self::now(), tunnel, local_session_id);
+                                return;
+                            }
+                        }
+                    }
+                }
+                let rec = SessionRecord {
+                    tunnel_id: tunnel,
+                    name: name.clone(),
+                    local_id: local_session_id,
+                    peer_id: peer_session_id,
+                    remote_end_id: rid,
+                    pw_type,
+                    interface: scfg.as_ref().map(|s| s.interface.clone()),
+                    rx_cookie,
+                    tx_cookie,
+                    sublayer: rx_sublayer,
+                    sequencing: rx_sequencing,
+                    receive_mode: scfg.as_ref().map(receive_mode_name).unwrap_or_else(|| "accept-new".into()),
+                    resync_n: scfg.as_ref().map(|s| s.resync_n).unwrap_or(5),
+                    established_ms: store::now_ms(),
+                };
+                if let Err(e) = self.store.put_session(&rec) {
+                    // Not persisted: not up.
+                    error!("{e}");
+                    let slot = SessionSlot { name, interface: None, installed };
+                    self.uninstall(local_session_id, &slot);
+                    let _ = self.engine.close_session(Self::now(), tunnel, local_session_id);
+                    return;
+                }
+                self.sessions.insert(
+                    (tunnel, local_session_id),
+                    SessionSlot { name, interface: scfg.map(|s| s.interface), installed },
+                );
+            }
+            DataplaneUpdate::SessionDown { tunnel, local_session_id } => {
+                if let Some(s) = self.sessions.remove(&(tunnel, local_session_id)) {
+                    self.uninstall(local_session_id, &s);
+                }
+                let _ = self.store.remove_session(tunnel, local_session_id);
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::TunnelUp { tunnel, peer, peer_host_name, peer_failover } => {
+                // Responder: the tunnel is the configured one for this peer.
+                let name = match self.tunnel_name(tunnel) {
+                    Some(n) => n,
+                    None => match self
+                        .engine
+                        .tunnel_info(tunnel)
+                        .and_then(|i| {
+                            self.tunnels.iter().find(|(_, s)| {
+                                s.cfg.peer == peer.ip()
+                                    && s.cfg.version() == i.version
+                                    && s.cfg.transport() == i.transport
+                            })
+                        })
+                        .map(|(n, _)| n.clone())
+                    {
+                        Some(n) => n,
+                        None => {
+                            warn!(%peer, "tunnel from an unconfigured peer; closing");
+                            let _ = self.engine.close_tunnel(Self::now(), tunnel);
+                            return;
+                        }
+                    },
+                };
+                let Some(info) = self.engine.tunnel_info(tunnel) else { return };
+                let slot = self.tunnels.get_mut(&name);
+                let Some(slot) = slot else { return };
+                if let Some(old) = slot.id.filter(|o| *o != tunnel) {
+                    // The peer opened one while ours was pending (and won).
+                    self.by_id.remove(&old);
+                }
+                slot.id = Some(tunnel);
+                slot.retry_at = None;
+                self.by_id.insert(tunnel, name.clone());
+                let rec = TunnelRecord {
+                    name: name.clone(),
+                    local_id: tunnel,
+                    peer_id: info.peer_id,
+                    peer,
+                    version: if info.version == Version::V2 { 2 } else { 3 },
+                    encapsulation: if info.transport == Transport::Ip { "ip" } else { "udp" }.into(),
+                    initiator: info.initiator,
+                    local_failover: failover_record(info.local_failover),
+                    peer_failover: failover_record(peer_failover),
+                    peer_host_name: String::from_utf8_lossy(&peer_host_name).into_owned(),
+                    established_ms: store::now_ms(),
+                };
+                if let Err(e) = self.store.put_tunnel(&rec) {
+                    error!(tunnel = %name, "not persisted, closing: {e}");
+                    let _ = self.engine.close_tunnel(Self::now(), tunnel);
+                    return;
+                }
+                self.emit(
+                    "tunnel-up",
+                    Some(&name),
+                    Some(tunnel),
+                    None,
+                    format!("peer {peer} ({}), peer tunnel {}", rec.peer_host_name, info.peer_id),
+                );
+                if info.initiator {
+                    self.open_missing_sessions(&name, tunnel);
+                }
+            }
+            Event::TunnelDown { tunnel, reason } => {
+                let name = self.tunnel_name(tunnel);
+                self.forget_tunnel(tunnel);
+                if let Some(slot) = name.as_ref().and_then(|n| self.tunnels.get_mut(n)) {
+                    if slot.id == Some(tunnel) {
+                        slot.id = None;
+                        if slot.cfg.initiate {
+                            slot.retry_at = Some(Self::now() + Duration::from_secs(self.cfg.global.reconnect_interval));
+                        }
+                    }
+                    slot.last_event = Some(format!("down: {}", reason_text(&reason)));
+                }
+                self.emit("tunnel-down", name.as_deref(), Some(tunnel), None, reason_text(&reason));
+            }
+            Event::SessionUp { tunnel, local_session_id, peer_session_id } => {
+                let name = self.tunnel_name(tunnel);
+                let sname = self.sessions.get(&(tunnel, local_session_id)).map(|s| s.name.clone());
+                let Some(sname) = sname else { return };
+                self.emit(
+                    "session-up",
+                    name.as_deref(),
+                    Some(tunnel),
+                    Some((&sname, local_session_id)),
+                    format!("peer session {peer_session_id}"),
+                );
+            }
+            Event::SessionDown { tunnel, local_session_id, reason } => {
+                let name = self.tunnel_name(tunnel);
+                if let Some(s) = self.sessions.remove(&(tunnel, local_session_id)) {
+                    self.uninstall(local_session_id, &s);
+                }
+                let _ = self.store.remove_session(tunnel, local_session_id);
+                self.emit(
+                    "session-down",
+                    name.as_deref(),
+                    Some(tunnel),
+                    Some((&local_session_id.to_string(), local_session_id)),
+                    reason_text(&reason),
+                );
+            }
+            Event::FailureDetected { tunnel, recovery_time } => {
+                let name = self.tunnel_name(tunnel);
+                if let Some(s) = name.as_ref().and_then(|n| self.tunnels.get_mut(n)) {
+                    s.last_event = Some("failure detected".into());
+                }
+                self.emit(
+                    "failure-detected",
+                    name.as_deref(),
+                    Some(tunnel),
+                    None,
+                    format!("peer silent; waiting its Recovery Time of {} ms", recovery_time.as_millis()),
+                );
+            }
+            Event::TunnelResumed { tunnel } => {
+                let name = self.tunnel_name(tunnel);
+                if let Some(s) = name.as_ref().and_then(|n| self.tunnels.get_mut(n)) {
+                    s.last_event = Some("resumed".into());
+                }
+                self.emit("tunnel-resumed", name.as_deref(), Some(tunnel), None, "peer answered again".into());
+            }
+            Event::SessionConfirmed { tunnel, local_session_id } => {
+                let name = self.tunnel_name(tunnel);
+                self.emit(
+                    "session-confirmed",
+                    name.as_deref(),
+                    Some(tunnel),
+                    Some((&local_session_id.to_string(), local_session_id)),
+                    "confirmed by FSR".into(),
+                );
+            }
+            Event::LinkInfo { tunnel, local_session_id, circuit_active } => {
+                let name = self.tunnel_name(tunnel);
+                self.emit(
+                    "link-info",
+                    name.as_deref(),
+                    Some(tunnel),
+                    Some((&local_session_id.to_string(), local_session_id)),
+                    format!("circuit active: {circuit_active:?}"),
+                );
+            }
+            Event::WanError { tunnel, local_session_id } => {
+                let name = self.tunnel_name(tunnel);
+                self.emit(
+                    "wan-error",
+                    name.as_deref(),
+                    Some(tunnel),
+                    Some((&local_session_id.to_string(), local_session_id)),
+                    "peer reported circuit errors".into(),
+                );
+            }
+            Event::Rejected { peer, what } => {
+                debug!(%peer, "rejected: {what}");
+                let _ = self.events.send(EventView {
+                    time_ms: store::now_ms(),
+                    event: "rejected".into(),
+                    tunnel: None,
+                    tunnel_id: None,
+                    session: None,
+                    session_id: None,
+                    detail: format!("{peer}: {what}"),
+                });
+            }
+        }
+    }
+
+    /// Initiator: requests every configured session not up or pending.
+    fn open_missing_sessions(&mut self, name: &str, id: TunnelId) {
+        let Some(slot) = self.tunnels.get(name) else { return };
+        let Some(info) = self.engine.tunnel_info(id) else { return };
+        if !info.initiator || info.state != "established" {
+            return;
+        }
+        let wanted: Vec<SessionConfig> = slot
+            .cfg
+            .sessions
+            .iter()
+            .filter(|s| !info.sessions.iter().any(|x| x.remote_end_id == s.remote_end_id().as_bytes()))
+            .cloned()
+            .collect();
+        for s in wanted {
+            if let Err(e) = self.engine.open_session(Self::now(), id, s.engine_params()) {
+                warn!(tunnel = name, session = %s.name, "cannot open: {e}");
+            }
+        }
+    }
+
+    /// Periodic work: reconnect tunnels that are down, re-request sessions
+    /// that were refused or dropped.
+    fn tick(&mut self) {
+        let now = Self::now();
+        let names: Vec<String> = self.tunnels.keys().cloned().collect();
+        for name in names {
+            let Some(slot) = self.tunnels.get_mut(&name) else { continue };
+            // An attempt that died before it was up leaves no event.
+            if let Some(id) = slot.id {
+                if self.engine.tunnel_info(id).is_none_or(|i| i.closing) {
+                    slot.id = None;
+                    self.by_id.remove(&id);
+                    if slot.cfg.initiate && slot.retry_at.is_none() {
+                        slot.retry_at = Some(now + Duration::from_secs(self.cfg.global.reconnect_interval));
+                    }
+                }
+            }
+            if slot.id.is_none() && slot.retry_at.is_some_and(|t| t <= now) {
+                self.connect(&name);
+            } else if let Some(id) = slot.id {
+                self.open_missing_sessions(&name, id);
+            }
+        }
+    }
+
+    fn next_tick(&self) -> Instant {
+        let retry = self.tunnels.values().filter_map(|s| s.retry_at).min();
+        let periodic = Self::now() + Duration::from_secs(self.cfg.global.reconnect_interval);
+        retry.map_or(periodic, |r| r.min(periodic))
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Datagram>,
+        mut api_rx: mpsc::Receiver<ApiCall>,
+    ) -> anyhow::Result<Exit> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut next_tick = self.next_tick();
+        loop {
+            self.flush().await;
+            let deadline = self.engine.poll_timeout().map_or(next_tick, |t| t.min(next_tick));
+            tokio::select! {
+                Some(d) = rx.recv() => {
+                    self.engine.handle_datagram(Self::now(), d.from, d.transport, &d.bytes);
+                }
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                    let now = Self::now();
+                    self.engine.handle_timeout(now);
+                    if now >= next_tick {
+                        self.tick();
+                        next_tick = self.next_tick();
+                    }
+                }
+                Some((req, reply)) = api_rx.recv() => {
+                    let stop = match &req {
+                        Request::Shutdown { keep } => Some(*keep),
+                        _ => None,
+                    };
+                    let resp = match stop {
+                        Some(_) => Response::Ok(Reply::Done { message: "stopping".into() }),
+                        None => self.handle(req),
+                    };
+                    let _ = reply.send(resp);
+                    next_tick = next_tick.min(self.next_tick());
+                    match stop {
+                        Some(true) => return Ok(self.stop_kept()),
+                        Some(false) => return self.shutdown(&mut rx).await,
+                        None => {}
+                    }
+                }
+                _ = sigterm.recv() => return self.shutdown(&mut rx).await,
+                _ = sigint.recv() => return self.shutdown(&mut rx).await,
+                _ = sighup.recv() => {
+                    match self.reload() {
+                        Ok(m) => info!("reloaded: {m}"),
+                        Err(e) => error!("reload refused, nothing changed: {e:#}"),
+                    }
+                    next_tick = next_tick.min(self.next_tick());
+                }
+            }
+        }
+    }
+
+    /// Maintenance stop: nothing is torn down.
+    fn stop_kept(self) -> Exit {
+        info!("stopping, keeping tunnels, sessions and the data plane for the next start");
+        let _ = std::fs::remove_file(&self.socket_path);
+        Exit::Kept
+    }
+
+    /// Orderly shutdown: StopCCN on every tunnel, acknowledged (or given
+    /// up after a few seconds), then the data plane removed.
+    async fn shutdown(mut self, rx: &mut mpsc::Receiver<Datagram>) -> anyhow::Result<Exit> {
+        info!("shutting down: closing all tunnels");
+        let _ = std::fs::remove_file(&self.socket_path);
+        let ids: Vec<TunnelId> = self.engine.tunnel_infos().iter().map(|t| t.local_id).collect();
+        for id in ids {
+            self.forget_tunnel(id);
+            let _ = self.engine.close_tunnel(Self::now(), id);
+        }
+        let give_up = Instant::now() + Duration::from_secs(3);
+        loop {
+            self.flush().await;
+            let pending = self.engine.tunnel_infos().iter().any(|t| t.unacknowledged > 0);
+            if !pending || Instant::now() >= give_up {
+                break;
+            }
+            let deadline = self.engine.poll_timeout().map_or(give_up, |t| t.min(give_up));
+            tokio::select! {
+                Some(d) = rx.recv() => self.engine.handle_datagram(Self::now(), d.from, d.transport, &d.bytes),
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => self.engine.handle_timeout(Self::now()),
+            }
+        }
+        self.store.clear()?;
+        if let Some(dp) = self.dp.take() {
+            if self.cfg.dataplane.remove_on_shutdown {
+                dp.destroy().context("removing the data plane")?;
+                info!("data plane removed");
+            }
+        }
+        info!("stopped");
+        Ok(Exit::Orderly)
+    }
+
+    /// SIGHUP / `reload`: re-reads the file and applies the differences:
+    /// new tunnels started, removed ones torn down, changed ones restarted,
+    /// sessions added or deleted, nothing else touched. A bad file changes
+    /// nothing.
+    fn reload(&mut self) -> anyhow::Result<String> {
+        let new = Config::load(&self.config_path)?;
+        let old_names: Vec<String> = self.tunnels.iter().filter(|(_, s)| !s.from_api).map(|(n, _)| n.clone()).collect();
+        let (mut added, mut removed, mut changed) = (0, 0, 0);
+        for name in &old_names {
+            let Some(slot) = self.tunnels.get(name) else { continue };
+            match new.tunnel(name) {
+                None => {
+                    self.delete_tunnel(name)?;
+                    removed += 1;
+                }
+                Some(t) => {
+                    let mut a = slot.cfg.clone();
+                    let mut b = t.clone();
+                    let (sa, sb) = (std::mem::take(&mut a.sessions), std::mem::take(&mut b.sessions));
+                    if a != b {
+                        self.delete_tunnel(name)?;
+                        self.add_tunnel(t.clone(), false)?;
+                        changed += 1;
+                        continue;
+                    }
+                    for s in &sa {
+                        if !sb.contains(s) {
+                            self.delete_session(name, &s.name)?;
+                            changed += 1;
+                        }
+                    }
+                    for s in &sb {
+                        if !sa.contains(s) {
+                            self.add_session(name, s.clone())?;
+                            changed += 1;
+                        }
+                    }
+                }
+            }
+        }
+        for t in &new.tunnels {
+            if !self.tunnels.contains_key(&t.name) {
+                self.add_tunnel(t.clone(), false)?;
+                added += 1;
+            }
+        }
+        let tunnels = std::mem::take(&mut self.cfg.tunnels);
+        self.cfg = Config { tunnels, ..new };
+        Ok(format!("{added} tunnel(s) added, {removed} removed, {changed} change(s)"))
+    }
+
+    fn handle(&mut self, req: Request) -> Response {
+        let r = (|| -> anyhow::Result<Reply> {
+            Ok(match req {
+                Request::Status => Reply::Status(self.status()),
+                Request::TunnelList => Reply::Tunnels { tunnels: self.tunnel_views() },
+                Request::TunnelShow { name } => Reply::Tunnel(
+                    self.tunnel_views()
+                        .into_iter()
+                        .find(|t| t.name == name)
+                        .ok_or_else(|| anyhow::anyhow!("no tunnel named {name:?}"))?,
+                ),
+                Request::TunnelAdd { tunnel } => {
+                    let name = tunnel.name.clone();
+                    self.add_tunnel(*tunnel, true)?;
+                    Reply::Done { message: format!("tunnel {name:?} added") }
+                }
+                Request::TunnelDelete { name } => {
+                    self.delete_tunnel(&name)?;
+                    Reply::Done { message: format!("tunnel {name:?} deleted") }
+                }
+                Request::SessionList { tunnel } => {
+                    if let Some(t) = &tunnel {
+                        if !self.tunnels.contains_key(t) {
+                            anyhow::bail!("no tunnel named {t:?}");
+                        }
+                    }
+                    let sessions = self
+                        .tunnel_views()
+                        .into_iter()
+                        .filter(|t| tunnel.as_ref().is_none_or(|n| *n == t.name))
+                        .flat_map(|t| t.sessions)
+                        .collect();
+                    Reply::Sessions { sessions }
+                }
+                Request::SessionShow { tunnel, name } => Reply::Session(
+                    self.tunnel_views()
+                        .into_iter()
+                        .filter(|t| t.name == tunnel)
+                        .flat_map(|t| t.sessions)
+                        .find(|s| s.name == name)
+                        .ok_or_else(|| anyhow::anyhow!("no session {name:?} on tunnel {tunnel:?}"))?,
+                ),
+                Request::SessionAdd { tunnel, session } => Reply::Done { message: self.add_session(&tunnel, session)? },
+                Request::SessionDelete { tunnel, name } => {
+                    self.delete_session(&tunnel, &name)?;
+                    Reply::Done { message: format!("session {name:?} deleted") }
+                }
+                Request::Stats => Reply::Stats(self.stats()?),
+                Request::FailoverStatus => Reply::Failover { tunnels: self.failover_views() },
+                Request::Reload => Reply::Done { message: self.reload()? },
+                Request::Events | Request::Shutdown { .. } => anyhow::bail!("not handled here"),
+            })
+        })();
+        match r {
+            Ok(r) => Response::Ok(r),
+            Err(e) => Response::Error(format!("{e:#}")),
+        }
+    }
+
+    fn status(&self) -> StatusView {
+        let infos = self.engine.tunnel_infos();
+        StatusView {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs(),
+            config: self.config_path.display().to_string(),
+            tunnels_configured: self.tunnels.len(),
+            tunnels_established: infos.iter().filter(|t| t.state == "established").count(),
+            sessions_established: infos
+                .iter()
+                .map(|t| t.sessions.iter().filter(|s| s.state == "established").count())
+                .sum(),
+            dataplane: self.dp.as_ref().map(|d| d.dir().display().to_string()),
+        }
+    }
+
+    fn dataplane_view(&self, sid: u32) -> Option<DataplaneView> {
+        let table = self.dp.as_ref()?.sessions().ok()?;
+        let idx = table.index_of(sid)?;
+        let s = table.stats(idx).ok()?;
+        let st = table.state(idx).ok()?;
+        Some(DataplaneView {
+            rx_packets: s.rx_packets,
+            rx_bytes: s.rx_bytes,
+            tx_packets: s.tx_packets,
+            tx_bytes: s.tx_bytes,
+            rx_out_of_seq: s.rx_out_of_seq,
+            rx_lost: s.rx_lost,
+            rx_duplicates: s.rx_duplicates,
+            rx_resyncs: s.rx_resyncs,
+            rx_cookie_mismatch: s.rx_cookie_mismatch,
+            rx_malformed: s.rx_malformed,
+            tx_mtu_drops: s.tx_mtu_drops,
+            tx_no_route: s.tx_no_route,
+            redirect_errors: s.redirect_errors,
+            next_ns: st.tx_ns & 0x00ff_ffff,
+            next_nr: st.rx_nr,
+        })
+    }
+
+    fn tunnel_views(&self) -> Vec<TunnelView> {
+        self.tunnels
+            .iter()
+            .map(|(name, slot)| {
+                let info: Option<TunnelInfo> = slot.id.and_then(|id| self.engine.tunnel_info(id));
+                let mut sessions: Vec<SessionView> = Vec::new();
+                if let Some(i) = &info {
+                    for s in &i.sessions {
+                        let rid = String::from_utf8_lossy(&s.remote_end_id).into_owned();
+                        let cfg = slot.cfg.sessions.iter().find(|c| c.remote_end_id() == rid);
+                        let local = self.sessions.get(&(i.local_id, s.local_id));
+                        sessions.push(SessionView {
+                            tunnel: name.clone(),
+                            name: local
+                                .map(|l| l.name.clone())
+                                .or(cfg.map(|c| c.name.clone()))
+                                .unwrap_or_else(|| s.local_id.to_string()),
+                            state: s.state.into(),
+                            local_id: Some(s.local_id),
+                            peer_id: Some(s.peer_id).filter(|p| *p != 0),
+                            remote_end_id: rid,
+                            interface: local.and_then(|l| l.interface.clone()).or(cfg.map(|c| c.interface.clone())),
+                            pw_type: s.pw_type,
+                            sequencing: s.sequencing,
+                            stale: s.stale,
+                            dataplane: self.dataplane_view(s.local_id).filter(|_| local.is_some_and(|l| l.installed)),
+                        });
+                    }
+                }
+                for c in &slot.cfg.sessions {
+                    if !sessions.iter().any(|s| s.remote_end_id == c.remote_end_id()) {
+                        sessions.push(SessionView {
+                            tunnel: name.clone(),
+                            name: c.name.clone(),
+                            state: "down".into(),
+                            remote_end_id: c.remote_end_id().into(),
+                            interface: Some(c.interface.clone()),
+                            pw_type: c.pw_type.code(),
+                            sequencing: c.sequencing,
+                            ..SessionView::default()
+                        });
+                    }
+                }
+                TunnelView {
+                    name: name.clone(),
+                    state: info.as_ref().map_or("down", |i| i.state).into(),
+                    local_id: info.as_ref().map(|i| i.local_id),
+                    peer_id: info.as_ref().map(|i| i.peer_id).filter(|p| *p != 0),
+                    peer: slot.cfg.peer_addr().to_string(),
+                    version: slot.cfg.version,
+                    encapsulation: format!("{:?}", slot.cfg.encapsulation).to_lowercase(),
+                    initiator: info.as_ref().map(|i| i.initiator),
+                    peer_host_name: info.as_ref().map(|i| i.peer_host_name.clone()).filter(|h| !h.is_empty()),
+                    local_failover: failover_bits(info.as_ref().and_then(|i| i.local_failover)),
+                    peer_failover: failover_bits(info.as_ref().and_then(|i| i.peer_failover)),
+                    ns: info.as_ref().map(|i| i.ns),
+                    nr: info.as_ref().map(|i| i.nr),
+                    sessions,
+                }
+            })
+            .collect()
+    }
+
+    fn stats(&self) -> anyhow::Result<StatsView> {
+        let c = self.engine.stats();
+        let dataplane_global = match &self.dp {
+            Some(dp) => dp.global_stats()?.iter().map(|(n, v)| (n.to_owned(), v)).collect(),
+            None => Vec::new(),
+        };
+        Ok(StatsView {
+            control: ControlStats {
+                datagrams: c.datagrams,
+                malformed: c.malformed,
+                unknown_tunnel: c.unknown_tunnel,
+                auth_failures: c.auth_failures,
+                refused: c.refused,
+                stopccn_sent: c.stopccn_sent,
+                cdn_sent: c.cdn_sent,
+                ignored: c.ignored,
+            },
+            dataplane_global,
+            sessions: self
+                .tunnel_views()
+                .into_iter()
+                .flat_map(|t| t.sessions)
+                .filter(|s| s.local_id.is_some())
+                .collect(),
+        })
+    }
+
+    fn failover_views(&self) -> Vec<FailoverView> {
+        self.tunnels
+            .iter()
+            .map(|(name, slot)| {
+                let info = slot.id.and_then(|id| self.engine.tunnel_info(id));
+                let local = info.as_ref().and_then(|i| i.local_failover);
+                let peer = info.as_ref().and_then(|i| i.peer_failover);
+                FailoverView {
+                    tunnel: name.clone(),
+                    state: info.as_ref().map_or("down", |i| i.state).into(),
+                    control_recovery: local.is_some_and(|l| l.control) && peer.is_some_and(|p| p.control),
+                    data_recovery: local.is_some_and(|l| l.data) && peer.is_some_and(|p| p.data),
+                    local: failover_bits(local),
+                    peer: failover_bits(peer),
+                    stale_sessions: slot.id.map(|id| self.engine.stale_sessions(id)).unwrap_or_default(),
+                    last_event: slot.last_event.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Serves the control API on `path` (mode 0600, root or our own user only).
+async fn serve_api(
+    path: &Path,
+    calls: mpsc::Sender<ApiCall>,
+    events: broadcast::Sender<EventView>,
+) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // No daemon answered on it (checked at start): a stale file.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let allowed = stream.peer_cred().is_ok_and(|c| c.uid() == 0 || c.uid() == me);
+            if !allowed {
+                continue;
+            }
+            let calls = calls.clone();
+            let events = events.clone();
+            tokio::spawn(async move {
+                if let Err(e) = connection(stream, calls, events).await {
+                    debug!("API connection: {e}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn connection(
+    stream: UnixStream,
+    calls: mpsc::Sender<ApiCall>,
+    events: broadcast::Sender<EventView>,
+) -> anyhow::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.len() > 1 << 20 {
+            anyhow::bail!("request too long");
+        }
+        let resp = match serde_json::from_str::<Request>(&line) {
+            Err(e) => Response::Error(format!("bad request: {e}")),
+            Ok(Request::Events) => {
+                let mut rx = events.subscribe();
+                write_line(&mut w, &Response::Ok(Reply::Following)).await?;
+                loop {
+                    match rx.recv().await {
+                        Ok(ev) => write_line(&mut w, &ev).await?,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            warn!("events client lagged by {n} events");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    }
+                }
+            }
+            Ok(req) => {
+                let (tx, rx) = oneshot::channel();
+                if calls.send((req, tx)).await.is_err() {
+                    return Ok(());
+                }
+                match rx.await {
+                    Ok(r) => r,
+                    Err(_) => return Ok(()),
+                }
+            }
+        };
+        write_line(&mut w, &resp).await?;
+    }
+    Ok(())
+}
+
+async fn write_line<T: serde::Serialize>(w: &mut tokio::net::unix::OwnedWriteHalf, v: &T) -> anyhow::Result<()> {
+    let mut b = serde_json::to_vec(v)?;
+    b.push(b'\n');
+    w.write_all(&b).await?;
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Persistent state: every established tunnel and session, written to a
+//! crash-safe embedded store (redb: copy-on-write B-trees, each commit
+//! durable before it returns) before the daemon reports it up. A restart
+//! reads it back; failover recovery starts from it.
+//!
+//! Secrets are not stored: a tunnel refers to its configuration by name.
+
+use std::{net::SocketAddr, path::Path};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// Key: local tunnel ID. Value: JSON [`TunnelRecord`].
+const TUNNELS: TableDefinition<'static, u32, &'static [u8]> = TableDefinition::new("tunnels");
+/// Key: (local tunnel ID, local session ID). Value: JSON [`SessionRecord`].
+const SESSIONS: TableDefinition<'static, (u32, u32), &'static [u8]> = TableDefinition::new("sessions");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("state store: {0}")]
+    Io(String),
+    #[error("state store record: {0}")]
+    Record(#[from] serde_json::Error),
+}
+
+macro_rules! io_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                Self::Io(e.to_string())
+            }
+        }
+    )*};
+}
+io_err!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// RFC 4951 Failover Capability as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverRecord {
+    pub control: bool,
+    pub data: bool,
+    pub recovery_time_ms: u32,
+}
+
+/// An established tunnel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelRecord {
+    /// Configuration name (the secret is found through it).
+    pub name: String,
+    pub local_id: u32,
+    pub peer_id: u32,
+    pub peer: SocketAddr,
+    pub version: u8,
+    /// "udp" or "ip".
+    pub encapsulation: String,
+    pub initiator: bool,
+    pub local_failover: Option<FailoverRecord>,
+    pub peer_failover: Option<FailoverRecord>,
+    pub peer_host_name: String,
+    /// Unix time in milliseconds.
+    pub established_ms: u64,
+}
+
+/// An established session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub tunnel_id: u32,
+    pub name: String,
+    pub local_id: u32,
+    pub peer_id: u32,
+    pub remote_end_id: String,
+    pub pw_type: u16,
+    /// Attachment interface, if the session has a data plane.
+    pub interface: Option<String>,
+    pub rx_cookie: Vec<u8>,
+    pub tx_cookie: Vec<u8>,
+    pub sublayer: bool,
+    pub sequencing: bool,
+    /// "accept-new", "strict" or "resync".
+    pub receive_mode: String,
+    pub resync_n: u16,
+    pub established_ms: u64,
+}
+
+/// The store in `state_dir/state.redb`.
+pub struct Store {
+    db: Database,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, creating `dir` (mode 0700).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let err = |m: String| StoreError::Open { path: dir.display().to_string(), message: m };
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| err(e.to_string()))?;
+        let path = dir.join("state.redb");
+        let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
+        let tx = db.begin_write()?;
+        tx.open_table(TUNNELS)?;
+        tx.open_table(SESSIONS)?;
+        tx.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Writes (or replaces) a tunnel; durable when this returns.
+    pub fn put_tunnel(&self, t: &TunnelRecord) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(t)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(TUNNELS)?.insert(t.local_id, v.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes a tunnel and all its sessions in one transaction.
+    pub fn remove_tunnel(&self, local_id: u32) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            tx.open_table(TUNNELS)?.remove(local_id)?;
+            let mut s = tx.open_table(SESSIONS)?;
+            let keys: Vec<(u32, u32)> =
+                s.range((local_id, 0)..=(local_id, u32::MAX))?.filter_map(|r| r.ok().map(|(k, _)| k.value())).collect();
+            for k in keys {
+                s.remove(k)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn put_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(s)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(SESSIONS)?.insert((s.tunnel_id, s.local_id), v.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn remove_session(&self, tunnel_id: u32, local_id: u32) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(SESSIONS)?.remove((tunnel_id, local_id))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn tunnels(&self) -> Result<Vec<TunnelRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(TUNNELS)?;
+        let mut out = Vec::new();
+        for r in t.iter()? {
+            let (_, v) = r?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn sessions(&self, tunnel_id: u32) -> Result<Vec<SessionRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SESSIONS)?;
+        let mut out = Vec::new();
+        for r in t.range((tunnel_id, 0)..=(tunnel_id, u32::MAX))? {
+            let (_, v) = r?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Forgets everything (after an orderly shutdown tore it all down).
+    pub fn clear(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.delete_table(TUNNELS)?;
+        tx.delete_table(SESSIONS)?;
+        tx.open_table(TUNNELS)?;
+        tx.open_table(SESSIONS)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tunnel(id: u32) -> TunnelRecord {
+        TunnelRecord {
+            name: format!("t{id}"),
+            local_id: id,
+            peer_id: id + 100,
+            peer: "198.18.0.2:1701".parse().expect("addr"),
+            version: 3,
+            encapsulation: "udp".into(),
+            initiator: true,
+            local_failover: Some(FailoverRecord { control: true, data: true, recovery_time_ms: 3000 }),
+            peer_failover: None,
+            peer_host_name: "b".into(),
+            established_ms: 1,
+        }
+    }
+
+    fn session(t: u32, id: u32) -> SessionRecord {
+        SessionRecord {
+            tunnel_id: t,
+            name: format!("s{id}"),
+            local_id: id,
+            peer_id: id + 1,
+            remote_end_id: "pw".into(),
+            pw_type: 5,
+            interface: Some("ac0".into()),
+            rx_cookie: vec![1, 2, 3, 4],
+            tx_cookie: vec![],
+            sublayer: true,
+            sequencing: true,
+            receive_mode: "accept-new".into(),
+            resync_n: 5,
+            established_ms: 2,
+        }
+    }
+
+    #[test]
+    fn records_survive_reopen_and_tunnel_removal_takes_its_sessions() {
+        let dir = std::env::temp_dir().join(format!("l2tp-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let s = Store::open(&dir).expect("open");
+            s.put_tunnel(&tunnel(7)).expect("put");
+            s.put_tunnel(&tunnel(8)).expect("put");
+            s.put_session(&session(7, 1)).expect("put");
+            s.put_session(&session(7, 2)).expect("put");
+            s.put_session(&session(8, 3)).expect("put");
+        }
+        let s = Store::open(&dir).expect("reopen");
+        assert_eq!(s.tunnels().expect("read"), vec![tunnel(7), tunnel(8)]);
+        assert_eq!(s.sessions(7).expect("read"), vec![session(7, 1), session(7, 2)]);
+        s.remove_tunnel(7).expect("remove");
+        assert_eq!(s.tunnels().expect("read"), vec![tunnel(8)]);
+        assert!(s.sessions(7).expect("read").is_empty());
+        assert_eq!(s.sessions(8).expect("read").len(), 1);
+        s.remove_session(8, 3).expect("remove");
+        assert!(s.sessions(8).expect("read").is_empty());
+        s.clear().expect("clear");
+        assert!(s.tunnels().expect("read").is_empty());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
