@@ -465,6 +465,7 @@ impl TunnelConfig {
             }),
             pw_types: vec![4, 5],
             pseudowires: self.sessions.iter().map(SessionConfig::engine_params).collect(),
+            recovery_peers: f.recovery_peers.clone(),
         }
     }
 

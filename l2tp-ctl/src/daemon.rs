@@ -18,7 +18,10 @@ use std::{
 
 use anyhow::Context as _;
 use l2tp_proto::{
-    engine::{DataplaneUpdate, DownReason, Engine, Event, FailoverCapability, TunnelId, TunnelInfo},
+    engine::{
+        DataplaneUpdate, DownReason, Engine, Event, FailoverCapability, RestoredSession, RestoredTunnel, TunnelId,
+        TunnelInfo,
+    },
     wire::{Transport, Version},
 };
 use rand::{rngs::StdRng, SeedableRng};
@@ -87,6 +90,18 @@ struct SessionSlot {
     installed: bool,
 }
 
+/// What the wire says about one session, for [`Daemon::install`].
+struct Wire<'a> {
+    peer: SocketAddr,
+    transport: Transport,
+    local_session_id: u32,
+    peer_session_id: u32,
+    rx_cookie: &'a [u8],
+    tx_cookie: &'a [u8],
+    sublayer: bool,
+    sequencing: bool,
+}
+
 struct Sockets {
     udp4: Option<Arc<UdpSocket>>,
     udp6: Option<Arc<UdpSocket>>,
@@ -107,6 +122,10 @@ struct Daemon {
     events: broadcast::Sender<EventView>,
     started: Instant,
     socket_path: PathBuf,
+    /// The data plane did not survive the previous run (no pins): it was
+    /// rebuilt from the store, so recovered sequenced sessions restart
+    /// their Ns at 0 (RFC 4951 F-DC-1).
+    dp_rebuilt: bool,
 }
 
 /// Runs the daemon until it is told to stop.
@@ -198,6 +217,8 @@ fn reason_text(r: &DownReason) -> String {
         ),
         DownReason::Timeout => "control channel timed out".into(),
         DownReason::LostTie => "lost the tie breaker to the peer's own request".into(),
+        DownReason::RecoveryFailed => "RFC 4951 recovery failed: cleared silently".into(),
+        DownReason::Cleared => "cleared silently by RFC 4951 session synchronisation".into(),
     }
 }
 
@@ -254,6 +275,7 @@ impl Daemon {
                 Err(e) => warn!("no IPv6 L2TPv3-over-IP socket: {e:#}"),
             }
         }
+        let dp_rebuilt = cfg.dataplane.enabled && Pinned::open(&cfg.dataplane.pin_dir).is_err();
         let dp = if cfg.dataplane.enabled {
             Some(Pinned::open_or_create(&cfg.dataplane.pin_dir).context("data plane")?)
         } else {
@@ -274,10 +296,16 @@ impl Daemon {
             events,
             started: Instant::now(),
             socket_path: socket_path.clone(),
+            dp_rebuilt,
         };
-        d.previous_run()?;
         for t in &cfg.tunnels {
-            d.add_tunnel(t.clone(), false)?;
+            d.add_tunnel(t.clone(), false, false)?;
+        }
+        d.previous_run()?;
+        let idle: Vec<String> =
+            d.tunnels.iter().filter(|(_, s)| s.id.is_none() && s.cfg.initiate).map(|(n, _)| n.clone()).collect();
+        for name in idle {
+            d.connect(&name);
         }
         let (api_tx, api_rx) = mpsc::channel(64);
         serve_api(&socket_path, api_tx, d.events.clone()).await?;
@@ -285,19 +313,120 @@ impl Daemon {
         Ok((d, rx, api_rx))
     }
 
-    /// State left by an earlier run. Recovery (RFC 4951) starts from here;
-    /// until it does, what the store holds is cleared silently and the
-    /// data plane starts empty, and configured tunnels are brought up anew.
+    /// State left by an earlier run (a crash, SIGKILL or `stop --keep`):
+    /// every tunnel in the store whose failover capability both ends
+    /// advertised is recovered (RFC 4951 3.2); the others are cleared (and
+    /// brought up anew if configured). When the data plane did not survive,
+    /// the recovered sessions are put back into it from the store before
+    /// recovery starts. Data-plane sessions the store does not know are
+    /// removed.
     fn previous_run(&mut self) -> anyhow::Result<()> {
-        let old = self.store.tunnels()?;
-        for t in &old {
-            info!(tunnel = %t.name, id = t.local_id, "tunnel of the previous run cleared");
+        let now = Self::now();
+        let mut keep: Vec<u32> = Vec::new();
+        for rec in self.store.tunnels()? {
+            let sessions = self.store.sessions(rec.local_id)?;
+            let recoverable = rec.local_failover.is_some_and(|f| f.control)
+                && rec.peer_failover.is_some_and(|f| f.control)
+                && self
+                    .tunnels
+                    .get(&rec.name)
+                    .is_some_and(|s| s.cfg.peer == rec.peer.ip() && s.cfg.version == rec.version && s.id.is_none());
+            if !recoverable {
+                info!(tunnel = %rec.name, id = rec.local_id, "tunnel of the previous run is not recoverable: cleared");
+                self.store.remove_tunnel(rec.local_id)?;
+                continue;
+            }
+            let Some(slot) = self.tunnels.get(&rec.name) else { continue };
+            let tcfg = slot.cfg.clone();
+            let params = tcfg.tunnel_params(slot.secret.as_ref());
+            let mut restored = Vec::new();
+            let mut slots = Vec::new();
+            for s in &sessions {
+                let scfg = tcfg.sessions.iter().find(|c| c.remote_end_id() == s.remote_end_id);
+                let mut installed = false;
+                if let (Some(dp), Some(c), Some(_)) = (&self.dp, scfg, &s.interface) {
+                    if dp.sessions()?.index_of(s.local_id).is_some() {
+                        installed = true;
+                    } else {
+                        // The data plane did not survive: rebuilt from the
+                        // store before recovery starts.
+                        let w = Wire {
+                            peer: rec.peer,
+                            transport: tcfg.transport(),
+                            local_session_id: s.local_id,
+                            peer_session_id: s.peer_id,
+                            rx_cookie: &s.rx_cookie,
+                            tx_cookie: &s.tx_cookie,
+                            sublayer: s.sublayer,
+                            sequencing: s.sequencing,
+                        };
+                        match self.install(dp, &tcfg, c, &w) {
+                            Ok(()) => installed = true,
+                            Err(e) => warn!(tunnel = %rec.name, session = %s.name, "not reinstalled: {e:#}"),
+                        }
+                    }
+                }
+                restored.push(RestoredSession {
+                    local_id: s.local_id,
+                    peer_id: s.peer_id,
+                    params: l2tp_proto::engine::SessionParams {
+                        pw_type: s.pw_type,
+                        remote_end_id: s.remote_end_id.as_bytes().to_vec(),
+                        cookie_len: s.rx_cookie.len(),
+                        sublayer: s.sublayer,
+                        sequencing: s.sequencing,
+                    },
+                    rx_cookie: s.rx_cookie.clone(),
+                    tx_cookie: s.tx_cookie.clone(),
+                    peer_sublayer: s.sublayer,
+                    peer_sequencing: s.sequencing,
+                });
+                slots.push((
+                    s.local_id,
+                    SessionSlot { name: s.name.clone(), interface: s.interface.clone(), installed },
+                ));
+            }
+            let old = RestoredTunnel {
+                local_id: rec.local_id,
+                peer_id: rec.peer_id,
+                peer: rec.peer,
+                params,
+                initiator: rec.initiator,
+                peer_failover: rec.peer_failover.map(|f| FailoverCapability {
+                    control: f.control,
+                    data: f.data,
+                    recovery_time_ms: f.recovery_time_ms,
+                }),
+                peer_host_name: rec.peer_host_name.clone().into_bytes(),
+                sessions: restored,
+            };
+            match self.engine.recover_tunnel(now, old) {
+                Ok(_) => {
+                    keep.push(rec.local_id);
+                    for (sid, slot) in slots {
+                        self.sessions.insert((rec.local_id, sid), slot);
+                    }
+                    self.by_id.insert(rec.local_id, rec.name.clone());
+                    if let Some(slot) = self.tunnels.get_mut(&rec.name) {
+                        slot.id = Some(rec.local_id);
+                    }
+                }
+                Err(e) => {
+                    warn!(tunnel = %rec.name, "cannot recover: {e}");
+                    for (sid, s) in slots {
+                        self.uninstall(sid, &s);
+                    }
+                    self.store.remove_tunnel(rec.local_id)?;
+                }
+            }
         }
-        self.store.clear()?;
+        // Orphans: in the data plane, not in a recovered tunnel.
         if let Some(dp) = &self.dp {
             let mut table = dp.sessions()?;
-            for (id, _) in table.list() {
-                table.remove(id)?;
+            for (_, id) in table.list() {
+                if !self.sessions.keys().any(|(t, s)| *s == id && keep.contains(t)) {
+                    table.remove(id)?;
+                }
             }
         }
         Ok(())
@@ -359,7 +488,7 @@ impl Daemon {
     }
 
     /// Adds a tunnel (config or API) and starts it.
-    fn add_tunnel(&mut self, t: TunnelConfig, from_api: bool) -> anyhow::Result<()> {
+    fn add_tunnel(&mut self, t: TunnelConfig, from_api: bool, connect: bool) -> anyhow::Result<()> {
         t.check(&format!("tunnel {:?}", t.name)).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
         if self.tunnels.contains_key(&t.name) {
             anyhow::bail!("a tunnel named {:?} exists", t.name);
@@ -387,7 +516,7 @@ impl Daemon {
         let initiate = t.initiate;
         self.tunnels
             .insert(name.clone(), TunnelSlot { cfg: t, secret, id: None, from_api, retry_at: None, last_event: None });
-        if initiate {
+        if initiate && connect {
             self.connect(&name);
         }
         Ok(())
@@ -580,6 +709,42 @@ impl Daemon {
         self.by_id.get(&id).cloned()
     }
 
+    /// Installs one pseudowire in the data plane.
+    fn install(&self, dp: &Pinned, tcfg: &TunnelConfig, s: &SessionConfig, w: &Wire<'_>) -> anyhow::Result<()> {
+        let uplink = self.cfg.uplink_of(tcfg).ok_or_else(|| anyhow::anyhow!("no uplink"))?;
+        let local = match tcfg.local {
+            Some(l) => l,
+            None => source_for(w.peer.ip())?,
+        };
+        let p = DpSession {
+            local_session_id: w.local_session_id,
+            peer_session_id: w.peer_session_id,
+            encap: match w.transport {
+                Transport::Udp => Encap::Udp { local_port: 1701, peer_port: w.peer.port() },
+                Transport::Ip => Encap::Ip,
+            },
+            local_addr: local,
+            peer_addr: w.peer.ip(),
+            local_mac: dataplane::hwaddr(uplink)?,
+            next_hop_mac: tcfg.next_hop_mac().unwrap_or_default(),
+            fib_lookup: true,
+            uplink_ifindex: dataplane::ifindex(uplink)?,
+            attach_ifindex: dataplane::ifindex(&s.interface)?,
+            uplink_mtu: dataplane::mtu(uplink)?.min(u32::from(u16::MAX)) as u16,
+            rx_cookie: Cookie::new(w.rx_cookie).ok_or_else(|| anyhow::anyhow!("bad cookie"))?,
+            tx_cookie: Cookie::new(w.tx_cookie)
+                .ok_or_else(|| anyhow::anyhow!("peer's cookie is not 0, 4 or 8 bytes"))?,
+            sublayer: w.sublayer,
+            sequencing: w.sequencing,
+            rx_mode: s.rx_mode(),
+            // RFC 6935/6936: computed UDP checksums over IPv6 are not
+            // supported by the data plane.
+            udp6_zero_checksum: true,
+        };
+        dp.sessions()?.add(&p)?;
+        Ok(())
+    }
+
     fn on_dataplane(&mut self, u: DataplaneUpdate) {
         match u {
             DataplaneUpdate::SessionUp {
@@ -606,46 +771,27 @@ impl Daemon {
                 let mut installed = false;
                 if version == Version::V3 {
                     if let (Some(s), Some(dp)) = (&scfg, &self.dp) {
-                        let r = (|| -> anyhow::Result<()> {
-                            if rx_sublayer != tx_sublayer || rx_sequencing != tx_sequencing {
-                                anyhow::bail!(
-                                    "asymmetric sublayer/sequencing (peer {}/{}, us {}/{}): the data plane needs both ends to agree",
-                                    tx_sublayer, tx_sequencing, rx_sublayer, rx_sequencing
-                                );
-                            }
-                            let uplink = self.cfg.uplink_of(&slot.cfg).ok_or_else(|| anyhow::anyhow!("no uplink"))?;
-                            let local = match slot.cfg.local {
-                                Some(l) => l,
-                                None => source_for(peer.ip())?,
-                            };
-                            let p = DpSession {
-                                local_session_id,
-                                peer_session_id,
-                                encap: match transport {
-                                    Transport::Udp => Encap::Udp { local_port: 1701, peer_port: peer.port() },
-                                    Transport::Ip => Encap::Ip,
+                        let r = if rx_sublayer != tx_sublayer || rx_sequencing != tx_sequencing {
+                            Err(anyhow::anyhow!(
+                                "asymmetric sublayer/sequencing (peer {tx_sublayer}/{tx_sequencing}, us {rx_sublayer}/{rx_sequencing}): the data plane needs both ends to agree"
+                            ))
+                        } else {
+                            self.install(
+                                dp,
+                                &slot.cfg,
+                                s,
+                                &Wire {
+                                    peer,
+                                    transport,
+                                    local_session_id,
+                                    peer_session_id,
+                                    rx_cookie: &rx_cookie,
+                                    tx_cookie: &tx_cookie,
+                                    sublayer: rx_sublayer,
+                                    sequencing: rx_sequencing,
                                 },
-                                local_addr: local,
-                                peer_addr: peer.ip(),
-                                local_mac: dataplane::hwaddr(uplink)?,
-                                next_hop_mac: slot.cfg.next_hop_mac().unwrap_or_default(),
-                                fib_lookup: true,
-                                uplink_ifindex: dataplane::ifindex(uplink)?,
-                                attach_ifindex: dataplane::ifindex(&s.interface)?,
-                                uplink_mtu: dataplane::mtu(uplink)?.min(u32::from(u16::MAX)) as u16,
-                                rx_cookie: Cookie::new(&rx_cookie).ok_or_else(|| anyhow::anyhow!("bad cookie"))?,
-                                tx_cookie: Cookie::new(&tx_cookie)
-                                    .ok_or_else(|| anyhow::anyhow!("peer's cookie is not 0, 4 or 8 bytes"))?,
-                                sublayer: rx_sublayer,
-                                sequencing: rx_sequencing,
-                                rx_mode: s.rx_mode(),
-                                // RFC 6935/6936: computed UDP checksums over
-                                // IPv6 are not supported by the data plane.
-                                udp6_zero_checksum: true,
-                            };
-                            dp.sessions()?.add(&p)?;
-                            Ok(())
-                        })();
+                            )
+                        };
                         match r {
                             Ok(()) => installed = true,
                             Err(e) => {
@@ -816,6 +962,62 @@ impl Daemon {
                     Some(tunnel),
                     None,
                     format!("peer silent; waiting its Recovery Time of {} ms", recovery_time.as_millis()),
+                );
+            }
+            Event::RecoveryStarted { tunnel, recovery_tunnel } => {
+                let name = self.tunnel_name(tunnel);
+                if let Some(s) = name.as_ref().and_then(|n| self.tunnels.get_mut(n)) {
+                    s.last_event = Some("recovery started".into());
+                }
+                self.emit(
+                    "recovery-started",
+                    name.as_deref(),
+                    Some(tunnel),
+                    None,
+                    format!("recovery tunnel {recovery_tunnel} to the peer (RFC 4951 3.2.1)"),
+                );
+            }
+            Event::TunnelRecovered { tunnel, recovery_endpoint, ns, nr, sessions } => {
+                let name = self.tunnel_name(tunnel);
+                let n = name
+                    .as_ref()
+                    .and_then(|n| self.tunnels.get(n))
+                    .map_or(crate::config::Failover::default().resync_n, |s| s.cfg.failover.resync_n);
+                // RFC 4951 3.2.3, sessions with sequence numbers. A data
+                // plane that survived keeps its Ns (nothing was lost, the
+                // peer sees no jump); a rebuilt one was installed from the
+                // store with Ns 0 (F-DC-1).
+                // Either way Nr follows the peer after n packets in sequence
+                // (F-DC-3); the remote end keeps its Ns (F-DC-2).
+                let mut reset = 0;
+                if let Some(dp) = &self.dp {
+                    if let Ok(mut table) = dp.sessions() {
+                        for s in sessions.iter().filter(|s| s.sequencing) {
+                            let Some(idx) = table.index_of(s.local_session_id) else { continue };
+                            if table.post(idx, dataplane::session::Command::EnterResync { n }).is_ok() {
+                                reset += 1;
+                            }
+                        }
+                    }
+                }
+                if let Some(s) = name.as_ref().and_then(|n| self.tunnels.get_mut(n)) {
+                    s.last_event = Some("recovered".into());
+                }
+                self.emit(
+                    "tunnel-recovered",
+                    name.as_deref(),
+                    Some(tunnel),
+                    None,
+                    format!(
+                        "as {} endpoint: control channel Ns {ns} Nr {nr}, {} session(s) kept, {reset} data channel(s) resyncing after {n} packets{}",
+                        if recovery_endpoint { "recovery" } else { "remote" },
+                        sessions.len(),
+                        match (recovery_endpoint, self.dp_rebuilt) {
+                            (true, true) => ", data plane rebuilt from the store (Ns restarted at 0)",
+                            (true, false) => ", data plane kept forwarding",
+                            _ => "",
+                        }
+                    ),
                 );
             }
             Event::TunnelResumed { tunnel } => {
@@ -1038,7 +1240,7 @@ impl Daemon {
                     let (sa, sb) = (std::mem::take(&mut a.sessions), std::mem::take(&mut b.sessions));
                     if a != b {
                         self.delete_tunnel(name)?;
-                        self.add_tunnel(t.clone(), false)?;
+                        self.add_tunnel(t.clone(), false, true)?;
                         changed += 1;
                         continue;
                     }
@@ -1059,7 +1261,7 @@ impl Daemon {
         }
         for t in &new.tunnels {
             if !self.tunnels.contains_key(&t.name) {
-                self.add_tunnel(t.clone(), false)?;
+                self.add_tunnel(t.clone(), false, true)?;
                 added += 1;
             }
         }
@@ -1081,7 +1283,7 @@ impl Daemon {
                 ),
                 Request::TunnelAdd { tunnel } => {
                     let name = tunnel.name.clone();
-                    self.add_tunnel(*tunnel, true)?;
+                    self.add_tunnel(*tunnel, true, true)?;
                     Reply::Done { message: format!("tunnel {name:?} added") }
                 }
                 Request::TunnelDelete { name } => {

@@ -91,6 +91,9 @@ pub struct TunnelParams {
     /// Remote End ID of its ICRQ/OCRQ, with our settings for each. Empty
     /// accepts any Remote End ID with default settings.
     pub pseudowires: Vec<SessionParams>,
+    /// Addresses besides the peer's that may recover this tunnel (RFC 4951
+    /// F-SEC-2), such as the peer's backup.
+    pub recovery_peers: Vec<std::net::IpAddr>,
 }
 
 /// Per-session parameters (L2TPv3 pseudowire settings; ignored in v2).
@@ -154,6 +157,48 @@ pub enum DownReason {
     Timeout,
     /// Lost a tie breaker against the peer's own SCCRQ.
     LostTie,
+    /// RFC 4951 F-RT-11: the recovery tunnel could not be established; the
+    /// old tunnel and its sessions are cleared silently.
+    RecoveryFailed,
+    /// RFC 4951 F-SS-1 / F-SS-8: cleared silently by failover recovery (not
+    /// established at the failure, or unknown to the peer).
+    Cleared,
+}
+
+/// A session of a tunnel to recover, as persisted (RFC 4951 I-2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredSession {
+    pub local_id: u32,
+    pub peer_id: u32,
+    pub params: SessionParams,
+    pub rx_cookie: Vec<u8>,
+    pub tx_cookie: Vec<u8>,
+    pub peer_sublayer: bool,
+    pub peer_sequencing: bool,
+}
+
+/// A tunnel to recover after a control channel failure, as persisted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredTunnel {
+    pub local_id: u32,
+    pub peer_id: u32,
+    pub peer: SocketAddr,
+    /// Same version, transport and secret as before the failure.
+    pub params: TunnelParams,
+    pub initiator: bool,
+    pub peer_failover: Option<FailoverCapability>,
+    pub peer_host_name: Vec<u8>,
+    pub sessions: Vec<RestoredSession>,
+}
+
+/// A session carried over by a recovered tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredSession {
+    pub local_session_id: u32,
+    pub peer_session_id: u32,
+    /// Data with sequence numbers in either direction (its data channel
+    /// needs the reset of RFC 4951 3.2.3).
+    pub sequencing: bool,
 }
 
 /// Notifications for the operator and the daemon.
@@ -195,6 +240,24 @@ pub enum Event {
     /// The loss was temporary: a message got acknowledged in that time.
     TunnelResumed {
         tunnel: TunnelId,
+    },
+    /// RFC 4951 3.2.1: a recovery tunnel is being set up for `tunnel`
+    /// (we are its recovery endpoint).
+    RecoveryStarted {
+        tunnel: TunnelId,
+        recovery_tunnel: TunnelId,
+    },
+    /// RFC 4951 3.2.2: the control channel of `tunnel` was reset to Ns/Nr;
+    /// its sessions go on. The data channels of sequenced sessions need
+    /// their reset (3.2.3): Ns restarts at 0 on the recovery endpoint
+    /// (F-DC-1), both ends resync Nr (F-DC-3).
+    TunnelRecovered {
+        tunnel: TunnelId,
+        /// We were the recovery endpoint (else the remote endpoint).
+        recovery_endpoint: bool,
+        ns: u16,
+        nr: u16,
+        sessions: Vec<RecoveredSession>,
     },
     /// An FSR confirmed the session (RFC 4951 F-SS-8).
     SessionConfirmed {
@@ -300,6 +363,10 @@ enum TunnelState {
     Closing {
         until: Instant,
     },
+    /// RFC 4951: an old tunnel whose control channel is being recovered:
+    /// no timers, and control packets for it are discarded until its reset
+    /// (F-RT-12). Its sessions keep forwarding.
+    Recovering,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,6 +426,11 @@ struct Tunnel {
     last_rx: Instant,
     sessions: HashMap<u32, Session>,
     serial: u32,
+    /// A recovery tunnel: the local ID of the old tunnel it recovers.
+    recovers: Option<u32>,
+    /// Remote endpoint of a recovery: the Suggested Control Sequence we sent
+    /// (the recovery endpoint's Ns and Nr).
+    scs: Option<(u16, u16)>,
 }
 
 /// The protocol engine of one endpoint.
@@ -385,6 +457,9 @@ impl std::fmt::Debug for Engine {
 }
 
 const RELEASED_KEEP: usize = 4096;
+
+/// Failover Session State AVPs per FSQ after a recovery (16 bytes each).
+const FSQ_BATCH: usize = 64;
 
 /// RFC 2661 4.2 / RFC 1994 4.1: MD5(ID || secret || challenge), ID being
 /// the Message Type of the message that carries the response.
@@ -511,6 +586,7 @@ impl Engine {
             TunnelState::Established => ("established", false),
             TunnelState::AwaitingRecovery { .. } => ("awaiting-recovery", false),
             TunnelState::Closing { .. } => ("closing", true),
+            TunnelState::Recovering => ("recovering", false),
         };
         let (ns, nr) = t.channel.ns_nr();
         Some(TunnelInfo {
@@ -603,12 +679,217 @@ impl Engine {
             last_rx: now,
             sessions: HashMap::new(),
             serial: 0,
+            recovers: None,
+            scs: None,
         };
         let msg = self.sccrq_or_sccrp(&t, MessageType::Sccrq, None);
         t.channel.send(now, Outgoing { session_id: 0, msg });
         self.tunnels.insert(id, t);
         self.flush(now, id);
         Ok(id)
+    }
+
+    /// RFC 4951 3.2.1: takes over `old`, a tunnel persisted before a control
+    /// channel failure, and starts recovering it: the old tunnel and its
+    /// sessions are valid again (their IDs reserved, F-RT-5; control packets
+    /// for it discarded until the reset, F-RT-12) and a recovery tunnel is
+    /// set up to the peer (F-RT-1). Returns the recovery tunnel's ID. The
+    /// outcome is [`Event::TunnelRecovered`] or, when the recovery tunnel
+    /// fails, [`Event::TunnelDown`] with [`DownReason::RecoveryFailed`]
+    /// (F-RT-11: cleared silently).
+    pub fn recover_tunnel(&mut self, now: Instant, old: RestoredTunnel) -> Result<TunnelId, CommandError> {
+        if old.local_id == 0 || old.peer_id == 0 {
+            return Err(CommandError::Invalid("tunnel IDs must be non-zero"));
+        }
+        if self.tunnels.contains_key(&old.local_id) {
+            return Err(CommandError::Invalid("tunnel ID already in use"));
+        }
+        if self.tunnels.len() + 2 > self.cfg.max_tunnels {
+            return Err(CommandError::Limit("tunnels"));
+        }
+        // F-CAP-4: "A tunnel is recoverable only if both ends advertised C."
+        let ours = old.params.failover.is_some_and(|f| f.control);
+        let theirs = old.peer_failover.is_some_and(|f| f.control);
+        if !(ours && theirs) {
+            return Err(CommandError::Invalid("control channel failover was not negotiated by both ends"));
+        }
+        let sessions = old
+            .sessions
+            .iter()
+            .map(|s| {
+                (
+                    s.local_id,
+                    Session {
+                        state: SessionState::Established,
+                        outgoing: false,
+                        stale: false,
+                        local_id: s.local_id,
+                        peer_id: s.peer_id,
+                        params: s.params.clone(),
+                        rx_cookie: s.rx_cookie.clone(),
+                        tx_cookie: s.tx_cookie.clone(),
+                        peer_sublayer: s.peer_sublayer,
+                        peer_sequencing: s.peer_sequencing,
+                    },
+                )
+            })
+            .collect();
+        let id = old.local_id;
+        self.tunnels.insert(
+            id,
+            Tunnel {
+                state: TunnelState::Recovering,
+                // F-RT-10: the nonces of the recovery tunnel, at the reset.
+                cma: None,
+                local_id: id,
+                peer_id: old.peer_id,
+                peer: old.peer,
+                params: old.params,
+                channel: Channel::new(self.cfg.channel.clone()),
+                initiator: old.initiator,
+                our_challenge: None,
+                tie_breaker: None,
+                peer_failover: old.peer_failover,
+                peer_host_name: old.peer_host_name,
+                last_rx: now,
+                sessions,
+                serial: 0,
+                recovers: None,
+                scs: None,
+            },
+        );
+        let rec = self.open_recovery_tunnel(now, id);
+        self.events.push_back(Event::RecoveryStarted { tunnel: id, recovery_tunnel: rec });
+        Ok(rec)
+    }
+
+    /// F-RT-1..F-RT-6: a new control connection, same version, transport
+    /// and secret as the old tunnel, no Failover Capability, with Tunnel
+    /// Recovery and a Tie Breaker in its SCCRQ.
+    fn open_recovery_tunnel(&mut self, now: Instant, old_id: u32) -> u32 {
+        let (peer, params) = match self.tunnels.get(&old_id) {
+            Some(o) => (o.peer, TunnelParams { failover: None, pseudowires: Vec::new(), ..o.params.clone() }),
+            None => return 0,
+        };
+        // F-RT-5: never an old tunnel's ID (they are all in the table).
+        let id = self.alloc_tunnel_id(params.version);
+        let challenge = params.secret.as_ref().filter(|_| params.version == Version::V2).map(|_| self.random_bytes(16));
+        let mut tie = [0u8; 8];
+        self.rng.fill_bytes(&mut tie);
+        let cma = self.new_cma(&params);
+        let mut t = Tunnel {
+            state: TunnelState::WaitReply,
+            cma,
+            local_id: id,
+            peer_id: 0,
+            peer,
+            params,
+            channel: Channel::new(self.cfg.channel.clone()),
+            initiator: true,
+            our_challenge: challenge,
+            tie_breaker: Some(tie),
+            peer_failover: None,
+            peer_host_name: Vec::new(),
+            last_rx: now,
+            sessions: HashMap::new(),
+            serial: 0,
+            recovers: Some(old_id),
+            scs: None,
+        };
+        let msg = self.sccrq_or_sccrp(&t, MessageType::Sccrq, None);
+        t.channel.send(now, Outgoing { session_id: 0, msg });
+        self.tunnels.insert(id, t);
+        self.flush(now, id);
+        id
+    }
+
+    /// A recovery tunnel ended. Before the reset that is F-RT-11: the old
+    /// tunnel (if it is still waiting for its recovery) and its sessions
+    /// are cleared silently.
+    fn recovery_tunnel_gone(&mut self, old_id: u32) {
+        if !self.tunnels.get(&old_id).is_some_and(|o| o.state == TunnelState::Recovering) {
+            return;
+        }
+        let Some(old) = self.tunnels.remove(&old_id) else { return };
+        for s in old.sessions.values() {
+            self.session_gone(old_id, s, DownReason::RecoveryFailed);
+            self.release_session_id(s.local_id);
+        }
+        self.events.push_back(Event::TunnelDown { tunnel: old_id, reason: DownReason::RecoveryFailed });
+    }
+
+    /// RFC 4951 3.2.2 control channel reset of the old tunnel `old_id`,
+    /// recovered through recovery tunnel `rec_id`, and what follows it.
+    fn reset_recovered(&mut self, now: Instant, old_id: u32, rec_id: u32, ns: u16, nr: u16, recovery_endpoint: bool) {
+        let (cma, rec_peer) = match self.tunnels.get(&rec_id) {
+            Some(r) => {
+                (r.cma.as_ref().map(|c| Cma { key: c.key, ours: c.ours.clone(), theirs: c.theirs.clone() }), r.peer)
+            }
+            None => return,
+        };
+        let Some(old) = self.tunnels.get_mut(&old_id) else { return };
+        // F-CC-1/F-CC-2: windows flushed, Ns/Nr set to the suggested values
+        // (or zero without Suggested Control Sequence).
+        old.channel.reset(ns, nr);
+        old.state = TunnelState::Established;
+        old.last_rx = now;
+        // F-RT-10: "the recovered tunnel MUST then use the nonces exchanged
+        // on the recovery tunnel (both ends)".
+        if cma.is_some() {
+            old.cma = cma;
+        }
+        // A recovery peer (F-SEC-2) now speaks for the tunnel.
+        old.peer = rec_peer;
+        // F-SS-1: "each end MUST silently (no CDN) clear the sessions that
+        // were not in the established state".
+        let pending: Vec<u32> =
+            old.sessions.values().filter(|s| s.state != SessionState::Established).map(|s| s.local_id).collect();
+        let data_ok = old.params.failover.is_some_and(|f| f.data) && old.peer_failover.is_some_and(|f| f.data);
+        let sequenced: Vec<u32> = old
+            .sessions
+            .values()
+            .filter(|s| s.state == SessionState::Established && (s.params.sequencing || s.peer_sequencing))
+            .map(|s| s.local_id)
+            .collect();
+        for sid in pending {
+            if let Some(s) = self.tunnels.get_mut(&old_id).and_then(|o| o.sessions.remove(&sid)) {
+                self.session_gone(old_id, &s, DownReason::Cleared);
+                self.release_session_id(sid);
+            }
+        }
+        if recovery_endpoint && !data_ok {
+            // F-DC-4: "If either end did not advertise D, sessions with
+            // sequence numbers are not recoverable; the recovery endpoint
+            // SHOULD tear them down with CDN."
+            for sid in sequenced {
+                self.send_cdn(
+                    now,
+                    old_id,
+                    sid,
+                    ResultCode::new(cdn::GENERAL_ERROR, Some(0), "data channel failover not negotiated"),
+                );
+            }
+        }
+        let Some(old) = self.tunnels.get(&old_id) else { return };
+        let mut sessions: Vec<RecoveredSession> = old
+            .sessions
+            .values()
+            .map(|s| RecoveredSession {
+                local_session_id: s.local_id,
+                peer_session_id: s.peer_id,
+                sequencing: s.params.sequencing || s.peer_sequencing,
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.local_session_id);
+        // F-SS-2/F-SS-3: both ends query every session they carried over,
+        // so that a failure in the middle of a call setup or teardown
+        // leaves nothing established on one side only (Appendix C).
+        let all: Vec<u32> = sessions.iter().map(|s| s.local_session_id).collect();
+        for chunk in all.chunks(FSQ_BATCH) {
+            let _ = self.query_sessions(now, old_id, chunk);
+        }
+        self.events.push_back(Event::TunnelRecovered { tunnel: old_id, recovery_endpoint, ns, nr, sessions });
+        self.flush(now, old_id);
     }
 
     /// RFC 3931 4.3: with a shared secret, L2TPv3 control messages are
@@ -642,6 +923,17 @@ impl Engine {
             if let Some(tb) = t.tie_breaker {
                 avps.push(avp(v, TieBreaker(tb)));
             }
+            // F-RT-2: the old tunnel's IDs as we see them.
+            if let Some(old) = t.recovers.and_then(|o| self.tunnels.get(&o)) {
+                avps.push(avp(
+                    v,
+                    TunnelRecovery { recover_tunnel_id: old.local_id, recover_remote_tunnel_id: old.peer_id },
+                ));
+            }
+        }
+        // F-RT-9: the remote endpoint suggests the recovered Ns/Nr.
+        if let (MessageType::Sccrp, Some((ns, nr))) = (msg_type, t.scs) {
+            avps.push(avp(v, SuggestedControlSequence { ns, nr }));
         }
         if let Some(r) = response {
             avps.push(avp(v, ChallengeResponse(r)));
@@ -763,6 +1055,7 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.tunnels
             .values()
+            .filter(|t| t.state != TunnelState::Recovering)
             .flat_map(|t| {
                 let hello = (t.state == TunnelState::Established).then(|| t.last_rx + self.cfg.hello_interval);
                 let closing = match t.state {
@@ -780,6 +1073,10 @@ impl Engine {
         let ids: Vec<u32> = self.tunnels.keys().copied().collect();
         for id in ids {
             let Some(t) = self.tunnels.get_mut(&id) else { continue };
+            if t.state == TunnelState::Recovering {
+                // Waits for its recovery tunnel; no timers of its own.
+                continue;
+            }
             if let TunnelState::Closing { until } = t.state {
                 if now >= until {
                     self.tunnels.remove(&id);
@@ -845,7 +1142,9 @@ impl Engine {
         for s in ids {
             self.release_session_id(s);
         }
-        if was_up || reason == DownReason::Timeout || reason == DownReason::LostTie {
+        if let Some(old) = t.recovers {
+            self.recovery_tunnel_gone(old);
+        } else if was_up || reason == DownReason::Timeout || reason == DownReason::LostTie {
             self.events.push_back(Event::TunnelDown { tunnel: id, reason });
         }
     }
@@ -873,6 +1172,7 @@ impl Engine {
         avps.push(avp(v, AvpValue::ResultCode(rc.clone())));
         t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::StopCcn, avps) });
         let was_established = t.state == TunnelState::Established;
+        let recovers = t.recovers;
         t.state = TunnelState::Closing { until };
         let sessions: Vec<Session> = t.sessions.drain().map(|(_, s)| s).collect();
         self.stats.stopccn_sent += 1;
@@ -880,7 +1180,9 @@ impl Engine {
             self.session_gone(id, s, DownReason::Local(rc.clone()));
             self.release_session_id(s.local_id);
         }
-        if was_established {
+        if let Some(old) = recovers {
+            self.recovery_tunnel_gone(old);
+        } else if was_established {
             self.events.push_back(Event::TunnelDown { tunnel: id, reason: DownReason::Local(rc) });
         }
         self.flush(now, id);
@@ -1079,7 +1381,7 @@ impl Engine {
             let Some(t) = self.tunnels.get_mut(&id) else { return };
             if theirs == 0 {
                 if let Some(s) = t.sessions.remove(&ours) {
-                    self.session_gone(id, &s, DownReason::Peer(ResultCode::new(0, None, "")));
+                    self.session_gone(id, &s, DownReason::Cleared);
                     self.release_session_id(ours);
                 }
             } else if let Some(s) = t.sessions.get_mut(&ours) {
@@ -1160,6 +1462,13 @@ impl Engine {
         // The tunnel this is for: by our ID, or a new one for an SCCRQ.
         let id = if header.tunnel_id != 0 {
             match self.tunnels.get(&header.tunnel_id) {
+                Some(t) if t.state == TunnelState::Recovering => {
+                    // RFC 4951 F-RT-12: "A control packet received on the
+                    // recovered (old) tunnel before its control channel
+                    // reset MUST be silently discarded."
+                    self.stats.ignored += 1;
+                    return;
+                }
                 Some(t) if t.peer == from => header.tunnel_id,
                 _ => {
                     self.stats.unknown_tunnel += 1;
@@ -1235,6 +1544,12 @@ impl Engine {
             if version != Version::V3 {
                 return true;
             }
+            // F-RT-10: a recovery SCCRQ is authenticated with the secret of
+            // the tunnel it recovers.
+            if let Some(old) = message.and_then(|m| self.recovery_target(m)) {
+                let Some(secret) = old.params.secret.clone() else { return true };
+                return verify(transport, bytes, &cma_key(&secret), None);
+            }
             let Some(secret) = self
                 .accept_params(from, version, transport)
                 .filter(|p| p.version == version)
@@ -1306,14 +1621,24 @@ impl Engine {
             self.stats.refused += 1;
             return;
         };
+        if let Some(ids) = m.find(|a| match a {
+            AvpValue::TunnelRecovery { recover_tunnel_id, recover_remote_tunnel_id } => {
+                Some((*recover_tunnel_id, *recover_remote_tunnel_id))
+            }
+            _ => None,
+        }) {
+            self.on_recovery_sccrq(now, from, transport, header, m, peer_tid, ids);
+            return;
+        }
         // Tie breaker (RFC 2661 4.4.3, RFC 3931 5.4.3): our own SCCRQ to
-        // the same peer is outstanding.
+        // the same peer is outstanding. F-RT-7: never a recovery tunnel.
         let their_tb = m.find(|a| if let AvpValue::TieBreaker(t) = a { Some(*t) } else { None });
         if let Some(theirs) = their_tb {
             let ours: Vec<(u32, [u8; 8])> = self
                 .tunnels
                 .values()
                 .filter(|t| t.peer == from && t.state == TunnelState::WaitReply && t.params.version == v)
+                .filter(|t| t.recovers.is_none())
                 .filter_map(|t| t.tie_breaker.map(|tb| (t.local_id, tb)))
                 .collect();
             for (our_id, tb) in ours {
@@ -1377,8 +1702,166 @@ impl Engine {
             last_rx: now,
             sessions: HashMap::new(),
             serial: 0,
+            recovers: None,
+            scs: None,
         };
         self.tunnels.insert(id, t);
+        self.on_control_connection_request(now, id, &m);
+    }
+
+    /// The old tunnel a recovery SCCRQ names: ours is its Recover Remote
+    /// Tunnel ID, the peer's its Recover Tunnel ID.
+    fn recovery_target(&self, m: &Message) -> Option<&Tunnel> {
+        let (theirs, ours) = m.find(|a| match a {
+            AvpValue::TunnelRecovery { recover_tunnel_id, recover_remote_tunnel_id } => {
+                Some((*recover_tunnel_id, *recover_remote_tunnel_id))
+            }
+            _ => None,
+        })?;
+        self.tunnels.get(&ours).filter(|t| t.peer_id == theirs && t.recovers.is_none())
+    }
+
+    /// Remote endpoint (or the loser of a double failover): an SCCRQ with
+    /// Tunnel Recovery (RFC 4951 3.2.1).
+    #[allow(clippy::too_many_arguments)]
+    fn on_recovery_sccrq(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        transport: Transport,
+        header: ControlHeader,
+        m: Message,
+        peer_tid: u32,
+        (_, ours): (u32, u32),
+    ) {
+        let v = header.version;
+        // F-RT-8: validate the IDs, the capability of both ends and the
+        // version; refuse with StopCCN.
+        struct Old {
+            local_id: u32,
+            state: TunnelState,
+            version: Version,
+            transport: Transport,
+            capable: bool,
+            peer: SocketAddr,
+            params: TunnelParams,
+        }
+        let old = self.recovery_target(&m).map(|o| Old {
+            local_id: o.local_id,
+            state: o.state,
+            version: o.params.version,
+            transport: o.params.transport,
+            capable: o.params.failover.is_some_and(|f| f.control) && o.peer_failover.is_some_and(|f| f.control),
+            peer: o.peer,
+            params: o.params.clone(),
+        });
+        let old = old.as_ref();
+        let refusal = match old {
+            None => Some("recovery of an unknown tunnel"),
+            Some(o) if o.version != v || o.transport != transport => {
+                Some("recovery with another version or transport than the old tunnel")
+            }
+            Some(o) if !o.capable => Some("failover capability was not advertised by both ends for the old tunnel"),
+            // F-SEC-2: only the peer, or a configured recovery peer.
+            Some(o) if o.peer.ip() != from.ip() && !o.params.recovery_peers.contains(&from.ip()) => {
+                Some("this address may not recover the tunnel")
+            }
+            Some(_) => None,
+        };
+        let params = match old {
+            Some(o) => TunnelParams { failover: None, pseudowires: Vec::new(), ..o.params.clone() },
+            None => match self.accept_params(from, v, transport) {
+                Some(p) => TunnelParams { failover: None, pseudowires: Vec::new(), ..p.clone() },
+                None => TunnelParams {
+                    version: v,
+                    transport,
+                    secret: None,
+                    hide_avps: false,
+                    failover: None,
+                    pw_types: Vec::new(),
+                    pseudowires: Vec::new(),
+                    recovery_peers: Vec::new(),
+                },
+            },
+        };
+        let old_id = old.map(|o| o.local_id).unwrap_or(ours);
+        let old_recovering = old.is_some_and(|o| o.state == TunnelState::Recovering);
+        if refusal.is_none() && old_recovering {
+            // Double failover (Appendix B): our own recovery tunnel for the
+            // same old tunnel is outstanding. F-RT-6/F-RT-7: the tie breaker
+            // decides between these two only.
+            let theirs = m.find(|a| if let AvpValue::TieBreaker(t) = a { Some(*t) } else { None });
+            let mine: Vec<(u32, Option<[u8; 8]>)> = self
+                .tunnels
+                .values()
+                .filter(|t| t.recovers == Some(old_id) && t.state == TunnelState::WaitReply)
+                .map(|t| (t.local_id, t.tie_breaker))
+                .collect();
+            for (rec, tb) in mine {
+                if let (Some(tb), Some(theirs)) = (tb, theirs) {
+                    if tb < theirs {
+                        // We win: the peer drops its recovery tunnel and
+                        // answers ours.
+                        self.stats.ignored += 1;
+                        return;
+                    }
+                }
+                // We lose: ours goes (the old tunnel stays), theirs is
+                // answered as the remote endpoint would.
+                self.tunnels.remove(&rec);
+            }
+        }
+        let mut cma = self.new_cma(&params);
+        if let Some(c) = &mut cma {
+            c.theirs = m.find(|a| if let AvpValue::ControlAuthNonce(n) = a { Some(n.clone()) } else { None });
+            if c.theirs.is_none() {
+                self.stats.auth_failures += 1;
+                self.events.push_back(Event::Rejected { peer: from, what: "recovery SCCRQ without a nonce".into() });
+                return;
+            }
+        }
+        // F-RT-9 / F-SEC-2: a suggested window nobody can predict.
+        let scs = (self.rng.next_u32() as u16, self.rng.next_u32() as u16);
+        let id = self.alloc_tunnel_id(v);
+        let mut channel = Channel::new(self.cfg.channel.clone());
+        let _ = channel.on_receive(now, header.ns, header.nr, Some(Outgoing { session_id: 0, msg: m.clone() }));
+        let authenticated_now = cma.is_some() || params.secret.is_none();
+        self.tunnels.insert(
+            id,
+            Tunnel {
+                state: TunnelState::WaitConnected,
+                cma,
+                local_id: id,
+                peer_id: peer_tid,
+                peer: from,
+                params,
+                channel,
+                initiator: false,
+                our_challenge: None,
+                tie_breaker: None,
+                peer_failover: None,
+                peer_host_name: Vec::new(),
+                last_rx: now,
+                sessions: HashMap::new(),
+                serial: 0,
+                recovers: old.map(|_| old_id),
+                scs: Some(scs),
+            },
+        );
+        if let Some(why) = refusal {
+            self.stats.refused += 1;
+            self.events.push_back(Event::Rejected { peer: from, what: format!("recovery SCCRQ refused: {why}") });
+            self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_ERROR, Some(0), why));
+            return;
+        }
+        if authenticated_now {
+            // F-CAP-3: the Recovery Time stops once the recovering peer is
+            // authenticated (here: its SCCRQ verified, or no secret); the
+            // old tunnel now waits for the reset (F-RT-12).
+            if let Some(o) = self.tunnels.get_mut(&old_id) {
+                o.state = TunnelState::Recovering;
+            }
+        }
         self.on_control_connection_request(now, id, &m);
     }
 
@@ -1472,12 +1955,17 @@ impl Engine {
                 let Some(t) = self.tunnels.get_mut(&id) else { return };
                 let was_up = t.state == TunnelState::Established;
                 t.state = TunnelState::Closing { until };
+                let recovers = t.recovers;
                 let sessions: Vec<Session> = t.sessions.drain().map(|(_, s)| s).collect();
                 for s in &sessions {
                     self.session_gone(id, s, DownReason::Peer(rc.clone()));
                     self.release_session_id(s.local_id);
                 }
-                if was_up {
+                if let Some(old) = recovers {
+                    // F-CC-3: after the reset this only ends the recovery
+                    // tunnel; before it, the recovery failed.
+                    self.recovery_tunnel_gone(old);
+                } else if was_up {
                     self.events.push_back(Event::TunnelDown { tunnel: id, reason: DownReason::Peer(rc) });
                 }
             }
@@ -1557,6 +2045,24 @@ impl Engine {
         }
         t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Scccn, avps) });
         t.state = TunnelState::Established;
+        if let Some(old) = t.recovers {
+            // F-CC-2: "With SCS in the SCCRP, the recovery endpoint MUST set
+            // Ns and Nr of the recovered tunnel to Suggested Ns and
+            // Suggested Nr ... Without SCS both ends MUST reset Ns and Nr
+            // to 0."
+            let (ns, nr) = m
+                .find(|a| match a {
+                    AvpValue::SuggestedControlSequence { ns, nr } => Some((*ns, *nr)),
+                    _ => None,
+                })
+                .unwrap_or((0, 0));
+            self.tunnels.insert(id, t);
+            self.reset_recovered(now, old, id, ns, nr, true);
+            // F-CC-3: the recovery tunnel has done its job (the SCCCN goes
+            // first on its channel).
+            self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_CLEAR, None, ""));
+            return;
+        }
         self.events.push_back(Self::tunnel_up_event(&t));
         self.tunnels.insert(id, t);
     }
@@ -1572,6 +2078,18 @@ impl Engine {
             return;
         }
         t.state = TunnelState::Established;
+        if let Some(old) = t.recovers {
+            // F-CC-1/F-CC-2: the remote endpoint resets on a valid SCCCN,
+            // with the mirror image of what it suggested.
+            let (ns, nr) = t.scs.map(|(ns, nr)| (nr, ns)).unwrap_or((0, 0));
+            if !self.tunnels.contains_key(&old) {
+                // The old tunnel timed out meanwhile: nothing to recover.
+                self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_ERROR, Some(0), "old tunnel gone"));
+                return;
+            }
+            self.reset_recovered(now, old, id, ns, nr, false);
+            return;
+        }
         let up = Self::tunnel_up_event(t);
         self.events.push_back(up);
     }
@@ -1616,10 +2134,18 @@ impl Engine {
             Version::V3 => m.find(|a| if let AvpValue::LocalSessionId(s) = a { Some(*s) } else { None }),
         }
         .unwrap_or(0);
-        // A retransmitted ICRQ is caught by the channel; a second ICRQ for
-        // the same peer session is ignored.
-        if t.sessions.values().any(|s| s.peer_id == peer_sid) {
-            self.stats.ignored += 1;
+        // A retransmitted ICRQ is caught by the channel.
+        if let Some(existing) = t.sessions.values().find(|s| s.peer_id == peer_sid) {
+            if existing.state == SessionState::Established {
+                // RFC 4951 F-SS-4: "an ICRQ that names an already-established
+                // session ID MUST be answered with CDN whose Assigned Session
+                // ID is the local session ID, and that session is cleared."
+                let sid = existing.local_id;
+                self.send_cdn(now, id, sid, ResultCode::new(cdn::GENERAL_ERROR, Some(0), "session ID in use"));
+            } else {
+                // A second request for a call being set up: ignored.
+                self.stats.ignored += 1;
+            }
             return;
         }
         let remote_end_id = m.find(|a| if let AvpValue::RemoteEndId(r) = a { Some(r.clone()) } else { None });

@@ -10,6 +10,7 @@ pub mod frames;
 pub mod netns;
 pub mod pcap;
 pub mod topology;
+pub mod traffic;
 pub mod xl2tpd;
 
 pub use netns::{NetNs, PinDir};

@@ -4,16 +4,13 @@
 //! and deleted while traffic flows on others, `--json` output parsed, and
 //! SIGTERM leaving nothing behind.
 
-use std::{
-    net::UdpSocket,
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use l2tp_tests::{
     daemon::Daemon,
     netns::run,
     topology::{self, TwoSites},
+    traffic::Stream,
     NetNs, PinDir,
 };
 use serde_json::Value;
@@ -110,43 +107,8 @@ fn session_up(list: &Value, name: &str) -> bool {
     list.as_array().is_some_and(|a| a.iter().any(|s| s["name"] == name && s["state"] == "established"))
 }
 
-/// Sends `n` datagrams from `from` to `to_addr:5000` in `to`; returns how
-/// many arrived.
 fn udp_stream(from: &NetNs, from_addr: &str, to: &NetNs, to_addr: &str, n: usize) -> usize {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    std::thread::scope(|s| {
-        let receiver = s.spawn(|| {
-            to.enter(|| {
-                let sock = UdpSocket::bind(format!("{to_addr}:5000")).expect("bind");
-                sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
-                ready_tx.send(()).expect("ready");
-                let mut got = 0;
-                let mut buf = [0u8; 2048];
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while got < n && Instant::now() < deadline {
-                    match sock.recv(&mut buf) {
-                        Ok(300) => got += 1,
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-                got
-            })
-            .expect("enter")
-        });
-        ready_rx.recv_timeout(Duration::from_secs(5)).expect("receiver ready");
-        from.enter(|| {
-            let sock = UdpSocket::bind(format!("{from_addr}:0")).expect("bind");
-            for i in 0..n {
-                sock.send_to(&[i as u8; 300], format!("{to_addr}:5000")).expect("send");
-                if i % 50 == 49 {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-        })
-        .expect("enter");
-        receiver.join().expect("receiver")
-    })
+    Stream::new(from, from_addr, to, to_addr, n).run()
 }
 
 fn ping(from: &NetNs, to: &str) {

@@ -35,6 +35,7 @@ fn params() -> TunnelParams {
         failover: Some(FailoverCapability { control: true, data: true, recovery_time_ms: 2000 }),
         pw_types: vec![],
         pseudowires: vec![],
+        recovery_peers: vec![],
     }
 }
 
