@@ -1159,6 +1159,10 @@ impl Daemon {
                     };
                     let _ = reply.send(resp);
                     next_tick = next_tick.min(self.next_tick());
+                    if stop.is_some() {
+                        // Let the connection task write the reply first.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     match stop {
                         Some(true) => return Ok(self.stop_kept()),
                         Some(false) => return self.shutdown(&mut rx).await,

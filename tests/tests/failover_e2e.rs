@@ -230,3 +230,23 @@ fn f_rt_6_f_rt_7_double_failover_recovers_once() {
     assert_eq!((ns_a, nr_a), (nr_b, ns_b));
     assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 200).run(), 200);
 }
+
+/// `l2tp-ctl stop --keep`: a maintenance stop tears nothing down (the peer
+/// sees no StopCCN or CDN, forwarding goes on), and the next start recovers
+/// the tunnel from the store.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn maintenance_stop_keeps_forwarding_and_the_next_start_recovers() {
+    let mut r = rig();
+    let before = (ids(&r.a), ids(&r.b));
+    r.a.ctl(&["stop", "--keep"]).expect("stop --keep");
+    assert!(r.a.wait(WAIT).expect("a exits").success());
+    assert!(r.pins_a.path().exists(), "the data plane stays pinned");
+    assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 300).run(), 300);
+    assert_eq!(r.b.json(&["tunnel", "show", "pw"]).expect("b")["state"], "established");
+    restart(&mut r);
+    recovered(&r.a, "a");
+    recovered(&r.b, "b");
+    assert_eq!((ids(&r.a), ids(&r.b)), before);
+    assert!(!r.b.log().contains("session-down"), "{}", r.b.log());
+}
