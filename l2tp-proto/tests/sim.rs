@@ -982,7 +982,7 @@ fn has_down(pair: &Pair, i: usize) -> bool {
 /// the remote end, the recovery tunnel is closed (F-CC-3) and the recovered
 /// tunnel carries new control traffic (F-RT-10: v3 with the new nonces).
 #[test]
-fn f_rt_1_2_3_6_9_f_cc_1_2_3_f_rt_10_recovery_after_a_control_plane_restart() {
+fn f_rt_1_2_3_4_5_6_9_f_cc_1_2_3_f_rt_10_recovery_after_a_control_plane_restart() {
     for version in [Version::V2, Version::V3] {
         let secret: &[u8] = b"s3cret";
         let (mut pair, t) = establish(version, Some(secret));
@@ -1035,6 +1035,23 @@ fn f_rt_1_2_3_6_9_f_cc_1_2_3_f_rt_10_recovery_after_a_control_plane_restart() {
                 },
             );
         assert_eq!(scs, Some((ns_a, nr_a)), "F-RT-9 / F-CC-2: the suggested values are applied");
+        // F-RT-4: on the recovery tunnel (anything not sent on the old
+        // tunnel) only SCCRQ, SCCRP, SCCCN, StopCCN, HELLO and ACK/ZLB.
+        let allowed = [
+            MessageType::Sccrq,
+            MessageType::Sccrp,
+            MessageType::Scccn,
+            MessageType::StopCcn,
+            MessageType::Hello,
+            MessageType::Ack,
+        ];
+        for (msgs, old_peer_id) in [(&a_msgs, tb), (&b_msgs, t)] {
+            for c in msgs.iter().filter(|c| c.header.tunnel_id != old_peer_id) {
+                if let Some(m) = &c.message {
+                    assert!(allowed.contains(&m.msg_type), "{version:?}: {:?} on the recovery tunnel", m.msg_type);
+                }
+            }
+        }
         // F-CC-3: the recovery tunnel was closed with StopCCN, the old
         // tunnel and its session stayed.
         assert!(a_msgs.iter().filter_map(|c| c.message.as_ref()).any(|m| m.msg_type == MessageType::StopCcn));
