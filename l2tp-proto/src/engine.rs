@@ -658,35 +658,7 @@ impl Engine {
         if params.transport == Transport::Ip && params.version == Version::V2 {
             return Err(CommandError::Invalid("L2TPv2 runs over UDP only"));
         }
-        let id = self.alloc_tunnel_id(params.version);
-        let challenge = params.secret.as_ref().filter(|_| params.version == Version::V2).map(|_| self.random_bytes(16));
-        let mut tie = [0u8; 8];
-        self.rng.fill_bytes(&mut tie);
-        let cma = self.new_cma(&params);
-        let mut t = Tunnel {
-            state: TunnelState::WaitReply,
-            cma,
-            local_id: id,
-            peer_id: 0,
-            peer,
-            params,
-            channel: Channel::new(self.cfg.channel.clone()),
-            initiator: true,
-            our_challenge: challenge,
-            tie_breaker: Some(tie),
-            peer_failover: None,
-            peer_host_name: Vec::new(),
-            last_rx: now,
-            sessions: HashMap::new(),
-            serial: 0,
-            recovers: None,
-            scs: None,
-        };
-        let msg = self.sccrq_or_sccrp(&t, MessageType::Sccrq, None);
-        t.channel.send(now, Outgoing { session_id: 0, msg });
-        self.tunnels.insert(id, t);
-        self.flush(now, id);
-        Ok(id)
+        Ok(self.open_tunnel(now, peer, params, None))
     }
 
     /// RFC 4951 3.2.1: takes over `old`, a tunnel persisted before a control
@@ -772,6 +744,12 @@ impl Engine {
             None => return 0,
         };
         // F-RT-5: never an old tunnel's ID (they are all in the table).
+        self.open_tunnel(now, peer, params, Some(old_id))
+    }
+
+    /// Initiator: a new control connection with its SCCRQ sent (a recovery
+    /// tunnel for `recovers`, if given).
+    fn open_tunnel(&mut self, now: Instant, peer: SocketAddr, params: TunnelParams, recovers: Option<u32>) -> u32 {
         let id = self.alloc_tunnel_id(params.version);
         let challenge = params.secret.as_ref().filter(|_| params.version == Version::V2).map(|_| self.random_bytes(16));
         let mut tie = [0u8; 8];
@@ -793,7 +771,7 @@ impl Engine {
             last_rx: now,
             sessions: HashMap::new(),
             serial: 0,
-            recovers: Some(old_id),
+            recovers,
             scs: None,
         };
         let msg = self.sccrq_or_sccrp(&t, MessageType::Sccrq, None);

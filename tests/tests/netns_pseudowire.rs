@@ -2,16 +2,13 @@
 //! namespaces, with sequencing and cookies: ping and bounded UDP streams in
 //! both directions, then exact per-session counters on both endpoints.
 
-use std::{
-    net::UdpSocket,
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use l2tp_ctl::dataplane::{self, AttachMode, Cookie, Encap, Pinned, Role, RxMode, SessionParams};
 use l2tp_tests::{
     netns::run,
     topology::{self, TwoSites},
+    traffic::Stream,
     NetNs, PinDir,
 };
 
@@ -81,43 +78,8 @@ fn endpoint(
     dp
 }
 
-/// Sends `n` datagrams from `from` to `to_addr:port` in namespace `to`;
-/// returns how many arrived (bounded in time).
 fn udp_stream(from: &NetNs, from_addr: &str, to: &NetNs, to_addr: &str, n: usize) -> usize {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    std::thread::scope(|s| {
-        let receiver = s.spawn(|| {
-            to.enter(|| {
-                let sock = UdpSocket::bind(format!("{to_addr}:5000")).expect("bind");
-                sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
-                ready_tx.send(()).expect("ready");
-                let mut got = 0;
-                let mut buf = [0u8; 2048];
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while got < n && Instant::now() < deadline {
-                    match sock.recv(&mut buf) {
-                        Ok(200) => got += 1,
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-                got
-            })
-            .expect("enter")
-        });
-        ready_rx.recv_timeout(Duration::from_secs(5)).expect("receiver ready");
-        from.enter(|| {
-            let sock = UdpSocket::bind(format!("{from_addr}:0")).expect("bind");
-            for i in 0..n {
-                sock.send_to(&[i as u8; 200], format!("{to_addr}:5000")).expect("send");
-                if i % 50 == 49 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        })
-        .expect("enter");
-        receiver.join().expect("receiver")
-    })
+    Stream { size: 200, pace: Duration::from_millis(1), ..Stream::new(from, from_addr, to, to_addr, n) }.run()
 }
 
 fn pseudowire(encap: Encap, fib: bool) {
