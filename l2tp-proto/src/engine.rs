@@ -1651,24 +1651,50 @@ impl Engine {
             self.events.push_back(Event::Rejected { peer: from, what: "SCCRQ refused: tunnel limit".into() });
             return;
         }
-        let mut cma = self.new_cma(&params);
+        let Some(cma) = self.responder_cma(from, &params, &m) else { return };
+        let id = self.accept_tunnel(now, from, &header, &m, peer_tid, params, cma, None, None);
+        self.on_control_connection_request(now, id, &m);
+    }
+
+    /// RFC 3931 4.3 state of a tunnel we answer: our nonce and the one of
+    /// the peer's SCCRQ. `None` (counted) when authentication is on and
+    /// the SCCRQ brought no nonce.
+    fn responder_cma(&mut self, from: SocketAddr, params: &TunnelParams, m: &Message) -> Option<Option<Cma>> {
+        let mut cma = self.new_cma(params);
         if let Some(c) = &mut cma {
             c.theirs = m.find(|a| if let AvpValue::ControlAuthNonce(n) = a { Some(n.clone()) } else { None });
             if c.theirs.is_none() {
                 self.stats.auth_failures += 1;
                 self.events.push_back(Event::Rejected { peer: from, what: "SCCRQ without a nonce".into() });
-                return;
+                return None;
             }
         }
-        let id = self.alloc_tunnel_id(v);
+        Some(cma)
+    }
+
+    /// Responder: a new tunnel for the peer's SCCRQ `m`, which takes Ns 0
+    /// on its channel; returns its ID.
+    #[allow(clippy::too_many_arguments)]
+    fn accept_tunnel(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: &ControlHeader,
+        m: &Message,
+        peer_id: u32,
+        params: TunnelParams,
+        cma: Option<Cma>,
+        recovers: Option<u32>,
+        scs: Option<(u16, u16)>,
+    ) -> u32 {
+        let id = self.alloc_tunnel_id(params.version);
         let mut channel = Channel::new(self.cfg.channel.clone());
-        // The SCCRQ itself goes through the channel (it takes Ns 0).
         let _ = channel.on_receive(now, header.ns, header.nr, Some(Outgoing { session_id: 0, msg: m.clone() }));
         let t = Tunnel {
             state: TunnelState::WaitConnected,
             cma,
             local_id: id,
-            peer_id: peer_tid,
+            peer_id,
             peer: from,
             params,
             channel,
@@ -1680,11 +1706,11 @@ impl Engine {
             last_rx: now,
             sessions: HashMap::new(),
             serial: 0,
-            recovers: None,
-            scs: None,
+            recovers,
+            scs,
         };
         self.tunnels.insert(id, t);
-        self.on_control_connection_request(now, id, &m);
+        id
     }
 
     /// The old tunnel a recovery SCCRQ names: ours is its Recover Remote
@@ -1789,43 +1815,11 @@ impl Engine {
                 self.tunnels.remove(&rec);
             }
         }
-        let mut cma = self.new_cma(&params);
-        if let Some(c) = &mut cma {
-            c.theirs = m.find(|a| if let AvpValue::ControlAuthNonce(n) = a { Some(n.clone()) } else { None });
-            if c.theirs.is_none() {
-                self.stats.auth_failures += 1;
-                self.events.push_back(Event::Rejected { peer: from, what: "recovery SCCRQ without a nonce".into() });
-                return;
-            }
-        }
+        let Some(cma) = self.responder_cma(from, &params, &m) else { return };
         // F-RT-9 / F-SEC-2: a suggested window nobody can predict.
         let scs = (self.rng.next_u32() as u16, self.rng.next_u32() as u16);
-        let id = self.alloc_tunnel_id(v);
-        let mut channel = Channel::new(self.cfg.channel.clone());
-        let _ = channel.on_receive(now, header.ns, header.nr, Some(Outgoing { session_id: 0, msg: m.clone() }));
         let authenticated_now = cma.is_some() || params.secret.is_none();
-        self.tunnels.insert(
-            id,
-            Tunnel {
-                state: TunnelState::WaitConnected,
-                cma,
-                local_id: id,
-                peer_id: peer_tid,
-                peer: from,
-                params,
-                channel,
-                initiator: false,
-                our_challenge: None,
-                tie_breaker: None,
-                peer_failover: None,
-                peer_host_name: Vec::new(),
-                last_rx: now,
-                sessions: HashMap::new(),
-                serial: 0,
-                recovers: old.map(|_| old_id),
-                scs: Some(scs),
-            },
-        );
+        let id = self.accept_tunnel(now, from, &header, &m, peer_tid, params, cma, old.map(|_| old_id), Some(scs));
         if let Some(why) = refusal {
             self.stats.refused += 1;
             self.events.push_back(Event::Rejected { peer: from, what: format!("recovery SCCRQ refused: {why}") });
