@@ -143,6 +143,7 @@ pub struct SessionCommand {
 /// Per-session, per-CPU counters.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct SessionStats {
     pub rx_packets: u64,
     pub rx_bytes: u64,

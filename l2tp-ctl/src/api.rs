@@ -10,9 +10,13 @@ use std::{
     time::Duration,
 };
 
+use l2tp_common::{session::SessionStats, wire::V3_SEQ_MASK as SEQ_MASK};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{SessionConfig, TunnelConfig};
+use crate::{
+    config::{SessionConfig, TunnelConfig},
+    dataplane::SessionTable,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
@@ -140,24 +144,23 @@ pub struct SessionView {
     pub dataplane: Option<DataplaneView>,
 }
 
-/// Per-session data-plane counters and sequence state.
+/// Per-session data-plane counters (summed over CPUs) and sequence state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DataplaneView {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub rx_out_of_seq: u64,
-    pub rx_lost: u64,
-    pub rx_duplicates: u64,
-    pub rx_resyncs: u64,
-    pub rx_cookie_mismatch: u64,
-    pub rx_malformed: u64,
-    pub tx_mtu_drops: u64,
-    pub tx_no_route: u64,
-    pub redirect_errors: u64,
+    #[serde(flatten)]
+    pub counters: SessionStats,
+    /// Next Ns we send and next Nr we expect (24-bit space).
     pub next_ns: u32,
     pub next_nr: u32,
+}
+
+impl DataplaneView {
+    /// The session receiving `local_session_id`, if installed.
+    pub fn read(table: &SessionTable, local_session_id: u32) -> Option<Self> {
+        let idx = table.index_of(local_session_id)?;
+        let st = table.state(idx).ok()?;
+        Some(Self { counters: table.stats(idx).ok()?, next_ns: st.tx_ns & SEQ_MASK, next_nr: st.rx_nr & SEQ_MASK })
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

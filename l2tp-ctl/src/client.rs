@@ -229,10 +229,10 @@ fn session_rows(ss: &[SessionView]) {
                     opt(&s.peer_id),
                     opt(&s.interface),
                     if s.sequencing { "yes" } else { "no" }.into(),
-                    d.map_or("-".into(), |d| d.rx_packets.to_string()),
-                    d.map_or("-".into(), |d| d.tx_packets.to_string()),
-                    d.map_or("-".into(), |d| d.rx_lost.to_string()),
-                    d.map_or("-".into(), |d| d.rx_out_of_seq.to_string()),
+                    d.map_or("-".into(), |d| d.counters.rx_packets.to_string()),
+                    d.map_or("-".into(), |d| d.counters.tx_packets.to_string()),
+                    d.map_or("-".into(), |d| d.counters.rx_lost.to_string()),
+                    d.map_or("-".into(), |d| d.counters.rx_out_of_seq.to_string()),
                 ]
             })
             .collect(),

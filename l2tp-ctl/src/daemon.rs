@@ -436,6 +436,10 @@ impl Daemon {
         Instant::now()
     }
 
+    /// One event: a log line and a line to every `events` client (RFC 4951
+    /// F-CFG-2: notifications of failover and recovery events, in our own
+    /// format: `recovery-started`, `tunnel-recovered`, `failure-detected`,
+    /// `tunnel-resumed`, `session-confirmed`, ...).
     fn emit(
         &self,
         event: &str,
@@ -565,11 +569,9 @@ impl Daemon {
     /// Removes a tunnel's sessions from the data plane and the store.
     fn forget_tunnel(&mut self, id: TunnelId) {
         let keys: Vec<(TunnelId, u32)> = self.sessions.keys().filter(|(t, _)| *t == id).copied().collect();
-        for k in keys {
-            if let Some(s) = self.sessions.remove(&k) {
-                self.uninstall(k.1, &s);
-            }
-        }
+        let gone: Vec<(u32, SessionSlot)> =
+            keys.into_iter().filter_map(|k| self.sessions.remove(&k).map(|s| (k.1, s))).collect();
+        self.uninstall_all(gone.iter().map(|(sid, s)| (*sid, s)));
         if let Err(e) = self.store.remove_tunnel(id) {
             error!("{e}");
         }
@@ -577,11 +579,23 @@ impl Daemon {
     }
 
     fn uninstall(&self, sid: u32, s: &SessionSlot) {
-        if !s.installed {
+        self.uninstall_all([(sid, s)]);
+    }
+
+    /// Removes the installed ones of `sessions` from the data plane,
+    /// opening its maps once.
+    fn uninstall_all<'a>(&self, sessions: impl IntoIterator<Item = (u32, &'a SessionSlot)>) {
+        let Some(dp) = &self.dp else { return };
+        let installed: Vec<(u32, &SessionSlot)> = sessions.into_iter().filter(|(_, s)| s.installed).collect();
+        if installed.is_empty() {
             return;
         }
-        if let Some(dp) = &self.dp {
-            if let Err(e) = dp.sessions().and_then(|mut t| t.remove(sid)) {
+        let mut table = match dp.sessions() {
+            Ok(t) => t,
+            Err(e) => return error!("opening the data plane: {e}"),
+        };
+        for (sid, s) in installed {
+            if let Err(e) = table.remove(sid) {
                 error!(session = %s.name, "removing from the data plane: {e}");
             }
         }
@@ -1350,31 +1364,9 @@ impl Daemon {
         }
     }
 
-    fn dataplane_view(&self, sid: u32) -> Option<DataplaneView> {
-        let table = self.dp.as_ref()?.sessions().ok()?;
-        let idx = table.index_of(sid)?;
-        let s = table.stats(idx).ok()?;
-        let st = table.state(idx).ok()?;
-        Some(DataplaneView {
-            rx_packets: s.rx_packets,
-            rx_bytes: s.rx_bytes,
-            tx_packets: s.tx_packets,
-            tx_bytes: s.tx_bytes,
-            rx_out_of_seq: s.rx_out_of_seq,
-            rx_lost: s.rx_lost,
-            rx_duplicates: s.rx_duplicates,
-            rx_resyncs: s.rx_resyncs,
-            rx_cookie_mismatch: s.rx_cookie_mismatch,
-            rx_malformed: s.rx_malformed,
-            tx_mtu_drops: s.tx_mtu_drops,
-            tx_no_route: s.tx_no_route,
-            redirect_errors: s.redirect_errors,
-            next_ns: st.tx_ns & 0x00ff_ffff,
-            next_nr: st.rx_nr,
-        })
-    }
-
     fn tunnel_views(&self) -> Vec<TunnelView> {
+        // The pinned maps are opened once for the whole view.
+        let table = self.dp.as_ref().and_then(|d| d.sessions().ok());
         self.tunnels
             .iter()
             .map(|(name, slot)| {
@@ -1399,7 +1391,10 @@ impl Daemon {
                             pw_type: s.pw_type,
                             sequencing: s.sequencing,
                             stale: s.stale,
-                            dataplane: self.dataplane_view(s.local_id).filter(|_| local.is_some_and(|l| l.installed)),
+                            dataplane: table
+                                .as_ref()
+                                .filter(|_| local.is_some_and(|l| l.installed))
+                                .and_then(|t| DataplaneView::read(t, s.local_id)),
                         });
                     }
                 }

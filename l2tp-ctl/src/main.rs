@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use l2tp_ctl::{
-    api::Request,
+    api::{DataplaneView, Request},
     client,
     config::{Config, ConfigError},
     daemon,
@@ -469,30 +469,27 @@ fn run_session(cmd: SessionCmd) -> anyhow::Result<()> {
         SessionCmd::List { pin_dir, json } => {
             let table = Pinned::open(&pin_dir)?.sessions()?;
             let mut rows = Vec::new();
-            for (idx, id) in table.list() {
-                let s = table.stats(idx)?;
-                let st = table.state(idx)?;
-                rows.push((id, s, st));
+            for (_, id) in table.list() {
+                if let Some(v) = DataplaneView::read(&table, id) {
+                    rows.push((id, v));
+                }
             }
             if json {
-                let items: Vec<String> = rows
-                    .iter()
-                    .map(|(id, s, st)| {
-                        format!(
-                            "{{\"session_id\":{id},\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{},\"rx_out_of_seq\":{},\"rx_lost\":{},\"rx_duplicates\":{},\"rx_resyncs\":{},\"rx_cookie_mismatch\":{},\"rx_malformed\":{},\"tx_mtu_drops\":{},\"next_ns\":{},\"next_nr\":{}}}",
-                            s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes, s.rx_out_of_seq, s.rx_lost,
-                            s.rx_duplicates, s.rx_resyncs, s.rx_cookie_mismatch, s.rx_malformed, s.tx_mtu_drops,
-                            st.tx_ns, st.rx_nr
-                        )
-                    })
-                    .collect();
-                println!("[{}]", items.join(","));
+                #[derive(serde::Serialize)]
+                struct Row<'a> {
+                    session_id: u32,
+                    #[serde(flatten)]
+                    view: &'a DataplaneView,
+                }
+                let items: Vec<Row<'_>> = rows.iter().map(|(id, v)| Row { session_id: *id, view: v }).collect();
+                println!("{}", serde_json::to_string(&items)?);
             } else {
                 println!(
                     "{:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
                     "session", "rx", "tx", "oos", "lost", "resync", "cookie"
                 );
-                for (id, s, _) in &rows {
+                for (id, v) in &rows {
+                    let s = &v.counters;
                     println!(
                         "{id:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
                         s.rx_packets, s.tx_packets, s.rx_out_of_seq, s.rx_lost, s.rx_resyncs, s.rx_cookie_mismatch

@@ -1287,6 +1287,10 @@ impl Engine {
     /// RFC 4951 3.3 Step III (F-SS-2, F-SS-3): queries the state of some
     /// of our sessions on the peer with one FSQ carrying one Failover
     /// Session State AVP per session.
+    ///
+    /// After a control channel recovery the engine queries every carried-over
+    /// session itself. RFC 4951 F-DC-5 (MAY: FSQ/FSR after a data-channel-only
+    /// failure) is this command too; nothing detects such a failure yet.
     pub fn query_sessions(&mut self, now: Instant, id: TunnelId, sids: &[u32]) -> Result<(), CommandError> {
         let t = self.tunnels.get_mut(&id).ok_or(CommandError::NoTunnel(id))?;
         if t.state != TunnelState::Established {
