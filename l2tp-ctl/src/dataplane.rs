@@ -357,8 +357,11 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
         // `ip netns exec` runs us in a private mount namespace with a fresh
         // /sys: a bpffs mounted there would vanish with this process, and
         // the pins with it.
+        // PID 1's namespace link is unreadable in some sandboxes (EACCES):
+        // only a positive difference counts.
         let own = fs::read_link("/proc/self/ns/mnt").ok();
-        if own.is_some() && own != fs::read_link("/proc/1/ns/mnt").ok() {
+        let init = fs::read_link("/proc/1/ns/mnt").ok();
+        if own.is_some() && init.is_some() && own != init {
             return Err(DataplaneError::PrivateMountNs(dir.to_owned()));
         }
         let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
