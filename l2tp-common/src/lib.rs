@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod session;
+pub mod tools;
 pub mod wire;
 
 /// Name of the XDP program that classifies and counts L2TP traffic.

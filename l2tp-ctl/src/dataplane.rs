@@ -299,6 +299,36 @@ impl Loaded {
         prog_mut(&mut self.ebpf, role.prog())
     }
 
+    /// Any program of the object by name (see `l2tp_common::tools`),
+    /// loaded into the kernel on first use.
+    pub fn tool(&mut self, name: &str) -> Result<&mut Xdp> {
+        let prog: &mut Xdp =
+            self.ebpf.program_mut(name).ok_or(DataplaneError::Missing("program of that name"))?.try_into()?;
+        if prog.fd().is_err() {
+            prog.load()?;
+        }
+        Ok(prog)
+    }
+
+    /// Names of every program in the object.
+    pub fn program_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.ebpf.programs().map(|(n, _)| n.to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    /// What the kernel reports of a loaded program: instructions the
+    /// verifier processed and the size of the JIT image in bytes.
+    pub fn verifier_cost(&mut self, name: &str) -> Result<(u32, u32)> {
+        let info = self.tool(name)?.info()?;
+        Ok((info.verified_instruction_count().unwrap_or(0), info.size_jitted()))
+    }
+
+    /// A map of the object by name.
+    pub fn map_mut(&mut self, name: &str) -> Result<&mut Map> {
+        self.ebpf.map_mut(name).ok_or(DataplaneError::Missing("map"))
+    }
+
     pub fn global_stats(&self) -> Result<GlobalStats> {
         let map = self.ebpf.map(MAP_GLOBAL_STATS).ok_or(DataplaneError::Missing("GLOBAL_STATS map"))?;
         read_global_stats(&PerCpuArray::<_, u64>::try_from(map)?)

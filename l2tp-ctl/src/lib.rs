@@ -6,4 +6,6 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod frames;
+pub mod pktgen;
 pub mod store;

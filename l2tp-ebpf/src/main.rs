@@ -48,6 +48,8 @@ static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(4096, 0);
 
 const HALF: u32 = 1 << 23;
 
+mod tools;
+
 #[inline(always)]
 fn count(c: GlobalCounter) {
     if let Some(slot) = GLOBAL_STATS.get_ptr_mut(c as u32) {
@@ -238,8 +240,13 @@ fn rx_sequence(cfg: &SessionConfig, st: &mut SessionState, stats: &mut SessionSt
 
 #[xdp]
 pub fn l2tp_uplink(ctx: XdpContext) -> u32 {
+    uplink_entry(&ctx)
+}
+
+#[inline(always)]
+fn uplink_entry(ctx: &XdpContext) -> u32 {
     count(GlobalCounter::Frames);
-    uplink(&ctx).unwrap_or(xdp_action::XDP_PASS)
+    uplink(ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
 #[inline(always)]
@@ -357,7 +364,12 @@ fn uplink(ctx: &XdpContext) -> Option<u32> {
 
 #[xdp]
 pub fn l2tp_attach(ctx: XdpContext) -> u32 {
-    attach(&ctx).unwrap_or(xdp_action::XDP_PASS)
+    attach_entry(&ctx)
+}
+
+#[inline(always)]
+fn attach_entry(ctx: &XdpContext) -> u32 {
+    attach(ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
 /// Copies the `N`-byte outer header template to the start of the frame.

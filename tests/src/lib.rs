@@ -6,13 +6,15 @@
 //! Test hosts use 198.18.0.0/15 and 2001:2::/48 only.
 
 pub mod daemon;
-pub mod frames;
 pub mod netns;
 pub mod pcap;
 pub mod topology;
 pub mod traffic;
 pub mod xl2tpd;
 
+/// Test-frame builders (shared with `l2tp-ctl pktgen`).
+#[cfg(feature = "ctl")]
+pub use l2tp_ctl::frames;
 pub use netns::{NetNs, PinDir};
 
 /// True when the process may create namespaces and load BPF programs.

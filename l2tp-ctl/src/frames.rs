@@ -1,5 +1,6 @@
-//! Builders for test frames: Ethernet, IPv4/IPv6, UDP and L2TP headers,
-//! with correct lengths and checksums.
+//! Frame builders: Ethernet, IPv4/IPv6, UDP and L2TP headers, with correct
+//! lengths and checksums. Used by the packet generator and by the tests
+//! (whose fixed A/B addresses are below).
 
 pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
@@ -72,7 +73,7 @@ pub fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, payload: &[u8]) -> Vec<u8> {
 
 /// UDP datagram; the checksum is computed over the given pseudo-header sum
 /// (`None`: checksum 0, allowed on IPv4).
-fn udp(sport: u16, dport: u16, payload: &[u8], pseudo: Option<u32>) -> Vec<u8> {
+pub fn udp(sport: u16, dport: u16, payload: &[u8], pseudo: Option<u32>) -> Vec<u8> {
     let len = u16::try_from(8 + payload.len()).expect("UDP datagram too long");
     let mut u = Vec::with_capacity(usize::from(len));
     u.extend_from_slice(&sport.to_be_bytes());
@@ -127,4 +128,32 @@ pub fn l2tpv3_udp_data(session: u32, payload: &[u8]) -> Vec<u8> {
     m.extend_from_slice(&session.to_be_bytes());
     m.extend_from_slice(payload);
     m
+}
+
+/// IP packet of either family, `proto` carrying `payload` (IPv4: DF set).
+pub fn ip_packet(src: std::net::IpAddr, dst: std::net::IpAddr, proto: u8, payload: &[u8]) -> Option<(u16, Vec<u8>)> {
+    use std::net::IpAddr;
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut ip = ipv4(s.octets(), d.octets(), proto, payload);
+            ip[6] = 0x40;
+            ip[10..12].copy_from_slice(&[0, 0]);
+            let c = csum_finish(csum_fold(0, &ip[..20]));
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            Some((ETH_P_IP, ip))
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => Some((ETH_P_IPV6, ipv6(s.octets(), d.octets(), proto, payload))),
+        _ => None,
+    }
+}
+
+/// UDP datagram between `src` and `dst`: checksum 0 on IPv4, computed on
+/// IPv6 (RFC 8200 8.1).
+pub fn udp_between(src: std::net::IpAddr, dst: std::net::IpAddr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    use std::net::IpAddr;
+    let pseudo = match (src, dst) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => Some(csum_fold(csum_fold(u32::from(IPPROTO_UDP), &s.octets()), &d.octets())),
+        _ => None,
+    };
+    udp(sport, dport, payload, pseudo)
 }
