@@ -382,8 +382,8 @@ mod tests {
         assert_eq!(sum, 0, "IPv4 header checksum");
         assert!(matches!(build(&spec(Payload::Ethernet, false, 59)), Err(PktgenError::Size { min: 60, .. })));
         assert!(matches!(build(&spec(Payload::Ethernet, true, MAX_FRAME + 1)), Err(PktgenError::Size { .. })));
-        let tiny = spec(Payload::L2tp { session_id: 1, encap: UDP, cookie: vec![], sequence: true }, true, 90);
-        assert!(matches!(build(&tiny), Err(PktgenError::Size { min: 96, .. })));
+        let tiny = spec(Payload::L2tp { session_id: 1, encap: UDP, cookie: vec![], sequence: true }, true, 80);
+        assert!(matches!(build(&tiny), Err(PktgenError::Size { min: 88, .. })));
         let bad_cookie =
             spec(Payload::L2tp { session_id: 1, encap: UDP, cookie: vec![1, 2], sequence: false }, false, 200);
         assert!(matches!(build(&bad_cookie), Err(PktgenError::Cookie(2))));
