@@ -60,16 +60,22 @@ pub struct Daemon {
     child: Option<Child>,
     dir: TempDir,
     ns: String,
+    log_level: String,
 }
 
 impl Daemon {
     /// Writes `config` (which may use `{dir}` for the private directory)
     /// and starts the daemon in `ns`; returns once its socket answers.
     pub fn start(ns: &NetNs, name: &str, config: &str) -> Result<Self> {
+        Self::start_logging(ns, name, config, "l2tp_ctl=debug,warn")
+    }
+
+    /// As [`Daemon::start`] with another log filter (benchmarks log less).
+    pub fn start_logging(ns: &NetNs, name: &str, config: &str, log_level: &str) -> Result<Self> {
         let dir = TempDir::new(name)?;
         let config = config.replace("{dir}", &dir.path().display().to_string());
         fs::write(dir.path().join("config.toml"), config)?;
-        let mut d = Self { name: name.into(), child: None, dir, ns: ns.name().into() };
+        let mut d = Self { name: name.into(), child: None, dir, ns: ns.name().into(), log_level: log_level.into() };
         d.spawn(ns)?;
         Ok(d)
     }
@@ -79,7 +85,7 @@ impl Daemon {
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let child = ns
             .command(ctl_bin())
-            .args(["daemon", "--log-level", "l2tp_ctl=debug,warn", "--config"])
+            .args(["daemon", "--log-level", &self.log_level, "--config"])
             .arg(self.config_path())
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))

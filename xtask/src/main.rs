@@ -38,6 +38,16 @@ enum Cmd {
     },
     /// Run the product on a topology of network namespaces, then remove it.
     Demo,
+    /// Benchmarks: data plane (test runs and live frames against
+    /// redirect_map and bridge+VXLAN) and control plane (setup rate,
+    /// recovery after SIGKILL), pinned to one CPU; writes
+    /// target/bench/report.{json,md} and dataplane.svg. Needs root.
+    Bench {
+        /// Arguments for the benchmark program (--quick, --rounds N,
+        /// --no-control, --tunnels N, --sessions-per-tunnel N).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +57,7 @@ fn main() -> ExitCode {
         Cmd::BuildEbpf { release } => util::build_ebpf(release).map(|p| println!("{}", p.display())),
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Bench { args } => bench(&args),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,4 +118,30 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     cmd.env("L2TP_EBPF_DEV_OBJ", &dev_obj);
     util::run(&mut cmd)?;
     Ok(())
+}
+
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    use util::{cargo, step, workspace};
+    bootstrap::ensure()?;
+    if !util::is_root() {
+        anyhow::bail!("the benchmarks need root (BPF programs, network namespaces)");
+    }
+    step("release build");
+    util::run(cargo().args(["build", "--release", "--package", "l2tp-ctl", "--bins"]))?;
+    util::run(cargo().args(["build", "--release", "--package", "l2tp-tests", "--bin", "l2tp-bench"]))?;
+    let target = workspace().join("target");
+    // One CPU for everything measured: the last one, away from CPU 0's
+    // housekeeping.
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpu = (cpus - 1).to_string();
+    step(&format!("benchmarks, pinned to CPU {cpu}"));
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", &cpu])
+        .arg(target.join("release/l2tp-bench"))
+        .arg("--out")
+        .arg(target.join("bench"))
+        .args(args)
+        .env("L2TP_CTL_BIN", target.join("release/l2tp-ctl"))
+        .current_dir(workspace());
+    util::run(&mut cmd)
 }

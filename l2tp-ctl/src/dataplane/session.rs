@@ -255,6 +255,9 @@ pub struct SessionTable {
     stats: PerCpuArray<MapData, SessionStats>,
     tx_ports: DevMapHash<MapData>,
     used: BTreeSet<u32>,
+    /// Where the search for a free slot starts (one past the last taken):
+    /// sequential installs stay O(1) each.
+    next_free: u32,
 }
 
 impl std::fmt::Debug for SessionTable {
@@ -276,6 +279,7 @@ impl SessionTable {
             stats: PerCpuArray::try_from(get(MAP_SESSION_STATS)?)?,
             tx_ports: DevMapHash::try_from(get(MAP_TX_PORTS)?)?,
             used,
+            next_free: 0,
         })
     }
 
@@ -289,7 +293,8 @@ impl SessionTable {
         if self.by_ifindex.get(&p.attach_ifindex, 0).is_ok() {
             return Err(DataplaneError::Session(format!("interface {} already carries a session", p.attach_ifindex)));
         }
-        let idx = (0..MAX_SESSIONS)
+        let idx = (self.next_free..MAX_SESSIONS)
+            .chain(0..self.next_free)
             .find(|i| !self.used.contains(i))
             .ok_or_else(|| DataplaneError::Session(format!("all {MAX_SESSIONS} session slots in use")))?;
         let state =
@@ -323,6 +328,7 @@ impl SessionTable {
             return Err(e.into());
         }
         self.used.insert(idx);
+        self.next_free = (idx + 1) % MAX_SESSIONS;
         Ok(idx)
     }
 

@@ -1,0 +1,201 @@
+//! Control-plane measurements: two daemons in namespaces, `tunnels` L2TPv3
+//! tunnels of `sessions` pseudowires each, one peer address pair per tunnel
+//! (the responder tells its configured tunnels apart by peer address).
+//!
+//! - setup: from the start of the initiating daemon to the last session
+//!   established, and its resident memory then;
+//! - recovery (RFC 4951, control channel): SIGKILL of the initiating daemon
+//!   and a restart on the same state; from the restart to every tunnel
+//!   reported recovered with all its sessions;
+//! - re-establishment, for comparison: SIGTERM (StopCCN to the peer) and a
+//!   start from scratch; from the signal to the last session established.
+//!
+//! The daemons run with the data plane off: this kernel-less setting keeps
+//! 10,000 sessions from needing 10,000 attachment interfaces (the data plane
+//! keys an attachment circuit by interface).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use l2tp_tests::{daemon::Daemon, topology::TwoSites};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(10);
+
+pub struct Results {
+    tunnels: usize,
+    sessions: usize,
+    setup_s: Vec<f64>,
+    recovery_ms: Vec<f64>,
+    reestablish_ms: Vec<f64>,
+    rss_mb: f64,
+}
+
+impl Results {
+    pub fn json(&self) -> Value {
+        let med = |v: &[f64]| if v.is_empty() { f64::NAN } else { super::stats(v).1 };
+        let min = |v: &[f64]| if v.is_empty() { f64::NAN } else { super::stats(v).0 };
+        let total = (self.tunnels * self.sessions) as f64;
+        json!({
+            "tunnels": self.tunnels,
+            "sessions": self.tunnels * self.sessions,
+            "setup_sessions_per_s": super::r1(total / med(&self.setup_s)),
+            "recovery_ms": {
+                "control_only": super::r1(med(&self.recovery_ms)),
+                "control_only_min": super::r1(min(&self.recovery_ms)),
+                "control_and_data": Value::Null,
+            },
+            "reestablish_ms": super::r1(med(&self.reestablish_ms)),
+            "reestablish_ms_min": super::r1(min(&self.reestablish_ms)),
+            "recovery_speedup": super::r1(med(&self.reestablish_ms) / med(&self.recovery_ms)),
+            "rss_mb_10k_sessions": super::r1(self.rss_mb),
+            "dataplane": "off (see the notes)",
+        })
+    }
+}
+
+fn addr_a(i: usize) -> String {
+    format!("198.18.{}.{}", 2 + i / 250, 1 + i % 250)
+}
+fn addr_b(i: usize) -> String {
+    format!("198.18.{}.{}", 100 + i / 250, 1 + i % 250)
+}
+
+fn config(me: &str, initiate: bool, tunnels: usize, sessions: usize) -> String {
+    let mut c =
+        format!("[global]\nhost_name = \"{me}\"\nlisten = [\"0.0.0.0:1701\"]\n\n[dataplane]\nenabled = false\n\n");
+    for t in 0..tunnels {
+        let peer = if initiate { addr_b(t) } else { addr_a(t) };
+        c.push_str(&format!(
+            "[[tunnel]]\nname = \"t{t}\"\npeer = \"{peer}\"\ninitiate = {initiate}\nsecret = \"bench-secret\"\n\n\
+             [tunnel.failover]\ncontrol = true\ndata = true\nrecovery_time_ms = 10000\n\n"
+        ));
+        for s in 0..sessions {
+            c.push_str(&format!("[[tunnel.session]]\nname = \"s{s}\"\ninterface = \"c{t}x{s}\"\n\n"));
+        }
+    }
+    c
+}
+
+/// One address per tunnel on each side, with a host route whose preferred
+/// source is that tunnel's address.
+fn addresses(t: &TwoSites, tunnels: usize) -> Result<()> {
+    let mut a = String::new();
+    let mut b = String::new();
+    for i in 0..tunnels {
+        a.push_str(&format!(
+            "addr add {}/32 dev up0\nroute add {}/32 dev up0 src {}\n",
+            addr_a(i),
+            addr_b(i),
+            addr_a(i)
+        ));
+        b.push_str(&format!(
+            "addr add {}/32 dev up0\nroute add {}/32 dev up0 src {}\n",
+            addr_b(i),
+            addr_a(i),
+            addr_b(i)
+        ));
+    }
+    for (ns, batch) in [(&t.pe_a, a), (&t.pe_b, b)] {
+        let path = std::env::temp_dir().join(format!("l2tp-bench-{}-{}.ip", std::process::id(), ns.name()));
+        std::fs::write(&path, batch)?;
+        let r = ns.ip(&["-batch", &path.display().to_string()]);
+        let _ = std::fs::remove_file(&path);
+        r?;
+    }
+    Ok(())
+}
+
+fn sessions_established(d: &Daemon) -> Result<u64> {
+    let s = d.json(&["status"])?;
+    Ok(s["sessions_established"].as_u64().unwrap_or(0))
+}
+
+fn wait_sessions(d: &Daemon, want: u64, what: &str) -> Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if sessions_established(d).unwrap_or(0) >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: {} of {want} sessions after {WAIT:?}", sessions_established(d).unwrap_or(0));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn wait_recovered(d: &Daemon, tunnels: usize, sessions: u64) -> Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let done = d
+            .json(&["failover", "status"])
+            .ok()
+            .and_then(|v| v.as_array().map(|a| a.iter().filter(|t| t["last_event"] == "recovered").count()))
+            .unwrap_or(0);
+        if done >= tunnels && sessions_established(d).unwrap_or(0) >= sessions {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("recovery: {done} of {tunnels} tunnels recovered after {WAIT:?}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn rss_mb(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
+pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
+    let total = (tunnels * sessions) as u64;
+    let t = TwoSites::new()?;
+    addresses(&t, tunnels)?;
+    let level = "warn";
+    let b = Daemon::start_logging(&t.pe_b, "bench-b", &config("pe-b", false, tunnels, sessions), level)?;
+    let start = Instant::now();
+    let mut a = Daemon::start_logging(&t.pe_a, "bench-a", &config("pe-a", true, tunnels, sessions), level)?;
+    wait_sessions(&a, total, "setup")?;
+    wait_sessions(&b, total, "setup (responder)")?;
+    let mut r = Results {
+        tunnels,
+        sessions,
+        setup_s: vec![start.elapsed().as_secs_f64()],
+        recovery_ms: Vec::new(),
+        reestablish_ms: Vec::new(),
+        rss_mb: rss_mb(a.pid().context("daemon pid")?)?,
+    };
+    eprintln!("bench: {total} sessions set up in {:.2} s, {:.1} MB resident", r.setup_s[0], r.rss_mb);
+    for round in 0..rounds {
+        // Recovery: SIGKILL, restart on the same state.
+        a.kill();
+        let t0 = Instant::now();
+        a.spawn(&t.pe_a)?;
+        wait_recovered(&a, tunnels, total).with_context(|| a.log())?;
+        r.recovery_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        wait_sessions(&b, total, "peer after recovery")?;
+        // Re-establishment: orderly stop (StopCCN), start from scratch.
+        let t0 = Instant::now();
+        a.signal(libc::SIGTERM);
+        a.wait(WAIT)?;
+        a.spawn(&t.pe_a)?;
+        wait_sessions(&a, total, "re-establishment")?;
+        r.reestablish_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        wait_sessions(&b, total, "peer after re-establishment")?;
+        eprintln!(
+            "bench: control round {}/{rounds}: recovery {:.0} ms, re-establishment {:.0} ms",
+            round + 1,
+            r.recovery_ms[round],
+            r.reestablish_ms[round]
+        );
+    }
+    drop(b);
+    Ok(r)
+}
