@@ -82,6 +82,9 @@ struct TunnelSlot {
     last_event: Option<String>,
 }
 
+/// Datagrams handled before one flush, at most.
+const BURST: usize = 256;
+
 #[derive(Debug)]
 struct SessionSlot {
     name: String,
@@ -119,6 +122,8 @@ struct Daemon {
     tunnels: BTreeMap<String, TunnelSlot>,
     by_id: HashMap<TunnelId, String>,
     sessions: HashMap<(TunnelId, u32), SessionSlot>,
+    /// Sessions up in the engine, waiting for their store write.
+    pending_sessions: Vec<(SessionRecord, SessionSlot)>,
     events: broadcast::Sender<EventView>,
     started: Instant,
     socket_path: PathBuf,
@@ -293,6 +298,7 @@ impl Daemon {
             tunnels: BTreeMap::new(),
             by_id: HashMap::new(),
             sessions: HashMap::new(),
+            pending_sessions: Vec::new(),
             events,
             started: Instant::now(),
             socket_path: socket_path.clone(),
@@ -692,6 +698,7 @@ impl Daemon {
                 busy = true;
                 self.on_dataplane(u);
             }
+            self.persist_pending();
             while let Some(e) = self.engine.poll_event() {
                 busy = true;
                 self.on_event(e);
@@ -757,6 +764,33 @@ impl Daemon {
         };
         dp.sessions()?.add(&p)?;
         Ok(())
+    }
+
+    /// Writes the sessions that came up since the last call in one store
+    /// transaction (one fsync for a burst of sessions); a session that
+    /// cannot be persisted is not up: it is removed from the data plane and
+    /// closed.
+    fn persist_pending(&mut self) {
+        if self.pending_sessions.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending_sessions);
+        let records: Vec<&SessionRecord> = pending.iter().map(|(r, _)| r).collect();
+        match self.store.put_sessions(&records) {
+            Ok(()) => {
+                for (rec, slot) in pending {
+                    self.sessions.insert((rec.tunnel_id, rec.local_id), slot);
+                }
+            }
+            Err(e) => {
+                error!("{e}");
+                for (rec, slot) in pending {
+                    let slot = SessionSlot { interface: None, ..slot };
+                    self.uninstall(rec.local_id, &slot);
+                    let _ = self.engine.close_session(Self::now(), rec.tunnel_id, rec.local_id);
+                }
+            }
+        }
     }
 
     fn on_dataplane(&mut self, u: DataplaneUpdate) {
@@ -838,20 +872,20 @@ impl Daemon {
                     resync_n: scfg.as_ref().map(|s| s.resync_n).unwrap_or(5),
                     established_ms: store::now_ms(),
                 };
-                if let Err(e) = self.store.put_session(&rec) {
-                    // Not persisted: not up.
-                    error!("{e}");
-                    let slot = SessionSlot { name, interface: None, installed };
-                    self.uninstall(local_session_id, &slot);
-                    let _ = self.engine.close_session(Self::now(), tunnel, local_session_id);
-                    return;
-                }
-                self.sessions.insert(
-                    (tunnel, local_session_id),
-                    SessionSlot { name, interface: scfg.map(|s| s.interface), installed },
-                );
+                // Persisted in one transaction with the others of this
+                // round (`persist_pending`), before any event reports it up.
+                self.pending_sessions
+                    .push((rec, SessionSlot { name, interface: scfg.map(|s| s.interface), installed }));
             }
             DataplaneUpdate::SessionDown { tunnel, local_session_id } => {
+                if let Some(i) = self
+                    .pending_sessions
+                    .iter()
+                    .position(|(r, _)| (r.tunnel_id, r.local_id) == (tunnel, local_session_id))
+                {
+                    let (_, slot) = self.pending_sessions.remove(i);
+                    self.uninstall(local_session_id, &slot);
+                }
                 if let Some(s) = self.sessions.remove(&(tunnel, local_session_id)) {
                     self.uninstall(local_session_id, &s);
                 }
@@ -1153,6 +1187,12 @@ impl Daemon {
             tokio::select! {
                 Some(d) = rx.recv() => {
                     self.engine.handle_datagram(Self::now(), d.from, d.transport, &d.bytes);
+                    // Whatever else has arrived too, so that one flush (and
+                    // one store commit) covers a burst.
+                    for _ in 0..BURST {
+                        let Ok(d) = rx.try_recv() else { break };
+                        self.engine.handle_datagram(Self::now(), d.from, d.transport, &d.bytes);
+                    }
                 }
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                     let now = Self::now();

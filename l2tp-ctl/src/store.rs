@@ -136,9 +136,19 @@ impl Store {
     }
 
     pub fn put_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(s)?;
+        self.put_sessions(&[s])
+    }
+
+    /// Writes several sessions in one transaction: all or none are durable.
+    pub fn put_sessions(&self, sessions: &[&SessionRecord]) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(SESSIONS)?.insert((s.tunnel_id, s.local_id), v.as_slice())?;
+        {
+            let mut t = tx.open_table(SESSIONS)?;
+            for s in sessions {
+                let v = serde_json::to_vec(s)?;
+                t.insert((s.tunnel_id, s.local_id), v.as_slice())?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }
