@@ -157,6 +157,7 @@ fn udp_socket(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     }
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
+    big_receive_buffer(&s);
     s.bind(&addr.into()).with_context(|| format!("binding UDP {addr}"))?;
     Ok(UdpSocket::from_std(s.into())?)
 }
@@ -173,7 +174,33 @@ fn ip_socket(v6: bool) -> anyhow::Result<UdpSocket> {
         s.set_only_v6(true)?;
     }
     s.set_nonblocking(true)?;
+    big_receive_buffer(&s);
     Ok(UdpSocket::from_std(s.into())?)
+}
+
+/// Receive buffer for control sockets. A burst of control messages (every
+/// tunnel of a peer opening its sessions at once, or a recovery) overflows
+/// the kernel default of about 200 KiB, and every lost message costs a
+/// retransmission timeout. Root may exceed net.core.rmem_max.
+const CONTROL_RCVBUF: usize = 8 << 20;
+
+fn big_receive_buffer(s: &socket2::Socket) {
+    use std::os::fd::AsRawFd as _;
+    let size = CONTROL_RCVBUF as libc::c_int;
+    // SAFETY: setsockopt with a valid fd and a c_int option value.
+    let forced = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        // Unprivileged: as much as net.core.rmem_max allows.
+        let _ = s.set_recv_buffer_size(CONTROL_RCVBUF);
+    }
 }
 
 fn reader(sock: Arc<UdpSocket>, transport: Transport, strip_ip4: bool, tx: mpsc::Sender<Datagram>) {

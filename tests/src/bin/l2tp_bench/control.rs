@@ -158,7 +158,8 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
     let total = (tunnels * sessions) as u64;
     let t = TwoSites::new()?;
     addresses(&t, tunnels)?;
-    let level = "warn";
+    let level = std::env::var("L2TP_BENCH_LOG").unwrap_or_else(|_| "warn".into());
+    let level = level.as_str();
     let b = Daemon::start_logging(&t.pe_b, "bench-b", &config("pe-b", false, tunnels, sessions), level)?;
     let start = Instant::now();
     let mut a = Daemon::start_logging(&t.pe_a, "bench-a", &config("pe-a", true, tunnels, sessions), level)?;
@@ -172,6 +173,10 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
         reestablish_ms: Vec::new(),
         rss_mb: rss_mb(a.pid().context("daemon pid")?)?,
     };
+    if let Ok(dir) = std::env::var("L2TP_BENCH_KEEP_LOGS") {
+        std::fs::write(format!("{dir}/a.log"), a.log())?;
+        std::fs::write(format!("{dir}/b.log"), b.log())?;
+    }
     eprintln!("bench: {total} sessions set up in {:.2} s, {:.1} MB resident", r.setup_s[0], r.rss_mb);
     for round in 0..rounds {
         // Recovery: SIGKILL, restart on the same state.

@@ -54,6 +54,7 @@ struct Opts {
     testrun_repeat: u32,
     live_time: Duration,
     control: bool,
+    dataplane: bool,
     tunnels: usize,
     sessions_per_tunnel: usize,
 }
@@ -65,6 +66,7 @@ fn parse_args() -> Result<Opts> {
         testrun_repeat: 1_000_000,
         live_time: Duration::from_millis(500),
         control: true,
+        dataplane: true,
         tunnels: 100,
         sessions_per_tunnel: 100,
     };
@@ -82,9 +84,10 @@ fn parse_args() -> Result<Opts> {
                 o.sessions_per_tunnel = 10;
             }
             "--no-control" => o.control = false,
+            "--no-dataplane" => o.dataplane = false,
             "--tunnels" => o.tunnels = val()?.parse()?,
             "--sessions-per-tunnel" => o.sessions_per_tunnel = val()?.parse()?,
-            _ => bail!("unknown argument {a} (--out DIR, --rounds N, --quick, --no-control, --tunnels N, --sessions-per-tunnel N)"),
+            _ => bail!("unknown argument {a} (--out DIR, --rounds N, --quick, --no-control, --no-dataplane, --tunnels N, --sessions-per-tunnel N)"),
         }
     }
     ensure!(o.rounds >= 1, "--rounds must be at least 1");
@@ -662,7 +665,9 @@ fn main() -> Result<()> {
     ensure!(l2tp_tests::is_root(), "the benchmarks need root (BPF, namespaces)");
     let mut s = Series::default();
     let mut notes = Vec::new();
-    dataplane(&o, &mut s, &mut notes)?;
+    if o.dataplane {
+        dataplane(&o, &mut s, &mut notes)?;
+    }
     let control = if o.control { Some(control::run(o.tunnels, o.sessions_per_tunnel, o.rounds.min(3))?) } else { None };
     report(&o, &s, control.as_ref(), &notes)?;
     print!("{}", std::fs::read_to_string(o.out.join("report.md"))?);
