@@ -4,13 +4,21 @@
 //!
 //! Sessions live in array maps indexed by a local session index
 //! (`0..MAX_SESSIONS`); `SESSION_BY_ID` maps a received L2TPv3 Session ID to
-//! that index and `SESSION_BY_IFINDEX` maps an attachment interface to it.
+//! that index and `SESSION_BY_ATTACH` maps an attachment circuit (an interface,
+//! or one VLAN of it: [`attach_key`]) to it.
+
+/// Key of `SESSION_BY_ATTACH`: the attachment interface and the 802.1Q
+/// VLAN ID of the circuit (0: every frame of the interface that no VLAN
+/// circuit claims).
+pub const fn attach_key(ifindex: u32, vlan: u16) -> u64 {
+    ((vlan as u64) << 32) | ifindex as u64
+}
 
 /// Sessions per endpoint.
 pub const MAX_SESSIONS: u32 = 65_536;
 
 pub const MAP_SESSION_BY_ID: &str = "SESSION_BY_ID";
-pub const MAP_SESSION_BY_IFINDEX: &str = "SESSION_BY_IFINDEX";
+pub const MAP_SESSION_BY_ATTACH: &str = "SESSION_BY_ATTACH";
 pub const MAP_SESSION_CFG: &str = "SESSION_CFG";
 pub const MAP_SESSION_STATE: &str = "SESSION_STATE";
 pub const MAP_SESSION_CMD: &str = "SESSION_CMD";
@@ -62,7 +70,7 @@ pub mod rx_mode {
 pub const HDR_TEMPLATE_MAX: usize = 64;
 
 /// Session configuration, written by the daemon before the session's ID is
-/// published in `SESSION_BY_ID` / `SESSION_BY_IFINDEX`.
+/// published in `SESSION_BY_ID` / `SESSION_BY_ATTACH`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -89,6 +97,8 @@ pub struct SessionConfig {
     pub hdr_len: u16,
     /// IPv4 header checksum of the template with Total Length 0.
     pub ip4_csum_base: u16,
+    /// 802.1Q VLAN ID of the attachment circuit (0: the whole interface).
+    pub attach_vlan: u16,
     /// Outer Ethernet + IP (+ UDP) header; length fields zero.
     pub hdr: [u8; HDR_TEMPLATE_MAX],
 }
@@ -164,7 +174,7 @@ pub struct SessionStats {
     pub tx_no_route: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SessionConfig>() == 108);
+const _: () = assert!(core::mem::size_of::<SessionConfig>() == 112);
 const _: () = assert!(core::mem::size_of::<SessionState>() == 32);
 const _: () = assert!(core::mem::size_of::<SessionCommand>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionStats>() == 104);

@@ -138,6 +138,9 @@ pub struct SessionView {
     pub peer_id: Option<u32>,
     pub remote_end_id: String,
     pub interface: Option<String>,
+    /// 802.1Q VLAN of the interface (absent: the whole interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     pub pw_type: u16,
     pub sequencing: bool,
     pub stale: bool,

@@ -121,9 +121,11 @@ pub struct SessionAddArgs {
     /// Remote End ID (default: the name).
     #[arg(long)]
     pub remote_end_id: Option<String>,
-    /// Ethernet VLAN pseudowire (type 4) instead of Ethernet (type 5).
-    #[arg(long)]
-    pub vlan: bool,
+    /// 802.1Q VLAN of the interface that is the attachment circuit (1 to
+    /// 4094): an Ethernet VLAN pseudowire (type 4) instead of an Ethernet
+    /// port pseudowire (type 5).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4094))]
+    pub vlan: Option<u16>,
     /// Cookie length we assign: 0, 4 or 8 bytes.
     #[arg(long, default_value_t = 0)]
     pub cookie_len: u8,
@@ -227,7 +229,10 @@ fn session_rows(ss: &[SessionView]) {
                     if s.stale { format!("{} (stale)", s.state) } else { s.state.clone() },
                     opt(&s.local_id),
                     opt(&s.peer_id),
-                    opt(&s.interface),
+                    match (&s.interface, s.vlan) {
+                        (Some(i), Some(v)) => format!("{i}.{v}"),
+                        (i, _) => opt(i),
+                    },
                     if s.sequencing { "yes" } else { "no" }.into(),
                     d.map_or("-".into(), |d| d.counters.rx_packets.to_string()),
                     d.map_or("-".into(), |d| d.counters.tx_packets.to_string()),
@@ -328,7 +333,8 @@ pub fn session(conn: &Conn, cmd: SessionCmd) -> anyhow::Result<()> {
                 name: a.name,
                 remote_end_id: a.remote_end_id,
                 interface: a.interface,
-                pw_type: if a.vlan { PwType::EthernetVlan } else { PwType::Ethernet },
+                pw_type: if a.vlan.is_some() { PwType::EthernetVlan } else { PwType::Ethernet },
+                vlan: a.vlan,
                 cookie_len: a.cookie_len,
                 sublayer: !a.no_sublayer,
                 sequencing: a.sequencing,

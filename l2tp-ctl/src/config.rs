@@ -339,6 +339,11 @@ pub struct SessionConfig {
     pub remote_end_id: Option<String>,
     /// Attachment interface (customer side).
     pub interface: String,
+    /// 802.1Q VLAN of `interface` that is this pseudowire's attachment
+    /// circuit (1 to 4094; needs `pw_type = "ethernet-vlan"`). Without it
+    /// the circuit is the whole interface (minus its VLAN circuits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     #[serde(default)]
     pub pw_type: PwType,
     /// Length of the cookie we assign: 0, 4 or 8 bytes.
@@ -362,6 +367,19 @@ fn default_resync_n() -> u16 {
 }
 
 impl SessionConfig {
+    /// The attachment circuit: interface and VLAN (0: the whole interface).
+    pub fn circuit(&self) -> (&str, u16) {
+        (&self.interface, self.vlan.unwrap_or(0))
+    }
+
+    /// The attachment circuit as people write it: `eth2` or `eth2.100`.
+    pub fn circuit_name(&self) -> String {
+        match self.vlan {
+            Some(v) => format!("{} VLAN {v}", self.interface),
+            None => format!("interface {}", self.interface),
+        }
+    }
+
     pub fn remote_end_id(&self) -> &str {
         self.remote_end_id.as_deref().unwrap_or(&self.name)
     }
@@ -393,6 +411,14 @@ impl SessionConfig {
         }
         if dataplane::validate_ifname(&self.interface).is_err() {
             return bad("interface", "an interface name: 1 to 15 bytes, no '/', ':' or whitespace");
+        }
+        if let Some(v) = self.vlan {
+            if !(1..=4094).contains(&v) {
+                return bad("vlan", "a VLAN ID from 1 to 4094");
+            }
+            if self.pw_type != PwType::EthernetVlan {
+                return bad("vlan", "needs pw_type = \"ethernet-vlan\" (RFC 4448 Ethernet VLAN pseudowire)");
+            }
         }
         if self.remote_end_id().is_empty() || self.remote_end_id().len() > 255 {
             return bad("remote_end_id", "1 to 255 bytes");
@@ -612,10 +638,10 @@ impl Config {
                 return Err((format!("{key}.uplink"), "pseudowires need an uplink (here or dataplane.uplink)".into()));
             }
             for (j, s) in t.sessions.iter().enumerate() {
-                if !interfaces.insert(s.interface.as_str()) {
+                if !interfaces.insert(s.circuit()) {
                     return Err((
-                        format!("{key}.session[{j}].interface"),
-                        format!("{} already carries another session", s.interface),
+                        format!("{key}.session[{j}].{}", if s.vlan.is_some() { "vlan" } else { "interface" }),
+                        format!("{} already carries another session", s.circuit_name()),
                     ));
                 }
             }
@@ -680,6 +706,25 @@ mod tests {
         assert_eq!((c.global.hello_interval, c.global.receive_window), (60, 16));
         assert_eq!(t.failover, Failover::default());
         assert!(c.dataplane.enabled && c.global.listen_ip);
+    }
+
+    #[test]
+    fn vlan_circuits_share_an_interface_and_are_checked() {
+        let pw = |name: &str, vlan: &str| {
+            format!("[[tunnel.session]]\nname = \"{name}\"\ninterface = \"ac0\"\npw_type = \"ethernet-vlan\"\n{vlan}\n")
+        };
+        let head = "[dataplane]\nuplink = \"up0\"\n[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\n";
+        let c = parse(&format!("{head}{}{}", pw("a", "vlan = 10"), pw("b", "vlan = 11"))).expect("two VLANs of ac0");
+        assert_eq!(c.tunnels[0].sessions[1].circuit(), ("ac0", 11));
+        for (body, key) in [
+            (format!("{}{}", pw("a", "vlan = 10"), pw("b", "vlan = 10")), "tunnel[0].session[1].vlan"),
+            (pw("a", "vlan = 4095"), "tunnel[0].session[0].vlan"),
+            (pw("a", "vlan = 0"), "tunnel[0].session[0].vlan"),
+            ("[[tunnel.session]]\nname = \"a\"\ninterface = \"ac0\"\nvlan = 5\n".into(), "tunnel[0].session[0].vlan"),
+        ] {
+            let e = parse(&format!("{head}{body}")).expect_err("invalid");
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ use crate::{
         StatsView, StatusView, TunnelView,
     },
     config::{Config, SessionConfig, TunnelConfig, XdpMode},
-    dataplane::{self, AttachMode, Cookie, Encap, Pinned, Role, SessionParams as DpSession},
+    dataplane::{self, AttachMode, Cookie, Encap, Pinned, Role, SessionParams as DpSession, SessionTable},
     store::{self, FailoverRecord, SessionRecord, Store, TunnelRecord},
 };
 
@@ -118,6 +118,8 @@ struct Daemon {
     engine: Engine,
     store: Store,
     dp: Option<Pinned>,
+    /// The session maps of `dp`, opened once (opening reads every entry).
+    table: std::cell::RefCell<Option<SessionTable>>,
     sockets: Sockets,
     tunnels: BTreeMap<String, TunnelSlot>,
     by_id: HashMap<TunnelId, String>,
@@ -326,6 +328,7 @@ impl Daemon {
             by_id: HashMap::new(),
             sessions: HashMap::new(),
             pending_sessions: Vec::new(),
+            table: std::cell::RefCell::new(None),
             events,
             started: Instant::now(),
             socket_path: socket_path.clone(),
@@ -378,7 +381,7 @@ impl Daemon {
                 let scfg = tcfg.sessions.iter().find(|c| c.remote_end_id() == s.remote_end_id);
                 let mut installed = false;
                 if let (Some(dp), Some(c), Some(_)) = (&self.dp, scfg, &s.interface) {
-                    if dp.sessions()?.index_of(s.local_id).is_some() {
+                    if self.with_table(|t| t.index_of(s.local_id))?.is_some() {
                         installed = true;
                     } else {
                         // The data plane did not survive: rebuilt from the
@@ -454,13 +457,16 @@ impl Daemon {
             }
         }
         // Orphans: in the data plane, not in a recovered tunnel.
-        if let Some(dp) = &self.dp {
-            let mut table = dp.sessions()?;
-            for (_, id) in table.list() {
-                if !self.sessions.keys().any(|(t, s)| *s == id && keep.contains(t)) {
-                    table.remove(id)?;
+        if self.dp.is_some() {
+            let keys: Vec<(TunnelId, u32)> = self.sessions.keys().copied().collect();
+            self.with_table(|table| -> anyhow::Result<()> {
+                for (_, id) in table.list() {
+                    if !keys.iter().any(|(t, s)| *s == id && keep.contains(t)) {
+                        table.remove(id)?;
+                    }
                 }
-            }
+                Ok(())
+            })??;
         }
         Ok(())
     }
@@ -510,6 +516,17 @@ impl Daemon {
         }
     }
 
+    /// Runs `f` on the data plane's session maps (opened on first use).
+    fn with_table<R>(&self, f: impl FnOnce(&mut SessionTable) -> R) -> anyhow::Result<R> {
+        let Some(dp) = &self.dp else { anyhow::bail!("no data plane") };
+        let mut cached = self.table.borrow_mut();
+        if cached.is_none() {
+            *cached = Some(dp.sessions()?);
+        }
+        let table = cached.as_mut().ok_or_else(|| anyhow::anyhow!("session maps"))?;
+        Ok(f(table))
+    }
+
     /// Attaches `role`'s program to `iface` unless it already is.
     fn ensure_attached(&self, iface: &str, role: Role) -> anyhow::Result<()> {
         let Some(dp) = &self.dp else { return Ok(()) };
@@ -542,7 +559,7 @@ impl Daemon {
             let Some(u) = &uplink else { anyhow::bail!("tunnel {:?}: pseudowires need an uplink", t.name) };
             self.ensure_attached(u, Role::Uplink)?;
             for s in &t.sessions {
-                self.check_interface_free(&s.interface, None)?;
+                self.check_circuit_free(s, None)?;
                 self.ensure_attached(&s.interface, Role::Attachment)?;
             }
         }
@@ -559,15 +576,22 @@ impl Daemon {
         Ok(())
     }
 
-    fn check_interface_free(&self, iface: &str, except: Option<(&str, &str)>) -> anyhow::Result<()> {
+    /// The attachment circuit (interface, VLAN) of `s` is not another
+    /// session's.
+    fn check_circuit_free(&self, s: &SessionConfig, except: Option<(&str, &str)>) -> anyhow::Result<()> {
         for (tn, slot) in &self.tunnels {
-            for s in &slot.cfg.sessions {
-                if s.interface == iface && except != Some((tn.as_str(), s.name.as_str())) {
-                    anyhow::bail!("interface {iface} already carries session {:?} of tunnel {tn:?}", s.name);
+            for o in &slot.cfg.sessions {
+                if o.circuit() == s.circuit() && except != Some((tn.as_str(), o.name.as_str())) {
+                    anyhow::bail!("{} already carries session {:?} of tunnel {tn:?}", s.circuit_name(), o.name);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Sessions of any tunnel attached through `iface`.
+    fn interface_in_use(&self, iface: &str) -> bool {
+        self.tunnels.values().any(|t| t.cfg.sessions.iter().any(|s| s.interface == iface))
     }
 
     fn connect(&mut self, name: &str) {
@@ -618,19 +642,22 @@ impl Daemon {
     /// Removes the installed ones of `sessions` from the data plane,
     /// opening its maps once.
     fn uninstall_all<'a>(&self, sessions: impl IntoIterator<Item = (u32, &'a SessionSlot)>) {
-        let Some(dp) = &self.dp else { return };
+        if self.dp.is_none() {
+            return;
+        }
         let installed: Vec<(u32, &SessionSlot)> = sessions.into_iter().filter(|(_, s)| s.installed).collect();
         if installed.is_empty() {
             return;
         }
-        let mut table = match dp.sessions() {
-            Ok(t) => t,
-            Err(e) => return error!("opening the data plane: {e}"),
-        };
-        for (sid, s) in installed {
-            if let Err(e) = table.remove(sid) {
-                error!(session = %s.name, "removing from the data plane: {e}");
+        let r = self.with_table(|table| {
+            for (sid, s) in installed {
+                if let Err(e) = table.remove(sid) {
+                    error!(session = %s.name, "removing from the data plane: {e}");
+                }
             }
+        });
+        if let Err(e) = r {
+            error!("opening the data plane: {e}");
         }
     }
 
@@ -643,7 +670,7 @@ impl Daemon {
         if slot.cfg.sessions.iter().any(|x| x.remote_end_id() == s.remote_end_id()) {
             anyhow::bail!("tunnel {tunnel:?} already has Remote End ID {:?}", s.remote_end_id());
         }
-        self.check_interface_free(&s.interface, None)?;
+        self.check_circuit_free(&s, None)?;
         if self.dp.is_some() && slot.cfg.version == 3 {
             let uplink = self
                 .cfg
@@ -704,7 +731,8 @@ impl Daemon {
             }
         }
         if let Some(dp) = &self.dp {
-            if dp.attached()?.contains(&removed.interface) {
+            // Other VLAN circuits of the interface keep it attached.
+            if !self.interface_in_use(&removed.interface) && dp.attached()?.contains(&removed.interface) {
                 dp.detach(&removed.interface)?;
             }
         }
@@ -778,6 +806,7 @@ impl Daemon {
             fib_lookup: true,
             uplink_ifindex: dataplane::ifindex(uplink)?,
             attach_ifindex: dataplane::ifindex(&s.interface)?,
+            attach_vlan: s.vlan.unwrap_or(0),
             uplink_mtu: dataplane::mtu(uplink)?.min(u32::from(u16::MAX)) as u16,
             rx_cookie: Cookie::new(w.rx_cookie).ok_or_else(|| anyhow::anyhow!("bad cookie"))?,
             tx_cookie: Cookie::new(w.tx_cookie)
@@ -789,7 +818,8 @@ impl Daemon {
             // supported by the data plane.
             udp6_zero_checksum: true,
         };
-        dp.sessions()?.add(&p)?;
+        let _ = dp;
+        self.with_table(|t| t.add(&p))??;
         Ok(())
     }
 
@@ -1065,15 +1095,15 @@ impl Daemon {
                 // Either way Nr follows the peer after n packets in sequence
                 // (F-DC-3); the remote end keeps its Ns (F-DC-2).
                 let mut reset = 0;
-                if let Some(dp) = &self.dp {
-                    if let Ok(mut table) = dp.sessions() {
+                if self.dp.is_some() {
+                    let _ = self.with_table(|table| {
                         for s in sessions.iter().filter(|s| s.sequencing) {
                             let Some(idx) = table.index_of(s.local_session_id) else { continue };
                             if table.post(idx, dataplane::session::Command::EnterResync { n }).is_ok() {
                                 reset += 1;
                             }
                         }
-                    }
+                    });
                 }
                 if let Some(s) = name.as_ref().and_then(|n| self.tunnels.get_mut(n)) {
                     s.last_event = Some("recovered".into());
@@ -1294,6 +1324,7 @@ impl Daemon {
             }
         }
         self.store.clear()?;
+        self.table.borrow_mut().take();
         if let Some(dp) = self.dp.take() {
             if self.cfg.dataplane.remove_on_shutdown {
                 dp.destroy().context("removing the data plane")?;
@@ -1455,6 +1486,7 @@ impl Daemon {
                             peer_id: Some(s.peer_id).filter(|p| *p != 0),
                             remote_end_id: rid,
                             interface: local.and_then(|l| l.interface.clone()).or(cfg.map(|c| c.interface.clone())),
+                            vlan: cfg.and_then(|c| c.vlan),
                             pw_type: s.pw_type,
                             sequencing: s.sequencing,
                             stale: s.stale,
@@ -1473,6 +1505,7 @@ impl Daemon {
                             state: "down".into(),
                             remote_end_id: c.remote_end_id().into(),
                             interface: Some(c.interface.clone()),
+                            vlan: c.vlan,
                             pw_type: c.pw_type.code(),
                             sequencing: c.sequencing,
                             ..SessionView::default()

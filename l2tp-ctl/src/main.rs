@@ -258,6 +258,10 @@ struct SessionArgs {
     /// Attachment interface (customer side).
     #[arg(long)]
     attachment: String,
+    /// 802.1Q VLAN of the attachment interface that is the circuit (1 to
+    /// 4094; default: the whole interface).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4094))]
+    vlan: Option<u16>,
     /// MAC of the next hop towards the peer. Without it the next hop is
     /// looked up in the kernel's FIB and neighbour tables for every frame.
     #[arg(long, value_parser = parse_mac)]
@@ -587,6 +591,7 @@ fn run_session(cmd: SessionCmd) -> anyhow::Result<()> {
                 fib_lookup: a.fib_lookup || a.next_hop_mac.is_none(),
                 uplink_ifindex: dataplane::ifindex(&a.uplink)?,
                 attach_ifindex: dataplane::ifindex(&a.attachment)?,
+                attach_vlan: a.vlan.unwrap_or(0),
                 uplink_mtu: a.mtu,
                 rx_cookie: a.cookie.unwrap_or(Cookie::NONE),
                 tx_cookie: a.peer_cookie.unwrap_or(Cookie::NONE),

@@ -22,7 +22,7 @@ use aya::{
 };
 use l2tp_common::{
     session::{
-        MAP_SESSION_BY_ID, MAP_SESSION_BY_IFINDEX, MAP_SESSION_CFG, MAP_SESSION_CMD, MAP_SESSION_STATE,
+        MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_CMD, MAP_SESSION_STATE,
         MAP_SESSION_STATS,
     },
     tools::{MAP_PKTGEN_CFG, MAP_PKTGEN_NS, MAX_STAMP_OFFSET, PROG_PKTGEN},
@@ -231,7 +231,7 @@ impl Generator {
         let mut loader = EbpfLoader::new();
         for m in [
             MAP_SESSION_BY_ID,
-            MAP_SESSION_BY_IFINDEX,
+            MAP_SESSION_BY_ATTACH,
             MAP_SESSION_CFG,
             MAP_SESSION_STATE,
             MAP_SESSION_CMD,

@@ -24,7 +24,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use l2tp_common::{
-    session::{cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, MAX_SESSIONS},
+    session::{
+        attach_key, cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, MAX_SESSIONS,
+    },
     wire::*,
     GlobalCounter,
 };
@@ -33,8 +35,8 @@ use l2tp_common::{
 static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GlobalCounter::COUNT, 0);
 #[map(name = "SESSION_BY_ID")]
 static SESSION_BY_ID: HashMap<u32, u32> = HashMap::with_max_entries(MAX_SESSIONS, 0);
-#[map(name = "SESSION_BY_IFINDEX")]
-static SESSION_BY_IFINDEX: HashMap<u32, u32> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+#[map(name = "SESSION_BY_ATTACH")]
+static SESSION_BY_ATTACH: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 #[map(name = "SESSION_CFG")]
 static SESSION_CFG: Array<SessionConfig> = Array::with_max_entries(MAX_SESSIONS, 0);
 #[map(name = "SESSION_STATE")]
@@ -383,8 +385,19 @@ fn put_template<const N: usize>(ctx: &XdpContext, cfg: &SessionConfig) -> Option
 #[inline(always)]
 fn attach(ctx: &XdpContext) -> Option<u32> {
     let ifindex = ctx.ingress_ifindex() as u32;
+    // A VLAN circuit of this interface first (802.1Q tag: RFC 4448 tagged
+    // mode, the frame crosses with its tag), else the whole interface.
+    let vid = match load_be16(ctx, 12)? {
+        ETH_P_8021Q => load_be16(ctx, 14)? & 0x0FFF,
+        _ => 0,
+    };
+    let by_vlan = if vid != 0 { SESSION_BY_ATTACH.get_ptr(attach_key(ifindex, vid)) } else { None };
+    let slot = match by_vlan {
+        Some(p) => p,
+        None => SESSION_BY_ATTACH.get_ptr(attach_key(ifindex, 0))?,
+    };
     // SAFETY: the value is a plain u32 copied out at once.
-    let idx = unsafe { *SESSION_BY_IFINDEX.get(ifindex)? };
+    let idx = unsafe { *slot };
     let cfg = SESSION_CFG.get(idx)?;
     let state = SESSION_STATE.get_ptr_mut(idx)?;
     let stats = SESSION_STATS.get_ptr_mut(idx)?;

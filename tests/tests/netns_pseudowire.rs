@@ -64,6 +64,7 @@ fn endpoint(
             fib_lookup: matches!(next_hop, NextHop::Fib),
             uplink_ifindex: dataplane::ifindex("up0").expect("up0"),
             attach_ifindex: dataplane::ifindex("ac0").expect("ac0"),
+            attach_vlan: 0,
             uplink_mtu: 1500,
             rx_cookie: cookie_in,
             tx_cookie: cookie_out,

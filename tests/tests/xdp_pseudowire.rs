@@ -51,6 +51,7 @@ fn params(local_id: u32, encap: Encap, ipv6: bool) -> SessionParams {
         fib_lookup: false,
         uplink_ifindex: LO,
         attach_ifindex: LO,
+        attach_vlan: 0,
         uplink_mtu: 1500,
         rx_cookie: Cookie::NONE,
         tx_cookie: Cookie::NONE,
@@ -477,4 +478,59 @@ fn bad_session_parameters_are_refused_and_leave_nothing() {
     // A removed session's traffic is no longer ours.
     let f = wire_in(UDP, false, &l2tp(0x500, &[], None), &inner());
     assert_eq!(rig.run(Role::Uplink, &f).0, XDP_PASS);
+}
+
+/// `inner()` with an 802.1Q tag.
+fn tagged(vid: u16) -> Vec<u8> {
+    let f = inner();
+    let mut t = f[..12].to_vec();
+    t.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+    t.extend_from_slice(&vid.to_be_bytes());
+    t.extend_from_slice(&f[12..]);
+    t
+}
+
+/// Peer session ID in an encapsulated UDP/IPv4 frame.
+fn sent_session(out: &[u8]) -> u32 {
+    u32::from_be_bytes(out[46..50].try_into().expect("long enough"))
+}
+
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn vlan_circuits_take_their_vid_and_the_port_session_the_rest() {
+    let mut rig = Rig::new();
+    let port = params(0x600, UDP, false);
+    let mut v100 = params(0x601, UDP, false);
+    v100.attach_vlan = 100;
+    let mut v200 = params(0x602, UDP, false);
+    v200.attach_vlan = 200;
+    for p in [&port, &v100, &v200] {
+        rig.table.add(p).expect("install");
+    }
+    // The same circuit twice is refused, and leaves the first in place.
+    assert!(rig.table.add(&SessionParams { local_session_id: 0x603, ..v100.clone() }).is_err());
+    let mut bad = params(0x604, UDP, false);
+    bad.attach_vlan = 4095;
+    assert!(rig.table.add(&bad).is_err(), "VLAN 4095 is reserved");
+    for (frame, want) in [
+        (inner(), port.peer_session_id),
+        (tagged(100), v100.peer_session_id),
+        (tagged(200), v200.peer_session_id),
+        // A VLAN with no circuit of its own belongs to the port session.
+        (tagged(300), port.peer_session_id),
+        // Priority bits do not change the VLAN.
+        (tagged(0xE000 | 100), v100.peer_session_id),
+    ] {
+        let (act, out) = rig.run(Role::Attachment, &frame);
+        assert_eq!(act, XDP_REDIRECT);
+        assert_eq!(sent_session(&out), want, "frame {:02x?}", &frame[12..16]);
+        // RFC 4448 tagged mode: the customer frame crosses with its tag.
+        assert_eq!(&out[out.len() - frame.len()..], &frame[..]);
+    }
+    // Without the port session, untagged frames and other VLANs are not ours.
+    rig.table.remove(port.local_session_id).expect("remove");
+    assert_eq!(rig.run(Role::Attachment, &inner()).0, XDP_PASS);
+    assert_eq!(rig.run(Role::Attachment, &tagged(300)).0, XDP_PASS);
+    assert_eq!(rig.run(Role::Attachment, &tagged(200)).0, XDP_REDIRECT);
+    assert_eq!(rig.stats(v100.local_session_id).tx_packets, 2);
 }

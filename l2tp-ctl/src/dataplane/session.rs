@@ -5,8 +5,8 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use aya::maps::{xdp::DevMapHash, Array, HashMap, Map, MapData, PerCpuArray};
 use l2tp_common::session::{
-    cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, HDR_TEMPLATE_MAX,
-    MAP_SESSION_BY_ID, MAP_SESSION_BY_IFINDEX, MAP_SESSION_CFG, MAP_SESSION_CMD, MAP_SESSION_STATE, MAP_SESSION_STATS,
+    attach_key, cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, HDR_TEMPLATE_MAX,
+    MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_CMD, MAP_SESSION_STATE, MAP_SESSION_STATS,
     MAP_TX_PORTS, MAX_SESSIONS,
 };
 
@@ -75,6 +75,10 @@ pub struct SessionParams {
     pub fib_lookup: bool,
     pub uplink_ifindex: u32,
     pub attach_ifindex: u32,
+    /// 802.1Q VLAN ID of the attachment circuit: 1 to 4094, or 0 for the
+    /// whole interface (frames of VLANs that have their own session go to
+    /// that session).
+    pub attach_vlan: u16,
     /// Largest outer IP packet the uplink carries.
     pub uplink_mtu: u16,
     /// Cookie the peer sends (we check it) and cookie we send.
@@ -120,6 +124,9 @@ impl SessionParams {
         let min_mtu = if ipv6 { 1280 } else { 576 };
         if self.uplink_mtu < min_mtu {
             return bad("uplink MTU too small");
+        }
+        if self.attach_vlan > 4094 {
+            return bad("VLAN ID out of range 1..=4094 (0: the whole interface)");
         }
         if self.uplink_ifindex == 0 || self.attach_ifindex == 0 {
             return bad("interface indexes must be set");
@@ -206,6 +213,7 @@ impl SessionParams {
             uplink_mtu: self.uplink_mtu,
             hdr_len,
             ip4_csum_base,
+            attach_vlan: self.attach_vlan,
             hdr: hdr_arr,
         })
     }
@@ -248,7 +256,7 @@ pub fn sum_stats<'a>(per_cpu: impl IntoIterator<Item = &'a SessionStats>) -> Ses
 /// The per-session maps of one data plane.
 pub struct SessionTable {
     by_id: HashMap<MapData, u32, u32>,
-    by_ifindex: HashMap<MapData, u32, u32>,
+    by_attach: HashMap<MapData, u64, u32>,
     cfg: Array<MapData, SessionConfig>,
     state: Array<MapData, SessionState>,
     cmd: Array<MapData, SessionCommand>,
@@ -272,7 +280,7 @@ impl SessionTable {
         let used = by_id.iter().filter_map(|r| r.ok().map(|(_, idx)| idx)).collect();
         Ok(Self {
             by_id,
-            by_ifindex: HashMap::try_from(get(MAP_SESSION_BY_IFINDEX)?)?,
+            by_attach: HashMap::try_from(get(MAP_SESSION_BY_ATTACH)?)?,
             cfg: Array::try_from(get(MAP_SESSION_CFG)?)?,
             state: Array::try_from(get(MAP_SESSION_STATE)?)?,
             cmd: Array::try_from(get(MAP_SESSION_CMD)?)?,
@@ -290,8 +298,12 @@ impl SessionTable {
         if self.by_id.get(&p.local_session_id, 0).is_ok() {
             return Err(DataplaneError::Session(format!("session ID {} is already installed", p.local_session_id)));
         }
-        if self.by_ifindex.get(&p.attach_ifindex, 0).is_ok() {
-            return Err(DataplaneError::Session(format!("interface {} already carries a session", p.attach_ifindex)));
+        let key = attach_key(p.attach_ifindex, p.attach_vlan);
+        if self.by_attach.get(&key, 0).is_ok() {
+            return Err(DataplaneError::Session(match p.attach_vlan {
+                0 => format!("interface {} already carries a session", p.attach_ifindex),
+                v => format!("VLAN {v} of interface {} already carries a session", p.attach_ifindex),
+            }));
         }
         let idx = (self.next_free..MAX_SESSIONS)
             .chain(0..self.next_free)
@@ -318,12 +330,9 @@ impl SessionTable {
         for ifindex in [p.uplink_ifindex, p.attach_ifindex] {
             self.tx_ports.insert(ifindex, ifindex, None, 0)?;
         }
-        let publish = self
-            .by_ifindex
-            .insert(p.attach_ifindex, idx, 0)
-            .and_then(|()| self.by_id.insert(p.local_session_id, idx, 0));
+        let publish = self.by_attach.insert(key, idx, 0).and_then(|()| self.by_id.insert(p.local_session_id, idx, 0));
         if let Err(e) = publish {
-            let _ = self.by_ifindex.remove(&p.attach_ifindex);
+            let _ = self.by_attach.remove(&key);
             let _ = self.cfg.set(idx, zeroed_config(), 0);
             return Err(e.into());
         }
@@ -344,8 +353,9 @@ impl SessionTable {
             .ok_or_else(|| DataplaneError::Session(format!("no session {local_session_id}")))?;
         let cfg = self.cfg.get(&idx, 0)?;
         self.by_id.remove(&local_session_id)?;
-        if self.by_ifindex.get(&cfg.attach_ifindex, 0).ok() == Some(idx) {
-            self.by_ifindex.remove(&cfg.attach_ifindex)?;
+        let key = attach_key(cfg.attach_ifindex, cfg.attach_vlan);
+        if self.by_attach.get(&key, 0).ok() == Some(idx) {
+            self.by_attach.remove(&key)?;
         }
         self.cfg.set(idx, zeroed_config(), 0)?;
         self.used.remove(&idx);
@@ -408,6 +418,7 @@ fn zeroed_config() -> SessionConfig {
         uplink_mtu: 0,
         hdr_len: 0,
         ip4_csum_base: 0,
+        attach_vlan: 0,
         hdr: [0; HDR_TEMPLATE_MAX],
     }
 }

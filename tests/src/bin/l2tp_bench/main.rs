@@ -131,6 +131,7 @@ fn session(local: u32, encap: Encap, v6: bool, uplink: u32, attach: u32) -> Sess
         fib_lookup: false,
         uplink_ifindex: uplink,
         attach_ifindex: attach,
+        attach_vlan: 0,
         uplink_mtu: 9000,
         rx_cookie: Cookie::NONE,
         tx_cookie: Cookie::NONE,
