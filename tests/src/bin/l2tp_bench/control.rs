@@ -7,17 +7,19 @@
 //! - recovery (RFC 4951, control channel): SIGKILL of the initiating daemon
 //!   and a restart on the same state; from the restart to every tunnel
 //!   reported recovered with all its sessions;
+//!   With `control_and_data`, A's pinned data plane (programs, maps, links)
+//!   is removed too, so the restart rebuilds it from the store first.
 //! - re-establishment, for comparison: SIGTERM (StopCCN to the peer) and a
 //!   start from scratch; from the signal to the last session established.
 //!
-//! The daemons run with the data plane off: this kernel-less setting keeps
-//! 10,000 sessions from needing 10,000 attachment interfaces (the data plane
-//! keys an attachment circuit by interface).
+//! Every tunnel has its own attachment interface on each side, and its
+//! sessions are Ethernet VLAN pseudowires on VLANs 1, 2, ... of it, with
+//! sequence numbers, all installed in the XDP data plane.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use l2tp_tests::{daemon::Daemon, topology::TwoSites};
+use l2tp_tests::{daemon::Daemon, topology::TwoSites, PinDir};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -28,6 +30,7 @@ pub struct Results {
     sessions: usize,
     setup_s: Vec<f64>,
     recovery_ms: Vec<f64>,
+    recovery_data_ms: Vec<f64>,
     reestablish_ms: Vec<f64>,
     rss_mb: f64,
 }
@@ -44,13 +47,14 @@ impl Results {
             "recovery_ms": {
                 "control_only": super::r1(med(&self.recovery_ms)),
                 "control_only_min": super::r1(min(&self.recovery_ms)),
-                "control_and_data": Value::Null,
+                "control_and_data": super::r1(med(&self.recovery_data_ms)),
+                "control_and_data_min": super::r1(min(&self.recovery_data_ms)),
             },
             "reestablish_ms": super::r1(med(&self.reestablish_ms)),
             "reestablish_ms_min": super::r1(min(&self.reestablish_ms)),
             "recovery_speedup": super::r1(med(&self.reestablish_ms) / med(&self.recovery_ms)),
             "rss_mb_10k_sessions": super::r1(self.rss_mb),
-            "dataplane": "off (see the notes)",
+            "dataplane": "on: every session installed in the XDP maps, sequencing on",
         })
     }
 }
@@ -62,9 +66,11 @@ fn addr_b(i: usize) -> String {
     format!("198.18.{}.{}", 100 + i / 250, 1 + i % 250)
 }
 
-fn config(me: &str, initiate: bool, tunnels: usize, sessions: usize) -> String {
-    let mut c =
-        format!("[global]\nhost_name = \"{me}\"\nlisten = [\"0.0.0.0:1701\"]\n\n[dataplane]\nenabled = false\n\n");
+fn config(me: &str, initiate: bool, tunnels: usize, sessions: usize, pins: &PinDir) -> String {
+    let mut c = format!(
+        "[global]\nhost_name = \"{me}\"\nlisten = [\"0.0.0.0:1701\"]\n\n[dataplane]\npin_dir = \"{}\"\nuplink = \"up0\"\n\n",
+        pins.path().display()
+    );
     for t in 0..tunnels {
         let peer = if initiate { addr_b(t) } else { addr_a(t) };
         c.push_str(&format!(
@@ -72,7 +78,10 @@ fn config(me: &str, initiate: bool, tunnels: usize, sessions: usize) -> String {
              [tunnel.failover]\ncontrol = true\ndata = true\nrecovery_time_ms = 10000\n\n"
         ));
         for s in 0..sessions {
-            c.push_str(&format!("[[tunnel.session]]\nname = \"s{s}\"\ninterface = \"c{t}x{s}\"\n\n"));
+            c.push_str(&format!(
+                "[[tunnel.session]]\nname = \"s{s}\"\ninterface = \"c{t}\"\npw_type = \"ethernet-vlan\"\nvlan = {}\nsequencing = true\n\n",
+                s + 1
+            ));
         }
     }
     c
@@ -96,6 +105,10 @@ fn addresses(t: &TwoSites, tunnels: usize) -> Result<()> {
             addr_a(i),
             addr_b(i)
         ));
+        // The tunnel's attachment interface (its sessions are VLANs of it).
+        for side in [&mut a, &mut b] {
+            side.push_str(&format!("link add c{i} type veth peer name c{i}p\nlink set c{i} up\nlink set c{i}p up\n"));
+        }
     }
     for (ns, batch) in [(&t.pe_a, a), (&t.pe_b, b)] {
         let path = std::env::temp_dir().join(format!("l2tp-bench-{}-{}.ip", std::process::id(), ns.name()));
@@ -160,9 +173,10 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
     addresses(&t, tunnels)?;
     let level = std::env::var("L2TP_BENCH_LOG").unwrap_or_else(|_| "warn".into());
     let level = level.as_str();
-    let b = Daemon::start_logging(&t.pe_b, "bench-b", &config("pe-b", false, tunnels, sessions), level)?;
+    let (pins_a, pins_b) = (PinDir::new("bench-a"), PinDir::new("bench-b"));
+    let b = Daemon::start_logging(&t.pe_b, "bench-b", &config("pe-b", false, tunnels, sessions, &pins_b), level)?;
     let start = Instant::now();
-    let mut a = Daemon::start_logging(&t.pe_a, "bench-a", &config("pe-a", true, tunnels, sessions), level)?;
+    let mut a = Daemon::start_logging(&t.pe_a, "bench-a", &config("pe-a", true, tunnels, sessions, &pins_a), level)?;
     wait_sessions(&a, total, "setup")?;
     wait_sessions(&b, total, "setup (responder)")?;
     let mut r = Results {
@@ -170,6 +184,7 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
         sessions,
         setup_s: vec![start.elapsed().as_secs_f64()],
         recovery_ms: Vec::new(),
+        recovery_data_ms: Vec::new(),
         reestablish_ms: Vec::new(),
         rss_mb: rss_mb(a.pid().context("daemon pid")?)?,
     };
@@ -186,6 +201,14 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
         wait_recovered(&a, tunnels, total).with_context(|| a.log())?;
         r.recovery_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         wait_sessions(&b, total, "peer after recovery")?;
+        // Control and data: the pinned data plane goes too.
+        a.kill();
+        std::fs::remove_dir_all(pins_a.path()).context("removing A's pins")?;
+        let t0 = Instant::now();
+        a.spawn(&t.pe_a)?;
+        wait_recovered(&a, tunnels, total).with_context(|| a.log())?;
+        r.recovery_data_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        wait_sessions(&b, total, "peer after recovery")?;
         // Re-establishment: orderly stop (StopCCN), start from scratch.
         let t0 = Instant::now();
         a.signal(libc::SIGTERM);
@@ -195,9 +218,10 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
         r.reestablish_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         wait_sessions(&b, total, "peer after re-establishment")?;
         eprintln!(
-            "bench: control round {}/{rounds}: recovery {:.0} ms, re-establishment {:.0} ms",
+            "bench: control round {}/{rounds}: recovery {:.0} ms (control and data {:.0} ms), re-establishment {:.0} ms",
             round + 1,
             r.recovery_ms[round],
+            r.recovery_data_ms[round],
             r.reestablish_ms[round]
         );
     }
