@@ -15,8 +15,8 @@ pub const PROG_CLASSIFY: &str = "l2tp_classify";
 /// Name of the global per-CPU counter map.
 pub const MAP_GLOBAL_STATS: &str = "GLOBAL_STATS";
 
-/// Global data-plane counters, one slot each in the per-CPU array
-/// [`MAP_GLOBAL_STATS`]. Userspace sums the slots over all CPUs.
+/// Global data-plane counters, indexes into the one per-CPU `[u64; COUNT]`
+/// slot of [`MAP_GLOBAL_STATS`]. Userspace sums them over all CPUs.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GlobalCounter {

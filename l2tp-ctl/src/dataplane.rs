@@ -263,11 +263,14 @@ impl GlobalStats {
     }
 }
 
-fn read_global_stats<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, u64>) -> Result<GlobalStats> {
+/// The global counters: one per-CPU slot holding all of them.
+type GlobalSlot = [u64; GlobalCounter::COUNT as usize];
+
+fn read_global_stats<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, GlobalSlot>) -> Result<GlobalStats> {
     let mut stats = GlobalStats::default();
+    let per_cpu = map.get(&0, 0)?;
     for c in GlobalCounter::ALL {
-        let per_cpu = map.get(&(c as u32), 0)?;
-        stats.values[c as usize] = per_cpu.iter().copied().fold(0u64, u64::wrapping_add);
+        stats.values[c as usize] = per_cpu.iter().map(|slot| slot[c as usize]).fold(0u64, u64::wrapping_add);
     }
     Ok(stats)
 }
@@ -331,7 +334,7 @@ impl Loaded {
 
     pub fn global_stats(&self) -> Result<GlobalStats> {
         let map = self.ebpf.map(MAP_GLOBAL_STATS).ok_or(DataplaneError::Missing("GLOBAL_STATS map"))?;
-        read_global_stats(&PerCpuArray::<_, u64>::try_from(map)?)
+        read_global_stats(&PerCpuArray::<_, GlobalSlot>::try_from(map)?)
     }
 
     /// The session tables of this object (duplicated map handles).
@@ -554,7 +557,7 @@ impl Pinned {
     }
 
     pub fn global_stats(&self) -> Result<GlobalStats> {
-        read_global_stats(&PerCpuArray::<_, u64>::try_from(self.map(MAP_GLOBAL_STATS)?)?)
+        read_global_stats(&PerCpuArray::<_, GlobalSlot>::try_from(self.map(MAP_GLOBAL_STATS)?)?)
     }
 
     /// The session tables, through the pinned maps.

@@ -18,7 +18,7 @@ use core::{intrinsics::AtomicOrdering, mem};
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibLookup, xdp_action, BPF_FIB_LOOKUP_OUTPUT},
-    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head},
+    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head, bpf_xdp_store_bytes},
     macros::{map, xdp},
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
     programs::XdpContext,
@@ -31,8 +31,11 @@ use l2tp_common::{
     GlobalCounter,
 };
 
+/// One slot per CPU holding every global counter: one lookup per frame.
 #[map(name = "GLOBAL_STATS")]
-static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GlobalCounter::COUNT, 0);
+static GLOBAL_STATS: PerCpuArray<Global> = PerCpuArray::with_max_entries(1, 0);
+
+type Global = [u64; GlobalCounter::COUNT as usize];
 #[map(name = "SESSION_BY_ID")]
 static SESSION_BY_ID: HashMap<u32, u32> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 #[map(name = "SESSION_BY_ATTACH")]
@@ -52,11 +55,18 @@ const HALF: u32 = 1 << 23;
 
 mod tools;
 
+/// This CPU's global counters (null if the map has no slot, never in
+/// practice).
 #[inline(always)]
-fn count(c: GlobalCounter) {
-    if let Some(slot) = GLOBAL_STATS.get_ptr_mut(c as u32) {
+fn global() -> *mut Global {
+    GLOBAL_STATS.get_ptr_mut(0).unwrap_or(core::ptr::null_mut())
+}
+
+#[inline(always)]
+fn count(g: *mut Global, c: GlobalCounter) {
+    if !g.is_null() {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        unsafe { *slot += 1 };
+        unsafe { (*g)[c as usize] += 1 };
     }
 }
 
@@ -107,7 +117,7 @@ enum Carrier {
 /// Walks Ethernet, VLAN tags and the IP header; returns the L2TP carrier.
 /// `None` means the frame is not parseable L3 we look at (it is passed).
 #[inline(always)]
-fn find_l4(ctx: &XdpContext) -> Option<Carrier> {
+fn find_l4(ctx: &XdpContext, g: *mut Global) -> Option<Carrier> {
     let mut off = ETH_HLEN;
     let mut proto = load_be16(ctx, 12)?;
     // Up to two VLAN tags (802.1ad outer, 802.1Q inner).
@@ -122,7 +132,7 @@ fn find_l4(ctx: &XdpContext) -> Option<Carrier> {
         let frag = load_be16(ctx, off + 6)?;
         if vihl != 0x45 || frag & 0x3FFF != 0 {
             // IP options or a fragment: never parsed here.
-            count(GlobalCounter::IpUnparsed);
+            count(g, GlobalCounter::IpUnparsed);
             return None;
         }
         (load_u8(ctx, off + 9)?, off + IPV4_MIN_HLEN)
@@ -247,49 +257,50 @@ pub fn l2tp_uplink(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn uplink_entry(ctx: &XdpContext) -> u32 {
-    count(GlobalCounter::Frames);
-    uplink(ctx).unwrap_or(xdp_action::XDP_PASS)
+    let g = global();
+    count(g, GlobalCounter::Frames);
+    uplink(ctx, g).unwrap_or(xdp_action::XDP_PASS)
 }
 
 #[inline(always)]
-fn uplink(ctx: &XdpContext) -> Option<u32> {
-    let (session_id, l2tp_off, over_ip) = match find_l4(ctx)? {
+fn uplink(ctx: &XdpContext, g: *mut Global) -> Option<u32> {
+    let (session_id, l2tp_off, over_ip) = match find_l4(ctx, g)? {
         Carrier::NotOurs => return None,
         Carrier::Udp(off) => {
-            count(GlobalCounter::L2tpUdp);
+            count(g, GlobalCounter::L2tpUdp);
             let Some(first) = load_be16(ctx, off) else {
-                count(GlobalCounter::Malformed);
+                count(g, GlobalCounter::Malformed);
                 return None;
             };
             if first & HDR_T != 0 {
-                count(GlobalCounter::Control);
+                count(g, GlobalCounter::Control);
                 return None;
             }
-            count(GlobalCounter::Data);
+            count(g, GlobalCounter::Data);
             // L2TPv2 data is not switched here: the kernel gets it.
             if first & HDR_VER_MASK != 3 {
                 return None;
             }
             let Some(sid) = load_be32(ctx, off + 4) else {
-                count(GlobalCounter::Malformed);
+                count(g, GlobalCounter::Malformed);
                 return None;
             };
             (sid, off + V3_UDP_DATA_HLEN, false)
         }
         Carrier::Ip(off) => {
-            count(GlobalCounter::L2tpIp);
+            count(g, GlobalCounter::L2tpIp);
             // RFC 3931 4.1.1.2: a Session ID of zero marks a control message.
             match load_be32(ctx, off) {
                 Some(0) => {
-                    count(GlobalCounter::Control);
+                    count(g, GlobalCounter::Control);
                     return None;
                 }
                 Some(sid) => {
-                    count(GlobalCounter::Data);
+                    count(g, GlobalCounter::Data);
                     (sid, off + V3_IP_SESSION_HLEN, true)
                 }
                 None => {
-                    count(GlobalCounter::Malformed);
+                    count(g, GlobalCounter::Malformed);
                     return None;
                 }
             }
@@ -374,12 +385,15 @@ fn attach_entry(ctx: &XdpContext) -> u32 {
     attach(ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
-/// Copies the `N`-byte outer header template to the start of the frame.
+/// Copies the `N`-byte outer header template to the start of the frame,
+/// with one `bpf_xdp_store_bytes` (a kernel memcpy): the frame start is not
+/// word-aligned, and an open-coded copy would go byte by byte.
 #[inline(always)]
 fn put_template<const N: usize>(ctx: &XdpContext, cfg: &SessionConfig) -> Option<()> {
-    let src = cfg.hdr.as_ptr() as *const [u8; N];
-    // SAFETY: N <= HDR_TEMPLATE_MAX (callers use the four template sizes).
-    store::<N>(ctx, 0, unsafe { *src })
+    // SAFETY: N <= HDR_TEMPLATE_MAX (callers use the four template sizes);
+    // the helper checks the frame bounds.
+    let rc = unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, cfg.hdr.as_ptr() as *mut _, N as u32) };
+    (rc == 0).then_some(())
 }
 
 #[inline(always)]
