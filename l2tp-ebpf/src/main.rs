@@ -59,7 +59,7 @@ mod tools;
 /// practice).
 #[inline(always)]
 fn global() -> *mut Global {
-    GLOBAL_STATS.get_ptr_mut(0).unwrap_or(core::ptr::null_mut())
+    GLOBAL_STATS.get_ptr_mut(0).unwrap_or_default()
 }
 
 #[inline(always)]
