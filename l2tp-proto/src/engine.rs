@@ -22,7 +22,7 @@ use crate::{
         avp::attr,
         message::DecodeError,
         rules::validate,
-        types::{cdn, stopccn},
+        types::{cdn, error, stopccn},
         Avp, AvpValue, ControlHeader, ControlMessage, Message, MessageType, Reply, ResultCode, Transport, Version,
     },
 };
@@ -1479,9 +1479,14 @@ impl Engine {
                         self.stats.malformed += 1;
                     }
                     self.events.push_back(Event::Rejected { peer: from, what: format!("message: {e}") });
-                    // The reply the RFC requires (StopCCN/CDN) needs a tunnel.
                     if id != 0 {
                         self.apply_reply(now, id, header.session_id, e.reply(), None);
+                    } else if let (Some(peer_tid), Reply::StopCcn(rc)) =
+                        (crate::wire::message::sccrq_sender_id(header.version, body), e.reply())
+                    {
+                        // An SCCRQ that does not decode: the tunnel it asks
+                        // for is refused with the code of the fault.
+                        self.refuse_sccrq(from, transport, header.version, peer_tid, rc);
                     }
                     return;
                 }
@@ -1597,9 +1602,13 @@ impl Engine {
         if let Err(vio) = validate(v, &m) {
             self.stats.refused += 1;
             self.events.push_back(Event::Rejected { peer: from, what: format!("SCCRQ: {vio}") });
+            if let (Some(peer_tid), Reply::StopCcn(rc)) = (peer_tid, vio.reply()) {
+                self.refuse_sccrq(from, transport, v, peer_tid, rc);
+            }
             return;
         }
         let Some(peer_tid) = peer_tid.filter(|t| *t != 0) else {
+            // Nobody to answer: the peer's tunnel has no ID.
             self.stats.refused += 1;
             return;
         };
@@ -1641,23 +1650,69 @@ impl Engine {
         let Some(params) = self.accept_params(from, v, transport).cloned() else {
             self.stats.refused += 1;
             self.events.push_back(Event::Rejected { peer: from, what: "SCCRQ refused: no tunnels accepted".into() });
+            // RFC 2661 4.4.2 / RFC 3931 5.4.2 StopCCN result 4: "Requester
+            // is not authorized to establish a control channel".
+            let rc = ResultCode::new(stopccn::NOT_AUTHORIZED, None, "no tunnel configured for this peer");
+            self.refuse_sccrq(from, transport, v, peer_tid, rc);
             return;
         };
         if params.version != v || params.transport != transport {
             self.stats.refused += 1;
             self.events
                 .push_back(Event::Rejected { peer: from, what: format!("SCCRQ for {v:?} over {transport:?} refused") });
+            let rc = if params.version != v {
+                // Result 5: "Protocol version not supported".
+                ResultCode::new(stopccn::BAD_PROTOCOL_VERSION, None, "")
+            } else {
+                ResultCode::new(stopccn::NOT_AUTHORIZED, None, "not accepted over this transport")
+            };
+            self.refuse_sccrq(from, transport, v, peer_tid, rc);
             return;
         }
         let half_open = self.tunnels.values().filter(|t| t.peer == from && t.state != TunnelState::Established).count();
         if self.tunnels.len() >= self.cfg.max_tunnels || half_open >= self.cfg.max_half_open_per_peer {
             self.stats.refused += 1;
             self.events.push_back(Event::Rejected { peer: from, what: "SCCRQ refused: tunnel limit".into() });
+            // Result 2, error 4: "Insufficient resources to handle this
+            // operation now".
+            let rc = ResultCode::new(stopccn::GENERAL_ERROR, Some(error::NO_RESOURCES), "tunnel limit");
+            self.refuse_sccrq(from, transport, v, peer_tid, rc);
             return;
         }
-        let Some(cma) = self.responder_cma(from, &params, &m) else { return };
+        let Some(cma) = self.responder_cma(from, &params, &m) else {
+            let rc = ResultCode::new(stopccn::NOT_AUTHORIZED, None, "SCCRQ without a nonce");
+            self.refuse_sccrq(from, transport, v, peer_tid, rc);
+            return;
+        };
         let id = self.accept_tunnel(now, from, &header, &m, peer_tid, params, cma, None, None);
         self.on_control_connection_request(now, id, &m);
+    }
+
+    /// Refuses the tunnel an SCCRQ asks for with a StopCCN carrying the
+    /// reason (RFC 2661 4.4.2, RFC 3931 5.4.2), sent once and without
+    /// keeping state: the peer's retransmitted SCCRQ gets another one, and a
+    /// flood of SCCRQs cannot grow the engine. The StopCCN acknowledges the
+    /// SCCRQ (Ns 0, Nr 1) and names, as our Assigned ID, an ID no tunnel
+    /// holds. It carries no Message Digest: there is no control connection
+    /// whose nonces could sign it.
+    fn refuse_sccrq(&mut self, to: SocketAddr, transport: Transport, v: Version, peer_tid: u32, rc: ResultCode) {
+        if peer_tid == 0 {
+            return;
+        }
+        let ours = self.alloc_tunnel_id(v);
+        let assigned = match v {
+            Version::V2 => AvpValue::AssignedTunnelId(ours as u16),
+            Version::V3 => AvpValue::AssignedConnectionId(ours),
+        };
+        let msg = Message::new(MessageType::StopCcn, vec![avp(v, assigned), avp(v, AvpValue::ResultCode(rc))]);
+        let header = ControlHeader { version: v, tunnel_id: peer_tid, session_id: 0, ns: 0, nr: 1 };
+        match (ControlMessage { header, message: Some(msg) }).encode(transport, None) {
+            Ok(bytes) => {
+                self.stats.stopccn_sent += 1;
+                self.transmits.push_back((to, transport, bytes));
+            }
+            Err(e) => self.events.push_back(Event::Rejected { peer: to, what: format!("cannot encode: {e}") }),
+        }
     }
 
     /// RFC 3931 4.3 state of a tunnel we answer: our nonce and the one of

@@ -1388,3 +1388,71 @@ fn f_ss_4_icrq_naming_an_established_session_is_answered_with_cdn() {
     assert_eq!(cdn.find(|a| if let AvpValue::LocalSessionId(s) = a { Some(*s) } else { None }), Some(b_sid));
     assert!(pair.ends[1].tunnel_info(tb).expect("b").sessions.is_empty());
 }
+
+/// The first SCCRQ an initiator sends, decoded.
+fn an_sccrq(version: Version) -> (ControlHeader, Message) {
+    let mut a = engine("lac", 41, None);
+    a.connect(Instant::now(), addr(B), params(version, None)).expect("connect");
+    let (_, _, bytes) = a.poll_transmit().expect("SCCRQ");
+    let m = ControlMessage::decode(Transport::Udp, &bytes, None).expect("decodes");
+    (m.header, m.message.expect("message"))
+}
+
+/// What `b` answers to `msg`: the StopCCN's header tunnel ID and its
+/// result and error codes.
+fn answer(b: &mut Engine, header: ControlHeader, msg: Message) -> Option<(u32, u16, Option<u16>)> {
+    let bytes = ControlMessage { header, message: Some(msg) }.encode(Transport::Udp, None).expect("encode");
+    b.handle_datagram(Instant::now(), addr(A), Transport::Udp, &bytes);
+    let (to, _, reply) = b.poll_transmit()?;
+    assert_eq!(to, addr(A));
+    assert!(b.poll_transmit().is_none(), "one reply");
+    let m = ControlMessage::decode(Transport::Udp, &reply, None).expect("reply decodes");
+    assert_eq!((m.header.ns, m.header.nr), (0, 1), "the StopCCN acknowledges the SCCRQ");
+    let msg = m.message.expect("a message");
+    assert_eq!(msg.msg_type, MessageType::StopCcn);
+    let rc = msg.find(|v| if let AvpValue::ResultCode(r) = v { Some((r.result, r.error)) } else { None })?;
+    Some((m.header.tunnel_id, rc.0, rc.1))
+}
+
+fn peer_id(m: &Message) -> u32 {
+    m.find(|v| match v {
+        AvpValue::AssignedConnectionId(t) => Some(*t),
+        AvpValue::AssignedTunnelId(t) => Some(u32::from(*t)),
+        _ => None,
+    })
+    .expect("assigned ID")
+}
+
+#[test]
+fn refused_sccrqs_are_answered_with_the_stopccn_of_the_fault_and_leave_no_state() {
+    for v in [Version::V2, Version::V3] {
+        let (header, sccrq) = an_sccrq(v);
+        let peer = peer_id(&sccrq);
+        let mut b = engine("lns", 42, Some(params(v, None)));
+        // A required AVP missing (Host Name): result 2, error 3.
+        let mut m = sccrq.clone();
+        m.avps.retain(|a| !matches!(a.value, AvpValue::HostName(_)));
+        assert_eq!(answer(&mut b, header, m), Some((peer, stopccn::GENERAL_ERROR, Some(3))), "{v:?}");
+        // An unknown AVP with the M bit: result 2, error 8.
+        let mut m = sccrq.clone();
+        m.avps
+            .push(Avp { flags: AvpFlags::MANDATORY, value: AvpValue::Unknown { vendor: 9, attr: 1, value: vec![1] } });
+        assert_eq!(answer(&mut b, header, m), Some((peer, stopccn::GENERAL_ERROR, Some(8))), "{v:?}");
+        // No Assigned ID: nobody to answer.
+        let mut m = sccrq.clone();
+        m.avps.retain(|a| !matches!(a.value, AvpValue::AssignedConnectionId(_) | AvpValue::AssignedTunnelId(_)));
+        assert_eq!(answer(&mut b, header, m), None);
+        assert!(b.tunnels().is_empty(), "{v:?}: a refusal keeps no state");
+        // No tunnels accepted from this peer: result 4.
+        let mut nobody = engine("lns", 43, None);
+        assert_eq!(answer(&mut nobody, header, sccrq.clone()), Some((peer, stopccn::NOT_AUTHORIZED, None)));
+        // Accepted, but in the other version: result 5.
+        let other = if v == Version::V2 { Version::V3 } else { Version::V2 };
+        let mut wrong = engine("lns", 44, Some(params(other, None)));
+        assert_eq!(answer(&mut wrong, header, sccrq.clone()), Some((peer, stopccn::BAD_PROTOCOL_VERSION, None)));
+        assert!(nobody.tunnels().is_empty() && wrong.tunnels().is_empty());
+        // The undecodable one counts as malformed, the others as refused.
+        assert_eq!(b.stats().refused + nobody.stats().refused + wrong.stats().refused, 4);
+        assert_eq!(b.stats().malformed, 1);
+    }
+}

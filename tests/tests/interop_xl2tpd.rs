@@ -14,7 +14,7 @@ use l2tp_proto::{
     engine::{
         DataplaneUpdate, DownReason, Engine, EngineConfig, Event, FailoverCapability, SessionParams, TunnelParams,
     },
-    wire::{Transport, Version},
+    wire::{ControlMessage, MessageType, Transport, Version},
 };
 use l2tp_tests::{
     xl2tpd::{Role, Xl2tpd},
@@ -46,22 +46,24 @@ struct Driver {
     sock: UdpSocket,
     events: Vec<Event>,
     dataplane: Vec<DataplaneUpdate>,
+    /// Types of the control messages the peer sent (ZLBs not included).
+    received: Vec<MessageType>,
 }
 
 impl Driver {
     fn new(accept: Option<TunnelParams>) -> Self {
-        let cfg = EngineConfig {
-            host_name: "l2tp-ours".into(),
-            hello_interval: Duration::from_secs(1),
-            accept,
-            ..EngineConfig::default()
-        };
+        Self::with_hello(accept, Duration::from_secs(1))
+    }
+
+    fn with_hello(accept: Option<TunnelParams>, hello_interval: Duration) -> Self {
+        let cfg = EngineConfig { host_name: "l2tp-ours".into(), hello_interval, accept, ..EngineConfig::default() };
         let sock = UdpSocket::bind(format!("{OURS}:1701")).expect("bind 1701");
         Self {
             engine: Engine::new(cfg, Box::new(StdRng::seed_from_u64(42))),
             sock,
             events: Vec::new(),
             dataplane: Vec::new(),
+            received: Vec::new(),
         }
     }
 
@@ -90,7 +92,15 @@ impl Driver {
                 wake.saturating_duration_since(now).max(Duration::from_millis(1)).min(Duration::from_millis(100));
             self.sock.set_read_timeout(Some(wait)).expect("timeout");
             match self.sock.recv_from(&mut buf) {
-                Ok((n, from)) => self.engine.handle_datagram(Instant::now(), from, Transport::Udp, &buf[..n]),
+                Ok((n, from)) => {
+                    let secret = Some(SECRET.as_bytes());
+                    if let Some(m) =
+                        ControlMessage::decode(Transport::Udp, &buf[..n], secret).ok().and_then(|m| m.message)
+                    {
+                        self.received.push(m.msg_type);
+                    }
+                    self.engine.handle_datagram(Instant::now(), from, Transport::Udp, &buf[..n]);
+                }
                 Err(_) => self.engine.handle_timeout(Instant::now()),
             }
             self.engine.handle_timeout(Instant::now());
@@ -198,6 +208,33 @@ fn xl2tpd_lac_against_our_lns() {
             xl2tpd.log()
         );
         assert!(d.dataplane.iter().any(|u| matches!(u, DataplaneUpdate::SessionDown { .. })));
+        assert_eq!(d.engine.stats().malformed, 0);
+    })
+    .expect("enter");
+}
+
+#[test]
+#[ignore = "privileged: needs root, network namespaces and xl2tpd; run by `cargo xtask test`"]
+fn xl2tpd_hello_is_acknowledged_and_keeps_the_tunnel() {
+    // xl2tpd sends a HELLO every 60 s whatever the traffic; ours are off
+    // (longer than the test) so that its HELLO is what keeps the channel
+    // busy, and our acknowledgement is what it waits for.
+    let (ours, theirs) = namespaces();
+    ours.enter(|| {
+        let mut d = Driver::with_hello(Some(params()), Duration::from_secs(600));
+        let xl2tpd = Xl2tpd::start(&theirs, THEIRS, "xl2tpd-lac", "l2tp-ours", SECRET, Role::Lac { lns: OURS.into() })
+            .expect("xl2tpd");
+        assert!(d.run_until(Duration::from_secs(10), Driver::up), "tunnel up: {:?}\n{}", d.events, xl2tpd.log());
+        let hello = |d: &Driver| d.received.iter().filter(|t| **t == MessageType::Hello).count();
+        assert!(d.run_until(Duration::from_secs(75), |d| hello(d) >= 1), "no HELLO from xl2tpd\n{}", xl2tpd.log());
+        // Acknowledged: xl2tpd neither retransmits it nor gives up on us.
+        d.run_until(Duration::from_secs(5), |_| false);
+        assert_eq!(hello(&d), 1, "xl2tpd retransmitted its HELLO: {:?}", d.received);
+        assert!(!d.events.iter().any(|e| matches!(e, Event::TunnelDown { .. })), "{:?}", d.events);
+        let log = xl2tpd.log();
+        for bad in ["bad packet", "Invalid", "out of order", "Maximum retries exceeded"] {
+            assert!(!log.contains(bad), "xl2tpd complained ({bad}):\n{log}");
+        }
         assert_eq!(d.engine.stats().malformed, 0);
     })
     .expect("enter");

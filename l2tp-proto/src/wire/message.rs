@@ -270,3 +270,24 @@ impl ControlMessage {
         Ok(out)
     }
 }
+
+/// The sender's tunnel ID in a control message body that did not decode,
+/// if it is an SCCRQ: its first AVP is Message Type 1 and it has a visible
+/// Assigned Tunnel ID (L2TPv2) or Assigned Control Connection ID (L2TPv3).
+/// This is what a refusal (StopCCN) is addressed to.
+pub fn sccrq_sender_id(version: Version, body: &[u8]) -> Option<u32> {
+    use super::avp::{attr, raw_avps};
+    let mut avps = raw_avps(body).map_while(Result::ok);
+    let first = avps.next()?;
+    if first.vendor != 0
+        || first.attr != attr::MESSAGE_TYPE
+        || !matches!(first.value, &[h, l] if MessageType::from_u16(u16::from_be_bytes([h, l])) == MessageType::Sccrq)
+    {
+        return None;
+    }
+    avps.filter(|a| a.vendor == 0 && !a.flags.hidden).find_map(|a| match (version, a.attr, a.value) {
+        (Version::V2, attr::ASSIGNED_TUNNEL_ID, &[h, l]) => Some(u32::from(u16::from_be_bytes([h, l]))),
+        (Version::V3, attr::ASSIGNED_CONNECTION_ID, &[a, b, c, d]) => Some(u32::from_be_bytes([a, b, c, d])),
+        _ => None,
+    })
+}
