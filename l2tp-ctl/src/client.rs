@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::{
     api::{Client, EventView, Reply, Request, SessionView, TunnelView},
-    config::{Encapsulation, Failover, PwType, ReceiveMode, SessionConfig, TunnelConfig},
+    config::{Encapsulation, Failover, PwType, ReceiveMode, RetransmitOverride, SessionConfig, TunnelConfig},
 };
 
 /// Options every client command takes.
@@ -80,6 +80,20 @@ pub struct TunnelAddArgs {
     /// Recovery Time we advertise, milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub recovery_time_ms: u32,
+    /// Seconds of silence before a HELLO (default: global.hello_interval).
+    #[arg(long)]
+    pub hello_interval: Option<u64>,
+    /// Our Receive Window Size (default: global.receive_window).
+    #[arg(long)]
+    pub receive_window: Option<u16>,
+    /// First retransmission timeout, milliseconds (default:
+    /// global.retransmit.initial_ms).
+    #[arg(long)]
+    pub retransmit_initial_ms: Option<u64>,
+    /// Retransmissions before the tunnel is declared dead (default:
+    /// global.retransmit.retries).
+    #[arg(long)]
+    pub retransmit_retries: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -297,6 +311,13 @@ pub fn tunnel(conn: &Conn, cmd: TunnelCmd) -> anyhow::Result<()> {
                     data: !a.no_failover_data,
                     recovery_time_ms: a.recovery_time_ms,
                     ..Failover::default()
+                },
+                hello_interval: a.hello_interval,
+                receive_window: a.receive_window,
+                retransmit: RetransmitOverride {
+                    initial_ms: a.retransmit_initial_ms,
+                    retries: a.retransmit_retries,
+                    ..RetransmitOverride::default()
                 },
                 sessions: Vec::new(),
             };

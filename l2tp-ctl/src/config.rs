@@ -15,7 +15,7 @@ use std::{
 
 use l2tp_proto::{
     channel::ChannelConfig,
-    engine::{EngineConfig, FailoverCapability, SessionParams, TunnelParams},
+    engine::{EngineConfig, FailoverCapability, SessionParams, TunnelParams, TunnelTimers},
     wire::{Transport, Version},
 };
 use serde::{Deserialize, Serialize};
@@ -237,8 +237,63 @@ pub struct TunnelConfig {
     pub next_hop_mac: Option<String>,
     #[serde(default)]
     pub failover: Failover,
+    /// Seconds of silence from the peer before a HELLO (default:
+    /// `global.hello_interval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hello_interval: Option<u64>,
+    /// Our Receive Window Size on this control connection (default:
+    /// `global.receive_window`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_window: Option<u16>,
+    /// Reliable-delivery timers of this tunnel; keys not given are
+    /// `global.retransmit`'s.
+    #[serde(default, skip_serializing_if = "RetransmitOverride::is_empty")]
+    pub retransmit: RetransmitOverride,
     #[serde(default, rename = "session")]
     pub sessions: Vec<SessionConfig>,
+}
+
+/// `[tunnel.retransmit]`: any of `global.retransmit`'s keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetransmitOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_delay_ms: Option<u64>,
+}
+
+impl RetransmitOverride {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn over(&self, g: &Retransmit) -> Retransmit {
+        Retransmit {
+            initial_ms: self.initial_ms.unwrap_or(g.initial_ms),
+            max_ms: self.max_ms.unwrap_or(g.max_ms),
+            retries: self.retries.unwrap_or(g.retries),
+            ack_delay_ms: self.ack_delay_ms.unwrap_or(g.ack_delay_ms),
+        }
+    }
+}
+
+/// Checks timer values; `key` prefixes the key named in errors.
+fn check_timers(key: &str, hello: u64, r: &Retransmit, window: u16) -> Result<(), (String, String)> {
+    if hello == 0 {
+        return Err((format!("{key}.hello_interval"), "at least 1 (seconds)".into()));
+    }
+    if r.initial_ms == 0 || r.max_ms < r.initial_ms || r.retries == 0 {
+        return Err((format!("{key}.retransmit"), "initial_ms >= 1, max_ms >= initial_ms, retries >= 1".into()));
+    }
+    if window == 0 {
+        return Err((format!("{key}.receive_window"), "at least 1 (messages)".into()));
+    }
+    Ok(())
 }
 
 fn default_port() -> u16 {
@@ -477,7 +532,32 @@ impl TunnelConfig {
     }
 
     /// Engine parameters, with the secret resolved.
-    pub fn tunnel_params(&self, secret: Option<&Secret>) -> TunnelParams {
+    /// This tunnel's timers: its own keys over `global`'s.
+    pub fn timers(&self, g: &Global) -> TunnelTimers {
+        let r = self.retransmit.over(&g.retransmit);
+        TunnelTimers {
+            channel: ChannelConfig {
+                retransmit_initial: Duration::from_millis(r.initial_ms),
+                retransmit_cap: Duration::from_millis(r.max_ms),
+                max_retries: r.retries,
+                ack_delay: Duration::from_millis(r.ack_delay_ms),
+                receive_window: self.receive_window.unwrap_or(g.receive_window),
+            },
+            hello_interval: Duration::from_secs(self.hello_interval.unwrap_or(g.hello_interval)),
+        }
+    }
+
+    /// Checks the tunnel's timer keys as they combine with `global`'s.
+    pub fn check_timers(&self, key: &str, g: &Global) -> Result<(), (String, String)> {
+        check_timers(
+            key,
+            self.hello_interval.unwrap_or(g.hello_interval),
+            &self.retransmit.over(&g.retransmit),
+            self.receive_window.unwrap_or(g.receive_window),
+        )
+    }
+
+    pub fn tunnel_params(&self, secret: Option<&Secret>, g: &Global) -> TunnelParams {
         let f = &self.failover;
         TunnelParams {
             version: self.version(),
@@ -492,6 +572,7 @@ impl TunnelConfig {
             pw_types: vec![4, 5],
             pseudowires: self.sessions.iter().map(SessionConfig::engine_params).collect(),
             recovery_peers: f.recovery_peers.clone(),
+            timers: Some(self.timers(g)),
         }
     }
 
@@ -604,16 +685,7 @@ impl Config {
         if g.reconnect_interval == 0 {
             return Err(("global.reconnect_interval".into(), "at least 1 (seconds)".into()));
         }
-        if g.hello_interval == 0 {
-            return Err(("global.hello_interval".into(), "at least 1 (seconds)".into()));
-        }
-        let r = &g.retransmit;
-        if r.initial_ms == 0 || r.max_ms < r.initial_ms || r.retries == 0 {
-            return Err(("global.retransmit".into(), "initial_ms >= 1, max_ms >= initial_ms, retries >= 1".into()));
-        }
-        if g.receive_window == 0 {
-            return Err(("global.receive_window".into(), "at least 1 (messages)".into()));
-        }
+        check_timers("global", g.hello_interval, &g.retransmit, g.receive_window)?;
         if let Some(u) = &self.dataplane.uplink {
             if dataplane::validate_ifname(u).is_err() {
                 return Err(("dataplane.uplink".into(), "an interface name".into()));
@@ -625,6 +697,7 @@ impl Config {
         for (i, t) in self.tunnels.iter().enumerate() {
             let key = format!("tunnel[{i}]");
             t.check(&key)?;
+            t.check_timers(&key, g)?;
             if !names.insert(t.name.as_str()) {
                 return Err((format!("{key}.name"), format!("duplicate tunnel name {:?}", t.name)));
             }
@@ -723,6 +796,32 @@ mod tests {
             ("[[tunnel.session]]\nname = \"a\"\ninterface = \"ac0\"\nvlan = 5\n".into(), "tunnel[0].session[0].vlan"),
         ] {
             let e = parse(&format!("{head}{body}")).expect_err("invalid");
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn per_tunnel_timers_override_the_global_ones_key_by_key() {
+        let c = parse(
+            "[global]\nhello_interval = 30\nreceive_window = 32\n[global.retransmit]\nretries = 7\n\
+             [[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\nhello_interval = 5\n[tunnel.retransmit]\ninitial_ms = 250\n\
+             [[tunnel]]\nname = \"b\"\npeer = \"198.18.0.3\"\n",
+        )
+        .expect("valid");
+        let a = c.tunnels[0].timers(&c.global);
+        assert_eq!(a.hello_interval, Duration::from_secs(5));
+        assert_eq!(a.channel.retransmit_initial, Duration::from_millis(250));
+        assert_eq!((a.channel.max_retries, a.channel.receive_window), (7, 32), "the rest from [global]");
+        let b = c.tunnels[1].timers(&c.global);
+        assert_eq!((b.hello_interval, b.channel.retransmit_initial), (Duration::from_secs(30), Duration::from_secs(1)));
+        assert_eq!(c.tunnels[0].tunnel_params(None, &c.global).timers, Some(a));
+        for (extra, key) in [
+            ("hello_interval = 0\n", "tunnel[0].hello_interval"),
+            ("receive_window = 0\n", "tunnel[0].receive_window"),
+            ("[tunnel.retransmit]\ninitial_ms = 20000\n", "tunnel[0].retransmit"),
+            ("[tunnel.retransmit]\nretrys = 3\n", "retrys"),
+        ] {
+            let e = parse(&format!("[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n{extra}")).expect_err(key);
             assert!(e.contains(key), "{key}: {e}");
         }
     }

@@ -374,7 +374,7 @@ impl Daemon {
             }
             let Some(slot) = self.tunnels.get(&rec.name) else { continue };
             let tcfg = slot.cfg.clone();
-            let params = tcfg.tunnel_params(slot.secret.as_ref());
+            let params = tcfg.tunnel_params(slot.secret.as_ref(), &self.cfg.global);
             let mut restored = Vec::new();
             let mut slots = Vec::new();
             for s in &sessions {
@@ -544,6 +544,8 @@ impl Daemon {
     /// Adds a tunnel (config or API) and starts it.
     fn add_tunnel(&mut self, t: TunnelConfig, from_api: bool, connect: bool) -> anyhow::Result<()> {
         t.check(&format!("tunnel {:?}", t.name)).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+        t.check_timers(&format!("tunnel {:?}", t.name), &self.cfg.global)
+            .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
         if self.tunnels.contains_key(&t.name) {
             anyhow::bail!("a tunnel named {:?} exists", t.name);
         }
@@ -564,7 +566,7 @@ impl Daemon {
             }
         }
         let secret = t.load_secret().map_err(|(k, m)| anyhow::anyhow!("tunnel {:?}: {k}: {m}", t.name))?;
-        let params = t.tunnel_params(secret.as_ref());
+        let params = t.tunnel_params(secret.as_ref(), &self.cfg.global);
         self.engine.set_peer(t.peer, params);
         let name = t.name.clone();
         let initiate = t.initiate;
@@ -596,7 +598,7 @@ impl Daemon {
 
     fn connect(&mut self, name: &str) {
         let Some(slot) = self.tunnels.get_mut(name) else { return };
-        let params = slot.cfg.tunnel_params(slot.secret.as_ref());
+        let params = slot.cfg.tunnel_params(slot.secret.as_ref(), &self.cfg.global);
         match self.engine.connect(Self::now(), slot.cfg.peer_addr(), params) {
             Ok(id) => {
                 slot.id = Some(id);
@@ -684,7 +686,7 @@ impl Daemon {
         let slot = self.tunnels.get_mut(tunnel).ok_or_else(|| anyhow::anyhow!("no tunnel named {tunnel:?}"))?;
         slot.cfg.sessions.push(s.clone());
         let pws: Vec<_> = slot.cfg.sessions.iter().map(SessionConfig::engine_params).collect();
-        let mut params = slot.cfg.tunnel_params(slot.secret.as_ref());
+        let mut params = slot.cfg.tunnel_params(slot.secret.as_ref(), &self.cfg.global);
         params.pseudowires = pws.clone();
         let peer = slot.cfg.peer;
         let id = slot.id;
@@ -709,7 +711,7 @@ impl Daemon {
             .ok_or_else(|| anyhow::anyhow!("tunnel {tunnel:?} has no session named {name:?}"))?;
         let removed = slot.cfg.sessions.remove(pos);
         let pws: Vec<_> = slot.cfg.sessions.iter().map(SessionConfig::engine_params).collect();
-        let mut params = slot.cfg.tunnel_params(slot.secret.as_ref());
+        let mut params = slot.cfg.tunnel_params(slot.secret.as_ref(), &self.cfg.global);
         params.pseudowires = pws.clone();
         let (peer, id) = (slot.cfg.peer, slot.id);
         self.engine.set_peer(peer, params);
@@ -1341,6 +1343,9 @@ impl Daemon {
     /// nothing.
     fn reload(&mut self) -> anyhow::Result<String> {
         let new = Config::load(&self.config_path)?;
+        // Tunnels (re)added below take their timers over the new globals;
+        // running ones keep theirs.
+        self.cfg.global = new.global.clone();
         let old_names: Vec<String> = self.tunnels.iter().filter(|(_, s)| !s.from_api).map(|(n, _)| n.clone()).collect();
         let (mut added, mut removed, mut changed) = (0, 0, 0);
         for name in &old_names {

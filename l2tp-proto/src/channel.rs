@@ -286,6 +286,11 @@ impl<T> Channel<T> {
         self.ack_at = Some(self.ack_at.map_or(at, |a| a.min(at)));
     }
 
+    /// Receive Window Size this end advertises.
+    pub fn receive_window(&self) -> u16 {
+        self.cfg.receive_window
+    }
+
     /// The next thing to send, if any.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_, T>> {
         while let Some(ns) = self.due.pop_front() {

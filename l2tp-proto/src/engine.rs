@@ -94,6 +94,17 @@ pub struct TunnelParams {
     /// Addresses besides the peer's that may recover this tunnel (RFC 4951
     /// F-SEC-2), such as the peer's backup.
     pub recovery_peers: Vec<std::net::IpAddr>,
+    /// This tunnel's reliable-delivery timers, receive window and HELLO
+    /// interval (`None`: the engine's).
+    pub timers: Option<TunnelTimers>,
+}
+
+/// Per-tunnel timers and window (RFC 2661 5.8 and 6.5, RFC 3931 4.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelTimers {
+    pub channel: ChannelConfig,
+    /// Idle time before a HELLO.
+    pub hello_interval: Duration,
 }
 
 /// Per-session parameters (L2TPv3 pseudowire settings; ignored in v2).
@@ -608,6 +619,15 @@ impl Engine {
         })
     }
 
+    /// The channel settings of a tunnel with `params`.
+    fn channel_config(&self, params: &TunnelParams) -> ChannelConfig {
+        params.timers.as_ref().map_or_else(|| self.cfg.channel.clone(), |t| t.channel.clone())
+    }
+
+    fn hello_interval(&self, t: &Tunnel) -> Duration {
+        t.params.timers.as_ref().map_or(self.cfg.hello_interval, |x| x.hello_interval)
+    }
+
     fn alloc_tunnel_id(&mut self, version: Version) -> u32 {
         loop {
             let id = match version {
@@ -716,8 +736,8 @@ impl Engine {
                 local_id: id,
                 peer_id: old.peer_id,
                 peer: old.peer,
+                channel: Channel::new(self.channel_config(&old.params)),
                 params: old.params,
-                channel: Channel::new(self.cfg.channel.clone()),
                 initiator: old.initiator,
                 our_challenge: None,
                 tie_breaker: None,
@@ -761,8 +781,8 @@ impl Engine {
             local_id: id,
             peer_id: 0,
             peer,
+            channel: Channel::new(self.channel_config(&params)),
             params,
-            channel: Channel::new(self.cfg.channel.clone()),
             initiator: true,
             our_challenge: challenge,
             tie_breaker: Some(tie),
@@ -895,7 +915,7 @@ impl Engine {
                 avps.push(avp(v, PwCapabilities(t.params.pw_types.clone())));
             }
         }
-        avps.push(avp(v, ReceiveWindowSize(self.cfg.channel.receive_window)));
+        avps.push(avp(v, ReceiveWindowSize(t.channel.receive_window())));
         avps.push(avp(v, VendorName(self.cfg.vendor_name.as_bytes().to_vec())));
         if msg_type == MessageType::Sccrq {
             if let Some(tb) = t.tie_breaker {
@@ -1035,7 +1055,7 @@ impl Engine {
             .values()
             .filter(|t| t.state != TunnelState::Recovering)
             .flat_map(|t| {
-                let hello = (t.state == TunnelState::Established).then(|| t.last_rx + self.cfg.hello_interval);
+                let hello = (t.state == TunnelState::Established).then(|| t.last_rx + self.hello_interval(t));
                 let closing = match t.state {
                     TunnelState::Closing { until } | TunnelState::AwaitingRecovery { until } => Some(until),
                     _ => None,
@@ -1050,6 +1070,7 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         let ids: Vec<u32> = self.tunnels.keys().copied().collect();
         for id in ids {
+            let Some(hello) = self.tunnels.get(&id).map(|t| self.hello_interval(t)) else { continue };
             let Some(t) = self.tunnels.get_mut(&id) else { continue };
             if t.state == TunnelState::Recovering {
                 // Waits for its recovery tunnel; no timers of its own.
@@ -1099,8 +1120,7 @@ impl Engine {
                     }
                 }
             }
-            if t.state == TunnelState::Established && now >= t.last_rx + self.cfg.hello_interval && t.channel.is_idle()
-            {
+            if t.state == TunnelState::Established && now >= t.last_rx + hello && t.channel.is_idle() {
                 // RFC 2661 6.5 / RFC 3931 6.5: keepalive on an idle tunnel.
                 t.last_rx = now;
                 t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Hello, Vec::new()) });
@@ -1747,7 +1767,7 @@ impl Engine {
         scs: Option<(u16, u16)>,
     ) -> u32 {
         let id = self.alloc_tunnel_id(params.version);
-        let mut channel = Channel::new(self.cfg.channel.clone());
+        let mut channel = Channel::new(self.channel_config(&params));
         let _ = channel.on_receive(now, header.ns, header.nr, Some(Outgoing { session_id: 0, msg: m.clone() }));
         let t = Tunnel {
             state: TunnelState::WaitConnected,
@@ -1844,6 +1864,7 @@ impl Engine {
                     pw_types: Vec::new(),
                     pseudowires: Vec::new(),
                     recovery_peers: Vec::new(),
+                    timers: None,
                 },
             },
         };

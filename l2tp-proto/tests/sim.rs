@@ -7,9 +7,10 @@ use std::{
 };
 
 use l2tp_proto::{
+    channel::ChannelConfig,
     engine::{
         DataplaneUpdate, DownReason, Engine, EngineConfig, Event, FailoverCapability, RestoredSession, RestoredTunnel,
-        SessionParams, TunnelId, TunnelParams,
+        SessionParams, TunnelId, TunnelParams, TunnelTimers,
     },
     wire::{
         avp::AvpFlags, types::stopccn, Avp, AvpValue, ControlHeader, ControlMessage, Message, MessageType, Transport,
@@ -35,6 +36,7 @@ fn params(version: Version, secret: Option<&[u8]>) -> TunnelParams {
         pw_types: vec![5],
         pseudowires: vec![],
         recovery_peers: vec![],
+        timers: None,
     }
 }
 
@@ -1455,4 +1457,69 @@ fn refused_sccrqs_are_answered_with_the_stopccn_of_the_fault_and_leave_no_state(
         assert_eq!(b.stats().refused + nobody.stats().refused + wrong.stats().refused, 4);
         assert_eq!(b.stats().malformed, 1);
     }
+}
+
+#[test]
+fn per_tunnel_timers_hello_retransmission_and_window() {
+    let fast = TunnelTimers {
+        channel: ChannelConfig {
+            retransmit_initial: Duration::from_millis(200),
+            retransmit_cap: Duration::from_millis(400),
+            max_retries: 2,
+            ack_delay: Duration::from_millis(10),
+            receive_window: 4,
+        },
+        hello_interval: Duration::from_secs(5),
+    };
+    let a = engine("lac", 61, None);
+    let b = engine("lns", 62, Some(params(Version::V3, None)));
+    let mut pair = Pair::new(a, b);
+    let now = pair.now;
+    let quick = pair.ends[0]
+        .connect(now, addr(B), TunnelParams { timers: Some(fast), ..params(Version::V3, None) })
+        .expect("connect");
+    let plain = pair.ends[0].connect(now, addr(B), params(Version::V3, None)).expect("connect");
+    pair.run(Duration::from_secs(2));
+    assert_eq!(pair.tunnel_up(0).len(), 2);
+    // Each SCCRQ advertises its own tunnel's Receive Window Size.
+    let rws: Vec<(u32, u16)> = pair.sent[0]
+        .iter()
+        .filter_map(|(_, b)| {
+            let m = ControlMessage::decode(Transport::Udp, b, None).ok()?.message?;
+            let w = m.find(|v| if let AvpValue::ReceiveWindowSize(w) = v { Some(*w) } else { None })?;
+            let id = m.find(|v| if let AvpValue::AssignedConnectionId(t) = v { Some(*t) } else { None })?;
+            (m.msg_type == MessageType::Sccrq).then_some((id, w))
+        })
+        .collect();
+    assert!(rws.contains(&(quick, 4)) && rws.contains(&(plain, 16)), "{rws:?}");
+    // HELLO after 5 s idle on one, after 60 s on the other.
+    let to = |t: TunnelId| pair.ends[0].tunnel_info(t).expect("info").peer_id;
+    let (quick_peer, plain_peer) = (to(quick), to(plain));
+    let start = pair.sent[0].len();
+    pair.run(Duration::from_secs(21));
+    let hellos = |pair: &Pair, tid: u32| {
+        pair.sent[0][start..]
+            .iter()
+            .filter_map(|(_, b)| ControlMessage::decode(Transport::Udp, b, None).ok())
+            .filter(|m| {
+                m.header.tunnel_id == tid && m.message.as_ref().is_some_and(|m| m.msg_type == MessageType::Hello)
+            })
+            .count()
+    };
+    assert!(hellos(&pair, quick_peer) >= 3, "{}", hellos(&pair, quick_peer));
+    assert_eq!(hellos(&pair, plain_peer), 0);
+    // The peer goes silent: the quick tunnel's channel gives up after its
+    // own two retransmissions (200 + 400 + 400 ms, plus the HELLO wait),
+    // the other still waits.
+    pair.blackhole[1] = true;
+    pair.run(Duration::from_secs(8));
+    let down: Vec<TunnelId> = pair.events[0]
+        .iter()
+        .filter_map(|e| match e {
+            Event::TunnelDown { tunnel, reason: DownReason::Timeout } => Some(*tunnel),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(down, vec![quick]);
+    assert!(pair.ends[0].tunnels().iter().any(|(t, _)| *t == plain));
 }
