@@ -36,6 +36,7 @@ fn params() -> TunnelParams {
         pw_types: vec![],
         pseudowires: vec![],
         recovery_peers: vec![],
+        timers: None,
     }
 }
 
