@@ -1046,15 +1046,18 @@ impl Daemon {
             }
             Event::SessionDown { tunnel, local_session_id, reason } => {
                 let name = self.tunnel_name(tunnel);
+                let mut sname = local_session_id.to_string();
                 if let Some(s) = self.sessions.remove(&(tunnel, local_session_id)) {
                     self.uninstall(local_session_id, &s);
+                    sname = s.name;
                 }
                 let _ = self.store.remove_session(tunnel, local_session_id);
+                let cleared = matches!(reason, DownReason::Cleared | DownReason::RecoveryFailed);
                 self.emit(
-                    "session-down",
+                    if cleared { "session-cleared" } else { "session-down" },
                     name.as_deref(),
                     Some(tunnel),
-                    Some((&local_session_id.to_string(), local_session_id)),
+                    Some((&sname, local_session_id)),
                     reason_text(&reason),
                 );
             }
@@ -1134,13 +1137,25 @@ impl Daemon {
                 }
                 self.emit("tunnel-resumed", name.as_deref(), Some(tunnel), None, "peer answered again".into());
             }
+            Event::SessionStale { tunnel, local_session_id } => {
+                let name = self.tunnel_name(tunnel);
+                let sname = self.sessions.get(&(tunnel, local_session_id)).map(|s| s.name.clone());
+                self.emit(
+                    "session-stale",
+                    name.as_deref(),
+                    Some(tunnel),
+                    Some((&sname.unwrap_or_else(|| local_session_id.to_string()), local_session_id)),
+                    "the peer pairs it with another session (RFC 4951 Appendix C); queried with FSQ".into(),
+                );
+            }
             Event::SessionConfirmed { tunnel, local_session_id } => {
                 let name = self.tunnel_name(tunnel);
+                let sname = self.sessions.get(&(tunnel, local_session_id)).map(|s| s.name.clone());
                 self.emit(
                     "session-confirmed",
                     name.as_deref(),
                     Some(tunnel),
-                    Some((&local_session_id.to_string(), local_session_id)),
+                    Some((&sname.unwrap_or_else(|| local_session_id.to_string()), local_session_id)),
                     "confirmed by FSR".into(),
                 );
             }

@@ -270,6 +270,12 @@ pub enum Event {
         nr: u16,
         sessions: Vec<RecoveredSession>,
     },
+    /// The peer's FSQ paired this session with another Session ID: marked
+    /// stale (RFC 4951 F-SS-6, Appendix C), to be queried with an FSQ.
+    SessionStale {
+        tunnel: TunnelId,
+        local_session_id: u32,
+    },
     /// An FSR confirmed the session (RFC 4951 F-SS-8).
     SessionConfirmed {
         tunnel: TunnelId,
@@ -1347,6 +1353,7 @@ impl Engine {
         let Some(t) = self.tunnels.get_mut(&id) else { return };
         let v = t.params.version;
         let mut answers = Vec::new();
+        let mut stale = Vec::new();
         for a in &m.avps {
             let AvpValue::FailoverSessionState { session_id: theirs, remote_session_id: ours } = a.value else {
                 continue;
@@ -1356,6 +1363,9 @@ impl Engine {
                 Some(s) => {
                     // F-SS-6: paired with another ID: not cleared but marked
                     // stale, to be queried with its own FSQ.
+                    if !s.stale {
+                        stale.push(ours);
+                    }
                     s.stale = true;
                     0
                 }
@@ -1371,6 +1381,9 @@ impl Engine {
             return;
         }
         t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Fsr, answers) });
+        for local_session_id in stale {
+            self.events.push_back(Event::SessionStale { tunnel: id, local_session_id });
+        }
     }
 
     /// F-SS-8: Session ID 0 clears the session silently (no CDN); any other

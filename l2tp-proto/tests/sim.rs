@@ -727,6 +727,14 @@ fn f_ss_5_to_8_session_state_synchronisation() {
     assert_eq!(answers, vec![(0, 0xdead), (0, 0xbeef)]);
     assert_eq!(pair.ends[1].stale_sessions(b_tid), vec![b_sid], "marked stale, not cleared");
     assert_eq!(pair.ends[1].tunnels()[0].1.len(), 3);
+    let stale: Vec<u32> = pair.events[1]
+        .iter()
+        .filter_map(|e| match e {
+            Event::SessionStale { tunnel, local_session_id } if *tunnel == b_tid => Some(*local_session_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stale, vec![b_sid], "reported once as an event");
 
     // On a fresh pair: an FSR answering 0 for one of A's sessions clears it
     // silently, without CDN.
