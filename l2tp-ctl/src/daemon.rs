@@ -126,7 +126,7 @@ struct Daemon {
     sessions: HashMap<(TunnelId, u32), SessionSlot>,
     /// Sessions up in the engine, waiting for their store write.
     pending_sessions: Vec<(SessionRecord, SessionSlot)>,
-    events: broadcast::Sender<EventView>,
+    events: EventLog,
     started: Instant,
     socket_path: PathBuf,
     /// The data plane did not survive the previous run (no pins): it was
@@ -315,7 +315,7 @@ impl Daemon {
         } else {
             None
         };
-        let (events, _) = broadcast::channel(4096);
+        let events = EventLog::new();
         let engine = Engine::new(cfg.engine(), Box::new(StdRng::from_entropy()));
         let mut d = Self {
             config_path,
@@ -505,7 +505,7 @@ impl Daemon {
             "{}",
             v.detail
         );
-        let _ = self.events.send(v);
+        self.events.send(v);
     }
 
     fn attach_mode(&self) -> AttachMode {
@@ -982,10 +982,16 @@ impl Daemon {
                 let Some(info) = self.engine.tunnel_info(tunnel) else { return };
                 let slot = self.tunnels.get_mut(&name);
                 let Some(slot) = slot else { return };
-                if let Some(old) = slot.id.filter(|o| *o != tunnel) {
-                    // The peer opened one while ours was pending (and won).
+                let superseded = slot.id.filter(|o| *o != tunnel);
+                if let Some(old) = superseded {
+                    // The peer opened one while ours was pending (and won),
+                    // or the peer restarted without failover and opened a
+                    // new one: one tunnel per configured peer, so the old
+                    // one goes (StopCCN; its sessions leave the data plane
+                    // before the new ones ask for the same circuits).
                     self.by_id.remove(&old);
                 }
+                let stale = superseded.filter(|o| self.engine.tunnel_info(*o).is_some_and(|i| !i.closing));
                 slot.id = Some(tunnel);
                 slot.retry_at = None;
                 self.by_id.insert(tunnel, name.clone());
@@ -1014,6 +1020,11 @@ impl Daemon {
                     None,
                     format!("peer {peer} ({}), peer tunnel {}", rec.peer_host_name, info.peer_id),
                 );
+                if let Some(old) = stale {
+                    info!(tunnel = %name, old, new = tunnel, "a new tunnel from the peer supersedes the old one: closing it");
+                    let _ = self.engine.close_tunnel(Self::now(), old);
+                    self.forget_tunnel(old);
+                }
                 if info.initiator {
                     self.open_missing_sessions(&name, tunnel);
                 }
@@ -1602,11 +1613,42 @@ impl Daemon {
 }
 
 /// Serves the control API on `path` (mode 0600, root or our own user only).
-async fn serve_api(
-    path: &Path,
-    calls: mpsc::Sender<ApiCall>,
-    events: broadcast::Sender<EventView>,
-) -> anyhow::Result<()> {
+/// Events for `l2tp-ctl events`: the most recent ones kept for a client
+/// that starts listening, and a broadcast of the new ones.
+#[derive(Clone, Debug)]
+struct EventLog {
+    tx: broadcast::Sender<EventView>,
+    recent: Arc<std::sync::Mutex<std::collections::VecDeque<EventView>>>,
+}
+
+impl EventLog {
+    /// Events kept for clients that connect later.
+    const KEEP: usize = 1000;
+
+    fn new() -> Self {
+        Self { tx: broadcast::channel(4096).0, recent: Arc::default() }
+    }
+
+    fn send(&self, v: EventView) {
+        if let Ok(mut r) = self.recent.lock() {
+            if r.len() == Self::KEEP {
+                r.pop_front();
+            }
+            r.push_back(v.clone());
+        }
+        let _ = self.tx.send(v);
+    }
+
+    /// The kept events and a receiver for the next ones, with nothing lost
+    /// or repeated in between (the daemon runs on one thread).
+    fn subscribe(&self) -> (Vec<EventView>, broadcast::Receiver<EventView>) {
+        let rx = self.tx.subscribe();
+        let recent = self.recent.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default();
+        (recent, rx)
+    }
+}
+
+async fn serve_api(path: &Path, calls: mpsc::Sender<ApiCall>, events: EventLog) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -1635,11 +1677,7 @@ async fn serve_api(
     Ok(())
 }
 
-async fn connection(
-    stream: UnixStream,
-    calls: mpsc::Sender<ApiCall>,
-    events: broadcast::Sender<EventView>,
-) -> anyhow::Result<()> {
+async fn connection(stream: UnixStream, calls: mpsc::Sender<ApiCall>, events: EventLog) -> anyhow::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r).lines();
     while let Some(line) = lines.next_line().await? {
@@ -1649,8 +1687,11 @@ async fn connection(
         let resp = match serde_json::from_str::<Request>(&line) {
             Err(e) => Response::Error(format!("bad request: {e}")),
             Ok(Request::Events) => {
-                let mut rx = events.subscribe();
+                let (recent, mut rx) = events.subscribe();
                 write_line(&mut w, &Response::Ok(Reply::Following)).await?;
+                for ev in &recent {
+                    write_line(&mut w, ev).await?;
+                }
                 loop {
                     match rx.recv().await {
                         Ok(ev) => write_line(&mut w, &ev).await?,

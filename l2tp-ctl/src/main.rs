@@ -83,7 +83,8 @@ enum Command {
         #[command(flatten)]
         conn: client::Conn,
     },
-    /// Tunnel, session and failover events as they happen.
+    /// Tunnel, session and failover events: the daemon's last 1000, then
+    /// (with --follow) the new ones as they happen.
     Events {
         /// Keep streaming until interrupted (else stop after 1 s of quiet).
         #[arg(long, short)]

@@ -16,7 +16,25 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(15);
 const RESYNC_N: u64 = 4;
 
-fn config(me: &str, peer: &str, initiate: bool, pins: &PinDir) -> String {
+/// What differs between the tests' configurations.
+#[derive(Clone)]
+struct Cfg {
+    control: bool,
+    data: bool,
+    recovery_time_ms: u32,
+    /// Extra keys of the tunnel (timers).
+    tunnel_extra: &'static str,
+    /// `recovery_peers` list, TOML.
+    recovery_peers: &'static str,
+}
+
+impl Default for Cfg {
+    fn default() -> Self {
+        Self { control: true, data: true, recovery_time_ms: 5000, tunnel_extra: "", recovery_peers: "[]" }
+    }
+}
+
+fn config_with(me: &str, peer: &str, initiate: bool, pins: &PinDir, c: &Cfg) -> String {
     format!(
         r#"
 [global]
@@ -33,12 +51,14 @@ name = "pw"
 peer = "{peer}"
 initiate = {initiate}
 secret = "failover-secret"
+{extra}
 
 [tunnel.failover]
-control = true
-data = true
-recovery_time_ms = 5000
+control = {control}
+data = {data}
+recovery_time_ms = {rt}
 resync_n = {RESYNC_N}
+recovery_peers = {peers}
 
 [[tunnel.session]]
 name = "cust"
@@ -46,7 +66,12 @@ interface = "ac0"
 cookie_len = 8
 sequencing = true
 "#,
-        pins = pins.path().display()
+        pins = pins.path().display(),
+        extra = c.tunnel_extra,
+        control = c.control,
+        data = c.data,
+        rt = c.recovery_time_ms,
+        peers = c.recovery_peers,
     )
 }
 
@@ -59,12 +84,16 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with(&Cfg::default(), &Cfg::default())
+}
+
+fn rig_with(ca: &Cfg, cb: &Cfg) -> Rig {
     let t = TwoSites::new().expect("topology");
     let (pins_a, pins_b) = (PinDir::new("fa"), PinDir::new("fb"));
-    let b = Daemon::start(&t.pe_b, "pe-b", &config(topology::PE_B_UP, topology::PE_A_UP, false, &pins_b))
+    let b = Daemon::start(&t.pe_b, "pe-b", &config_with(topology::PE_B_UP, topology::PE_A_UP, false, &pins_b, cb))
         .expect("daemon b");
-    let a =
-        Daemon::start(&t.pe_a, "pe-a", &config(topology::PE_A_UP, topology::PE_B_UP, true, &pins_a)).expect("daemon a");
+    let a = Daemon::start(&t.pe_a, "pe-a", &config_with(topology::PE_A_UP, topology::PE_B_UP, true, &pins_a, ca))
+        .expect("daemon a");
     for d in [&a, &b] {
         d.wait_json(&["session", "list"], "the pseudowire", WAIT, |v| {
             session(v).is_some_and(|s| s["state"] == "established")
@@ -249,4 +278,163 @@ fn maintenance_stop_keeps_forwarding_and_the_next_start_recovers() {
     recovered(&r.b, "b");
     assert_eq!((ids(&r.a), ids(&r.b)), before);
     assert!(!r.b.log().contains("session-down"), "{}", r.b.log());
+}
+
+/// The daemon's recent events, oldest first.
+fn events(d: &Daemon) -> Vec<Value> {
+    let out = d.ctl(&["events", "--json"]).expect("events");
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("event JSON")).collect()
+}
+
+fn first_event<'a>(evs: &'a [Value], name: &str) -> Option<&'a Value> {
+    evs.iter().find(|e| e["event"] == name)
+}
+
+/// Both ends hold the same single session, as mirror images, established.
+fn consistent(a: &Daemon, b: &Daemon) -> bool {
+    let (Ok(ta), Ok(tb)) = (a.json(&["tunnel", "show", "pw"]), b.json(&["tunnel", "show", "pw"])) else { return false };
+    let est = |t: &Value| -> Vec<(Value, Value)> {
+        t["sessions"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter(|s| s["state"] == "established")
+                    .map(|s| (s["local_id"].clone(), s["peer_id"].clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (sa, sb) = (est(&ta), est(&tb));
+    ta["state"] == "established"
+        && tb["state"] == "established"
+        && ta["local_id"] == tb["peer_id"]
+        && ta["peer_id"] == tb["local_id"]
+        && sa.len() == 1
+        && sb.len() == 1
+        && sa[0].0 == sb[0].1
+        && sa[0].1 == sb[0].0
+}
+
+/// Short control channel timers: a dead peer is noticed in about a second.
+const QUICK: &str = "hello_interval = 1\n[tunnel.retransmit]\ninitial_ms = 200\nmax_ms = 400\nretries = 2\n";
+
+/// Test 5 (F-CAP-4): neither end advertises failover (C=0, D=0). A restart
+/// of A cannot recover the tunnel: A clears what the store held and
+/// establishes a new tunnel and session from its configuration; B closes
+/// its stale copy when the new tunnel from the same peer comes up, so the
+/// circuit is carried by the new session only, and traffic flows.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn f_cap_4_tunnels_without_failover_are_cleared_and_reestablished_on_restart() {
+    let off = Cfg { control: false, data: false, ..Cfg::default() };
+    let mut r = rig_with(&off, &off);
+    let (old_a, old_b) = (ids(&r.a), ids(&r.b));
+    r.a.kill();
+    restart(&mut r);
+    r.a.wait_json(&["tunnel", "show", "pw"], "a new tunnel", WAIT, |t| {
+        t["state"] == "established" && t["local_id"] != old_a.0 && t["sessions"][0]["state"] == "established"
+    })
+    .expect("new tunnel and session at A");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !consistent(&r.a, &r.b) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A {:#}\nB {:#}",
+            r.a.json(&["tunnel", "show", "pw"]).ok().unwrap_or_default(),
+            r.b.json(&["tunnel", "show", "pw"]).ok().unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(r.a.log().contains("not recoverable"), "{}", r.a.log());
+    assert_ne!(ids(&r.b).0, old_b.0, "B's stale tunnel was replaced");
+    let tunnels = r.b.json(&["tunnel", "list"]).expect("list");
+    assert_eq!(tunnels.as_array().map(Vec::len), Some(1), "one tunnel per configured peer: {tunnels:#}");
+    let evs = events(&r.b);
+    assert!(evs.iter().any(|e| e["event"] == "tunnel-down" && e["tunnel_id"] == old_b.0), "{evs:#?}");
+    assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 200).run(), 200);
+    assert_eq!(Stream::new(&r.t.cust_b, topology::CUST_B, &r.t.cust_a, topology::CUST_A, 200).run(), 200);
+}
+
+/// Test 7 (F-RT-11): A restarts while B is unreachable. The recovery tunnel
+/// cannot be established; A clears the old tunnel and its session silently
+/// and says so in its events. When B is reachable again A's configuration
+/// brings a new tunnel up and B replaces its stale copy with it.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn f_rt_11_recovery_with_an_unreachable_peer_fails_and_clears_the_old_tunnel() {
+    let quick = Cfg { tunnel_extra: QUICK, ..Cfg::default() };
+    let mut r = rig_with(&quick, &Cfg::default());
+    let old = ids(&r.a);
+    r.a.kill();
+    r.t.pe_b.ip(&["link", "set", "up0", "down"]).expect("B unreachable");
+    restart(&mut r);
+    let deadline = std::time::Instant::now() + WAIT;
+    let evs = loop {
+        let evs = events(&r.a);
+        if evs.iter().any(|e| e["event"] == "session-cleared") {
+            break evs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{evs:#?}\n{}", r.a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let started = first_event(&evs, "recovery-started").expect("recovery-started");
+    let down = evs
+        .iter()
+        .find(|e| e["event"] == "tunnel-down" && e["tunnel_id"] == old.0)
+        .unwrap_or_else(|| panic!("old tunnel down: {evs:#?}"));
+    assert!(down["detail"].as_str().is_some_and(|d| d.contains("recovery failed")), "{down:#}");
+    let cleared = first_event(&evs, "session-cleared").expect("session-cleared");
+    assert_eq!(cleared["session_id"], old.2);
+    assert!(started["time_ms"].as_u64() <= down["time_ms"].as_u64());
+    // Nothing of the old tunnel is left in the data plane.
+    let s = r.a.json(&["session", "show", "pw", "cust"]).expect("show");
+    assert_ne!(s["state"], "established", "{s:#}");
+    // B back: a fresh tunnel, consistent on both ends, carrying traffic.
+    r.t.pe_b.ip(&["link", "set", "up0", "up"]).expect("B reachable");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !consistent(&r.a, &r.b) {
+        assert!(std::time::Instant::now() < deadline, "{}\n{}", r.a.log(), r.b.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(ids(&r.a).0, old.0);
+    assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 200).run(), 200);
+}
+
+/// Test 8 (F-CAP-3, F-CAP-4): the remote side of a peer that dies and never
+/// comes back. B notices the silence (HELLO unanswered, control channel
+/// timeout) and then keeps the tunnel and its session for the Recovery
+/// Time A advertised (3 s) before it declares A dead: not before.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn f_cap_3_a_dead_peer_is_declared_dead_after_the_timeout_plus_its_recovery_time() {
+    let a_cfg = Cfg { recovery_time_ms: 3000, ..Cfg::default() };
+    let b_cfg = Cfg { tunnel_extra: QUICK, ..Cfg::default() };
+    let mut r = rig_with(&a_cfg, &b_cfg);
+    let (b_tunnel, _, b_session, _) = ids(&r.b);
+    let killed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    r.a.kill();
+    let deadline = std::time::Instant::now() + WAIT;
+    let evs = loop {
+        let evs = events(&r.b);
+        if evs.iter().any(|e| e["event"] == "tunnel-down" && e["tunnel_id"] == b_tunnel) {
+            break evs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{evs:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let detected = first_event(&evs, "failure-detected").expect("failure-detected")["time_ms"].as_u64().expect("ms");
+    let down = evs.iter().find(|e| e["event"] == "tunnel-down").expect("down");
+    let dead = down["time_ms"].as_u64().expect("ms");
+    // The control channel timed out first: a HELLO after 1 s of silence,
+    // then 200 + 400 + 400 ms of retransmissions.
+    assert!(detected >= killed + 1000, "failure detected {} ms after the kill", detected - killed);
+    assert!(
+        dead >= detected + 3000,
+        "declared dead {} ms after the failure, before the Recovery Time",
+        dead - detected
+    );
+    assert!(down["detail"].as_str().is_some_and(|d| d.contains("timed out")), "{down:#}");
+    assert!(evs.iter().any(|e| e["event"] == "session-down" && e["session_id"] == b_session), "{evs:#?}");
+    let s = r.b.json(&["session", "show", "pw", "cust"]).expect("show");
+    assert_ne!(s["state"], "established", "{s:#}");
 }
