@@ -1192,7 +1192,7 @@ impl Daemon {
             }
             Event::Rejected { peer, what } => {
                 debug!(%peer, "rejected: {what}");
-                let _ = self.events.send(EventView {
+                self.events.send(EventView {
                     time_ms: store::now_ms(),
                     event: "rejected".into(),
                     tunnel: None,
