@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use l2tp_tests::{
     daemon::Daemon,
+    netns::{run, NetNs},
     topology::{self, TwoSites},
     traffic::Stream,
     PinDir,
@@ -437,4 +438,119 @@ fn f_cap_3_a_dead_peer_is_declared_dead_after_the_timeout_plus_its_recovery_time
     assert!(evs.iter().any(|e| e["event"] == "session-down" && e["session_id"] == b_session), "{evs:#?}");
     let s = r.b.json(&["session", "show", "pw", "cust"]).expect("show");
     assert_ne!(s["state"], "established", "{s:#}");
+}
+
+/// Drops L2TP control messages of one type arriving in a namespace (UDP
+/// 1701; the Message Type value is at bytes 18..20 of the L2TPv3 header,
+/// before the Message Digest). Removed on drop.
+struct DropMessages<'a>(&'a NetNs);
+
+impl<'a> DropMessages<'a> {
+    fn new(ns: &'a NetNs, msg_type: u16) -> Self {
+        let nft = |args: &[&str]| run(ns.command("nft").args(args)).expect("nft");
+        nft(&["add", "table", "inet", "l2tpt"]);
+        nft(&["add", "chain", "inet", "l2tpt", "in", "{ type filter hook input priority 0; }"]);
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            "l2tpt",
+            "in",
+            "udp",
+            "dport",
+            "1701",
+            "@th,208,16",
+            &msg_type.to_string(),
+            "drop",
+        ]);
+        Self(ns)
+    }
+}
+
+impl Drop for DropMessages<'_> {
+    fn drop(&mut self) {
+        let _ = run(self.0.command("nft").args(["delete", "table", "inet", "l2tpt"]));
+    }
+}
+
+const ICCN: u16 = 12;
+const CDN: u16 = 14;
+
+fn session_named<'a>(t: &'a Value, name: &str) -> Option<&'a Value> {
+    t["sessions"].as_array().and_then(|v| v.iter().find(|s| s["name"] == name))
+}
+
+/// Test 4 (F-SS-1, F-SS-3, F-SS-8, Appendix C), failure right after ICCN:
+/// A sends the ICCN of a new VLAN pseudowire and dies before B gets it, so
+/// A holds the session established and B does not. After recovery B clears
+/// its half-made copy (F-SS-1) and answers A's FSQ with 0, which clears
+/// A's (F-SS-8): established on neither end, nothing on one side only.
+#[test]
+#[ignore = "privileged: needs root, BPF, nftables and network namespaces; run by `cargo xtask test`"]
+fn f_ss_1_f_ss_8_failure_right_after_iccn_leaves_both_ends_agreeing() {
+    let mut r = rig();
+    let add = ["session", "add", "pw", "--name", "cust2", "--interface", "ac0", "--vlan", "10", "--sequencing"];
+    r.b.ctl(&add).expect("b accepts cust2");
+    {
+        let _lost = DropMessages::new(&r.t.pe_b, ICCN);
+        r.a.ctl(&add).expect("a requests cust2");
+        r.a.wait_json(&["tunnel", "show", "pw"], "cust2 up at A", WAIT, |t| {
+            session_named(t, "cust2").is_some_and(|s| s["state"] == "established")
+        })
+        .expect("A sent its ICCN");
+        let tb = r.b.json(&["tunnel", "show", "pw"]).expect("b");
+        assert_ne!(session_named(&tb, "cust2").map(|s| s["state"].clone()), Some(Value::from("established")), "{tb:#}");
+        r.a.kill();
+    }
+    restart(&mut r);
+    recovered(&r.a, "a");
+    recovered(&r.b, "b");
+    let agree = |a: &Value, b: &Value| {
+        let up = |t: &Value, n: &str| session_named(t, n).is_some_and(|s| s["state"] == "established");
+        !up(a, "cust2") && !up(b, "cust2") && up(a, "cust") && up(b, "cust")
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (ta, tb) =
+            (r.a.json(&["tunnel", "show", "pw"]).expect("a"), r.b.json(&["tunnel", "show", "pw"]).expect("b"));
+        if agree(&ta, &tb) && events(&r.a).iter().any(|e| e["event"] == "session-cleared") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "A {ta:#}\nB {tb:#}\n{}", r.a.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(consistent(&r.a, &r.b));
+    assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 200).run(), 200);
+}
+
+/// Test 4 (F-SS-3, F-SS-8), failure right after CDN: A tears the pseudowire
+/// down and dies before B gets the CDN, so B still holds it established.
+/// After recovery B's FSQ for it is answered with 0 by A, which clears B's
+/// copy silently; A's configuration then requests the pseudowire again and
+/// both ends hold the same new session.
+#[test]
+#[ignore = "privileged: needs root, BPF, nftables and network namespaces; run by `cargo xtask test`"]
+fn f_ss_3_f_ss_8_failure_right_after_cdn_leaves_both_ends_agreeing() {
+    let mut r = rig();
+    let old = ids(&r.b);
+    {
+        let _lost = DropMessages::new(&r.t.pe_b, CDN);
+        r.a.ctl(&["session", "delete", "pw", "cust"]).expect("a sends CDN");
+        r.a.kill();
+    }
+    assert_eq!(r.b.json(&["session", "show", "pw", "cust"]).expect("b")["state"], "established", "B missed the CDN");
+    restart(&mut r);
+    recovered(&r.a, "a");
+    recovered(&r.b, "b");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !(consistent(&r.a, &r.b) && ids(&r.b).2 != old.2) {
+        assert!(std::time::Instant::now() < deadline, "{}\n{}", r.a.log(), r.b.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let evs = events(&r.b);
+    assert!(
+        evs.iter().any(|e| e["event"] == "session-cleared" && e["session_id"] == old.2),
+        "B's stale copy cleared by FSR: {evs:#?}"
+    );
+    assert_eq!(Stream::new(&r.t.cust_b, topology::CUST_B, &r.t.cust_a, topology::CUST_A, 200).run(), 200);
 }

@@ -25,6 +25,8 @@ const APT_PACKAGES: &[&str] = &[
     "tshark",
     // a real L2TPv2 peer for captures and interop tests
     "xl2tpd",
+    // message-type filters that make the failover tests' failures exact
+    "nftables",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
