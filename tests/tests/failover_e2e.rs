@@ -554,3 +554,105 @@ fn f_ss_3_f_ss_8_failure_right_after_cdn_leaves_both_ends_agreeing() {
     );
     assert_eq!(Stream::new(&r.t.cust_b, topology::CUST_B, &r.t.cust_a, topology::CUST_A, 200).run(), 200);
 }
+
+/// A recovery SCCRQ for B's tunnel, as an impostor would build it: a fresh
+/// engine recovering an "old tunnel" with the given IDs, version and
+/// secret; the first datagram it sends.
+fn recovery_sccrq(version: l2tp_proto::wire::Version, ours: u32, theirs: u32, secret: &[u8]) -> Vec<u8> {
+    use l2tp_proto::{
+        engine::{Engine, EngineConfig, FailoverCapability, RestoredTunnel, TunnelParams},
+        wire::Transport,
+    };
+    use rand::SeedableRng;
+    let cfg = EngineConfig { host_name: "impostor".into(), ..EngineConfig::default() };
+    let mut e = Engine::new(cfg, Box::new(rand::rngs::StdRng::seed_from_u64(u64::from(ours))));
+    let fo = FailoverCapability { control: true, data: true, recovery_time_ms: 5000 };
+    let params = TunnelParams {
+        version,
+        transport: Transport::Udp,
+        secret: Some(secret.to_vec()),
+        hide_avps: false,
+        failover: Some(fo),
+        pw_types: vec![5],
+        pseudowires: vec![],
+        recovery_peers: vec![],
+        timers: None,
+    };
+    let old = RestoredTunnel {
+        local_id: ours,
+        peer_id: theirs,
+        peer: format!("{}:1701", topology::PE_B_UP).parse().expect("addr"),
+        params,
+        initiator: true,
+        peer_failover: Some(fo),
+        peer_host_name: b"pe-b".to_vec(),
+        sessions: vec![],
+    };
+    let now = std::time::Instant::now();
+    e.recover_tunnel(now, old).expect("recover");
+    e.handle_timeout(now);
+    match e.poll_transmit() {
+        Some((_, _, bytes)) => bytes,
+        None => panic!("no recovery SCCRQ: {:?}", std::iter::from_fn(|| e.poll_event()).collect::<Vec<_>>()),
+    }
+}
+
+/// Test 6 (F-RT-8, F-SEC-1, F-SEC-2): recovery SCCRQs for B's working tunnel
+/// that B must refuse: signed with the wrong secret, from an address that
+/// may not recover it, naming unknown IDs, and in the wrong version. None
+/// of them disturbs the tunnel: same IDs, traffic flows, and its control
+/// channel still carries a CDN.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn f_rt_8_f_sec_1_f_sec_2_spoofed_recovery_sccrqs_leave_the_tunnel_working() {
+    use l2tp_proto::wire::Version;
+    let r = rig();
+    let before = (ids(&r.a), ids(&r.b));
+    let (a_tid, b_tid) = (before.0 .0.as_u64().expect("id") as u32, before.1 .0.as_u64().expect("id") as u32);
+    let secret = b"failover-secret";
+    // An address of A's site that is not the peer and not a recovery peer.
+    r.t.pe_a.addr("up0", "198.18.0.9/24").expect("second address");
+    let cases: [(&str, &str, Vec<u8>, bool); 4] = [
+        ("wrong secret", topology::PE_A_UP, recovery_sccrq(Version::V3, a_tid, b_tid, b"not-the-secret"), false),
+        ("address not allowed", "198.18.0.9", recovery_sccrq(Version::V3, a_tid, b_tid, secret), true),
+        ("unknown IDs", topology::PE_A_UP, recovery_sccrq(Version::V3, a_tid ^ 0x5555, b_tid ^ 0xaaaa, secret), true),
+        // L2TPv2 carries 16-bit IDs: the low halves of the v3 tunnel's.
+        (
+            "version mismatch",
+            topology::PE_A_UP,
+            recovery_sccrq(Version::V2, u32::from(a_tid as u16), u32::from(b_tid as u16), secret),
+            true,
+        ),
+    ];
+    for (what, from, bytes, answered) in cases {
+        let replies =
+            r.t.pe_a
+                .enter(|| {
+                    let sock = std::net::UdpSocket::bind(format!("{from}:0")).expect("bind");
+                    sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+                    sock.send_to(&bytes, format!("{}:1701", topology::PE_B_UP)).expect("send");
+                    let mut buf = [0u8; 2048];
+                    let mut replies = Vec::new();
+                    while let Ok(n) = sock.recv(&mut buf) {
+                        replies.push(buf[..n].to_vec());
+                    }
+                    replies
+                })
+                .expect("enter");
+        let stop = replies.iter().any(|b| {
+            l2tp_proto::wire::ControlMessage::decode(l2tp_proto::wire::Transport::Udp, b, None)
+                .ok()
+                .and_then(|m| m.message)
+                .is_some_and(|m| m.msg_type == l2tp_proto::wire::MessageType::StopCcn)
+        });
+        assert_eq!(stop, answered, "{what}: StopCCN expected: {answered}, replies {}", replies.len());
+        assert_eq!((ids(&r.a), ids(&r.b)), before, "{what}: the tunnel changed");
+        assert_eq!(r.b.json(&["tunnel", "show", "pw"]).expect("b")["state"], "established", "{what}");
+    }
+    assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 200).run(), 200);
+    r.a.ctl(&["session", "delete", "pw", "cust"]).expect("delete");
+    r.b.wait_json(&["session", "list"], "cust down", WAIT, |v| session(v).is_some_and(|s| s["state"] == "down"))
+        .expect("the control channel still works");
+    let rejected = events(&r.b).iter().filter(|e| e["event"] == "rejected").count();
+    assert!(rejected >= 4, "B reports the refusals: {rejected}");
+}
