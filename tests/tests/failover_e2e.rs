@@ -656,3 +656,55 @@ fn f_rt_8_f_sec_1_f_sec_2_spoofed_recovery_sccrqs_leave_the_tunnel_working() {
     let rejected = events(&r.b).iter().filter(|e| e["event"] == "rejected").count();
     assert!(rejected >= 4, "B reports the refusals: {rejected}");
 }
+
+/// Test 5 with a real peer that does not know RFC 4951: xl2tpd as L2TPv2
+/// LNS. Its SCCRP has no Failover Capability, so our tunnel is not
+/// recoverable (F-CAP-4): after a SIGKILL the next start clears what the
+/// store held and establishes a new tunnel and call, which xl2tpd accepts
+/// like any other.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and xl2tpd; run by `cargo xtask test`"]
+fn f_cap_4_xl2tpd_as_a_non_capable_peer_is_reestablished_after_a_restart() {
+    use l2tp_tests::xl2tpd::{Role, Xl2tpd};
+    let ours = NetNs::new("ours").expect("netns");
+    let theirs = NetNs::new("xl2tpd").expect("netns");
+    ours.veth("up0", &theirs, "up0").expect("veth");
+    ours.addr("up0", &format!("{}/24", topology::PE_A_UP)).expect("addr");
+    theirs.addr("up0", &format!("{}/24", topology::PE_B_UP)).expect("addr");
+    let secret = "interop-secret";
+    let xl2tpd = Xl2tpd::start(&theirs, topology::PE_B_UP, "xl2tpd-lns", "pe-a", secret, Role::Lns).expect("xl2tpd");
+    let cfg = format!(
+        "[global]\nhost_name = \"pe-a\"\nlisten = [\"0.0.0.0:1701\"]\nreconnect_interval = 1\n\
+         [dataplane]\nenabled = false\n\
+         [[tunnel]]\nname = \"lns\"\npeer = \"{}\"\nversion = 2\nsecret = \"{secret}\"\nhide_avps = true\n\
+         [[tunnel.session]]\nname = \"call\"\ninterface = \"ppp-call\"\n",
+        topology::PE_B_UP
+    );
+    let mut d = Daemon::start(&ours, "pe-a", &cfg).expect("daemon");
+    let up = |d: &Daemon| {
+        d.wait_json(&["tunnel", "show", "lns"], "tunnel and call up", WAIT, |t| {
+            t["state"] == "established" && t["sessions"][0]["state"] == "established"
+        })
+    };
+    let first = up(&d).unwrap_or_else(|e| panic!("{e:#}\n{}", xl2tpd.log()));
+    let fs = d.json(&["failover", "status"]).expect("failover status");
+    assert_eq!(fs[0]["control_recovery"], false, "xl2tpd advertises no failover: {fs:#}");
+    d.kill();
+    d.spawn(&ours).expect("restart");
+    let deadline = std::time::Instant::now() + WAIT;
+    let second = loop {
+        let t = up(&d).unwrap_or_else(|e| panic!("{e:#}\n{}", xl2tpd.log()));
+        if t["local_id"] != first["local_id"] {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "still the old tunnel: {t:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(second["sessions"][0]["local_id"], first["sessions"][0]["local_id"]);
+    assert!(d.log().contains("not recoverable"), "{}", d.log());
+    let log = xl2tpd.log();
+    assert!(log.matches("Call established with").count() >= 2, "xl2tpd took the new call:\n{log}");
+    for bad in ["bad packet", "Invalid"] {
+        assert!(!log.contains(bad), "xl2tpd complained ({bad}):\n{log}");
+    }
+}
