@@ -306,6 +306,7 @@ pub fn tunnel(conn: &Conn, cmd: TunnelCmd) -> anyhow::Result<()> {
                 hide_avps: a.hide_avps,
                 uplink: a.uplink,
                 next_hop_mac: None,
+                udp6_zero_checksum: false,
                 failover: Failover {
                     control: !a.no_failover_control,
                     data: !a.no_failover_data,

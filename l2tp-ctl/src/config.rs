@@ -235,6 +235,10 @@ pub struct TunnelConfig {
     /// Fallback next-hop MAC when the kernel has no neighbour entry.
     #[serde(default)]
     pub next_hop_mac: Option<String>,
+    /// L2TPv3 over UDP/IPv6: send UDP checksum 0 (RFC 6935/6936; the peer
+    /// must accept it) instead of computing it for every frame.
+    #[serde(default)]
+    pub udp6_zero_checksum: bool,
     #[serde(default)]
     pub failover: Failover,
     /// Seconds of silence from the peer before a HELLO (default:

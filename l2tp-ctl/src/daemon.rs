@@ -816,9 +816,7 @@ impl Daemon {
             sublayer: w.sublayer,
             sequencing: w.sequencing,
             rx_mode: s.rx_mode(),
-            // RFC 6935/6936: computed UDP checksums over IPv6 are not
-            // supported by the data plane.
-            udp6_zero_checksum: true,
+            udp6_zero_checksum: tcfg.udp6_zero_checksum,
         };
         let _ = dp;
         self.with_table(|t| t.add(&p))??;

@@ -291,7 +291,8 @@ struct SessionArgs {
     /// Uplink MTU in bytes (largest outer IP packet).
     #[arg(long, default_value_t = 1500)]
     mtu: u16,
-    /// UDP over IPv6: send checksum 0 (RFC 6935/6936).
+    /// UDP over IPv6: send checksum 0 (RFC 6935/6936) instead of computing
+    /// it for every frame.
     #[arg(long)]
     udp6_zero_checksum: bool,
     #[arg(long, default_value = dataplane::DEFAULT_PIN_DIR)]

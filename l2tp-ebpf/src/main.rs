@@ -18,7 +18,7 @@ use core::{intrinsics::AtomicOrdering, mem};
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibLookup, xdp_action, BPF_FIB_LOOKUP_OUTPUT},
-    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head, bpf_xdp_store_bytes},
+    helpers::{bpf_csum_diff, bpf_fib_lookup, bpf_xdp_adjust_head, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     macros::{map, xdp},
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
     programs::XdpContext,
@@ -48,6 +48,9 @@ static SESSION_STATE: Array<SessionState> = Array::with_max_entries(MAX_SESSIONS
 static SESSION_CMD: Array<SessionCommand> = Array::with_max_entries(MAX_SESSIONS, 0);
 #[map(name = "SESSION_STATS")]
 static SESSION_STATS: PerCpuArray<SessionStats> = PerCpuArray::with_max_entries(MAX_SESSIONS, 0);
+/// Per-CPU scratch for the tail of a UDP/IPv6 checksum.
+#[map(name = "CSUM_SCRATCH")]
+static CSUM_SCRATCH: PerCpuArray<[u8; 512]> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "TX_PORTS")]
 static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(4096, 0);
 
@@ -474,11 +477,12 @@ fn attach(ctx: &XdpContext) -> Option<u32> {
         }
     }
     let mut off = l4;
+    let mut udp_len = 0;
     if !over_ip {
-        let udp_len = (ip_len - (l4 as u32 - ETH_HLEN as u32)) as u16;
+        udp_len = (ip_len - (l4 as u32 - ETH_HLEN as u32)) as u16;
         store(ctx, off + 4, udp_len.to_be_bytes())?;
-        // Checksum 0: allowed on IPv4, and on IPv6 only as configured
-        // (RFC 6935/6936); the loader refuses IPv6 UDP sessions without it.
+        // Checksum 0 while the headers are written: left so on IPv4, and
+        // on IPv6 where configured (RFC 6935/6936); else computed below.
         store(ctx, off + 6, [0, 0])?;
         off += UDP_HLEN;
         store(ctx, off, [0, 3, 0, 0])?;
@@ -506,6 +510,14 @@ fn attach(ctx: &XdpContext) -> Option<u32> {
         };
         store(ctx, off, word.to_be_bytes())?;
     }
+    if ipv6 && !over_ip && cfg.flags & flags::UDP6_ZERO_CSUM == 0 {
+        // RFC 8200 8.1: "a UDP checksum ... is mandatory" over IPv6.
+        let Some(c) = udp6_checksum(ctx, l4, udp_len) else {
+            stats.tx_mtu_drops += 1;
+            return Some(xdp_action::XDP_DROP);
+        };
+        store(ctx, l4 + 6, c)?;
+    }
     stats.tx_packets += 1;
     stats.tx_bytes += u64::from(inner_len);
     match TX_PORTS.redirect(egress, 0) {
@@ -515,6 +527,80 @@ fn attach(ctx: &XdpContext) -> Option<u32> {
             Some(xdp_action::XDP_DROP)
         }
     }
+}
+
+/// Adds the `N` frame bytes at `off` to a ones'-complement sum (in memory
+/// byte order, as the kernel's csum_partial keeps it).
+#[inline(always)]
+fn csum_add<const N: usize>(ctx: &XdpContext, off: usize, sum: u32) -> Option<u32> {
+    let p = ptr_at::<[u8; N]>(ctx, off)?;
+    // SAFETY: ptr_at checked the N bytes; the helper only reads them.
+    let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, N as u32, sum) };
+    (r >= 0).then_some(r as u32)
+}
+
+/// Largest UDP datagram whose checksum is computed (bulk chunks of 512).
+const CSUM_CHUNKS: usize = 6;
+
+/// UDP checksum over IPv6 (RFC 8200 8.1): pseudo-header (addresses from
+/// the frame, length, next header) and the datagram at `l4`, in memory
+/// byte order, ready to store. `None` for datagrams too long to sum.
+#[inline(always)]
+fn udp6_checksum(ctx: &XdpContext, l4: usize, udp_len: u16) -> Option<[u8; 2]> {
+    let mut sum = csum_add::<32>(ctx, ETH_HLEN + 8, 0)?;
+    let mut tail = [u32::from(udp_len).to_be(), u32::from(IPPROTO_UDP).to_be()];
+    // SAFETY: an 8-byte stack buffer.
+    let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, tail.as_mut_ptr(), 8, sum) };
+    if r < 0 {
+        return None;
+    }
+    sum = r as u32;
+    let len = usize::from(udp_len) & 0x3fff;
+    let chunks = len >> 9;
+    if chunks > CSUM_CHUNKS {
+        return None;
+    }
+    for i in 0..CSUM_CHUNKS {
+        if i >= chunks {
+            break;
+        }
+        sum = csum_add::<512>(ctx, l4 + i * 512, sum)?;
+    }
+    let off = l4 + (len & !0x1ff);
+    // The rest (under 512 bytes) through a scratch buffer, padded with
+    // zeros to whole words: one copy and one sum whatever the length (a
+    // branch per piece would multiply the verifier's paths).
+    let n = len & 0x1ff;
+    if n > 0 {
+        let buf = CSUM_SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: the helper bounds-checks the frame; buf is this CPU's
+        // 512-byte scratch slot and n < 512.
+        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf as *mut _, n as u32) } != 0 {
+            return None;
+        }
+        let padded = (n + 3) & 0x3fc;
+        if padded > 512 {
+            return None;
+        }
+        for k in 0..3 {
+            let i = n + k;
+            if i < padded && i < 512 {
+                // SAFETY: i < 512, inside the scratch slot.
+                unsafe { (*buf)[i] = 0 };
+            }
+        }
+        // SAFETY: padded <= 512 bytes of the scratch slot.
+        let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf as *mut u32, padded as u32, sum) };
+        if r < 0 {
+            return None;
+        }
+        sum = r as u32;
+    }
+    let mut f = (sum & 0xffff) + (sum >> 16);
+    f = (f & 0xffff) + (f >> 16);
+    let c = !(f as u16);
+    // A computed zero goes out as all ones (zero means "no checksum").
+    Some(if c == 0 { 0xffff } else { c }.to_ne_bytes())
 }
 
 const AF_INET: u8 = 2;

@@ -534,3 +534,41 @@ fn vlan_circuits_take_their_vid_and_the_port_session_the_rest() {
     assert_eq!(rig.run(Role::Attachment, &tagged(200)).0, XDP_REDIRECT);
     assert_eq!(rig.stats(v100.local_session_id).tx_packets, 2);
 }
+
+/// A customer frame of exactly `len` bytes.
+fn customer_of(len: usize) -> Vec<u8> {
+    let mut f = inner();
+    f.resize(len.max(14), 0x5a);
+    f.truncate(len);
+    f
+}
+
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn ipv6_udp_checksum_is_computed_for_every_length_and_zero_where_configured() {
+    let mut rig = Rig::new();
+    let mut p = params(0x700, UDP, true);
+    p.udp6_zero_checksum = false;
+    // Room for full-size customer frames plus the outer headers.
+    p.uplink_mtu = 3000;
+    rig.table.add(&p).expect("IPv6 UDP with computed checksums");
+    // Lengths that end on every remainder of the 512/256/.../4-byte
+    // pieces and of 4, up to a full-size frame.
+    for len in [60, 61, 62, 63, 64, 65, 127, 128, 129, 255, 511, 512, 513, 1000, 1023, 1497, 1498, 1499, 1500] {
+        let frame = customer_of(len);
+        let (act, out) = rig.run(Role::Attachment, &frame);
+        assert_eq!(act, XDP_REDIRECT, "len {len}");
+        let udp = &out[54..];
+        assert_eq!(usize::from(u16::from_be_bytes([udp[4], udp[5]])), udp.len(), "UDP length, len {len}");
+        assert_ne!(&udp[6..8], &[0, 0], "a checksum, len {len}");
+        // Valid iff the sum over pseudo-header and datagram folds to zero.
+        let pseudo = csum_fold(csum_fold(u32::from(IPPROTO_UDP) + udp.len() as u32, &out[22..38]), &out[38..54]);
+        assert_eq!(csum_finish(csum_fold(pseudo, udp)), 0, "checksum of a {len}-byte frame: {:02x?}", &udp[6..8]);
+        assert_eq!(&out[out.len() - len..], &frame[..]);
+    }
+    // Where configured, checksum 0 (RFC 6935/6936).
+    rig.table.remove(0x700).expect("remove");
+    rig.table.add(&params(0x701, UDP, true)).expect("zero-checksum session");
+    let (_, out) = rig.run(Role::Attachment, &inner());
+    assert_eq!(&out[60..62], &[0, 0]);
+}

@@ -89,7 +89,8 @@ pub struct SessionParams {
     /// Send and check sequence numbers (needs the sublayer).
     pub sequencing: bool,
     pub rx_mode: RxMode,
-    /// IPv6 over UDP: send UDP checksum 0 (RFC 6935/6936).
+    /// IPv6 over UDP: send UDP checksum 0 (RFC 6935/6936) instead of
+    /// computing it for every frame.
     pub udp6_zero_checksum: bool,
 }
 
@@ -118,9 +119,6 @@ impl SessionParams {
             (IpAddr::V6(_), IpAddr::V6(_)) => true,
             _ => return bad("local and peer addresses must be of the same family"),
         };
-        if ipv6 && matches!(self.encap, Encap::Udp { .. }) && !self.udp6_zero_checksum {
-            return bad("L2TPv3 over UDP/IPv6 needs udp6_zero_checksum (computed checksums are not supported yet)");
-        }
         let min_mtu = if ipv6 { 1280 } else { 576 };
         if self.uplink_mtu < min_mtu {
             return bad("uplink MTU too small");
