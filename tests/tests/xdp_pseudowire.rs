@@ -462,8 +462,8 @@ fn f_dc_1_reset_ns_command_restarts_sent_sequence_numbers() {
 fn bad_session_parameters_are_refused_and_leave_nothing() {
     let mut rig = Rig::new();
     let mut p = params(0x500, UDP, true);
-    p.udp6_zero_checksum = false;
-    assert!(rig.table.add(&p).is_err());
+    p.uplink_mtu = 1000;
+    assert!(rig.table.add(&p).is_err(), "an IPv6 uplink below 1280 bytes");
     let mut p = params(0x500, UDP, false);
     p.sequencing = true;
     assert!(rig.table.add(&p).is_err(), "sequencing without sublayer");
