@@ -19,6 +19,11 @@ pub const MAX_SESSIONS: u32 = 65_536;
 
 pub const MAP_SESSION_BY_ID: &str = "SESSION_BY_ID";
 pub const MAP_SESSION_BY_ATTACH: &str = "SESSION_BY_ATTACH";
+/// `ATTACH_PORT[ifindex]`: slot + 1 of the session that takes the whole
+/// interface (0: none), for ifindexes below [`ATTACH_PORT_MAX`]: the
+/// encapsulation fast path, an array read instead of a hash lookup.
+pub const MAP_ATTACH_PORT: &str = "ATTACH_PORT";
+pub const ATTACH_PORT_MAX: u32 = 4096;
 pub const MAP_SESSION_CFG: &str = "SESSION_CFG";
 pub const MAP_SESSION_STATE: &str = "SESSION_STATE";
 pub const MAP_SESSION_CMD: &str = "SESSION_CMD";
@@ -75,6 +80,10 @@ pub const HDR_TEMPLATE_MAX: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
     pub flags: u32,
+    /// Our Session ID (received data carries it): lets decapsulation find
+    /// a session in its home slot `local_session_id % MAX_SESSIONS` without
+    /// the hash lookup.
+    pub local_session_id: u32,
     /// Session ID the peer expects on data we send.
     pub peer_session_id: u32,
     /// Interface decapsulated frames go out of.
@@ -174,7 +183,7 @@ pub struct SessionStats {
     pub tx_no_route: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SessionConfig>() == 112);
+const _: () = assert!(core::mem::size_of::<SessionConfig>() == 116);
 const _: () = assert!(core::mem::size_of::<SessionState>() == 32);
 const _: () = assert!(core::mem::size_of::<SessionCommand>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionStats>() == 104);

@@ -23,7 +23,7 @@ use aya::{
 };
 use l2tp_common::{
     session::{
-        MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_CMD, MAP_SESSION_STATE,
+        MAP_ATTACH_PORT, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_CMD, MAP_SESSION_STATE,
         MAP_SESSION_STATS, MAP_TX_PORTS, PROG_ATTACH, PROG_UPLINK,
     },
     GlobalCounter, MAP_GLOBAL_STATS,
@@ -38,8 +38,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/l2tp";
 
 /// Every map of the object, pinned as `map_<name>`.
-pub const MAPS: [&str; 8] = [
+pub const MAPS: [&str; 9] = [
     MAP_GLOBAL_STATS,
+    MAP_ATTACH_PORT,
     MAP_SESSION_BY_ID,
     MAP_SESSION_BY_ATTACH,
     MAP_SESSION_CFG,

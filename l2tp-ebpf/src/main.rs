@@ -25,7 +25,8 @@ use aya_ebpf::{
 };
 use l2tp_common::{
     session::{
-        attach_key, cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, MAX_SESSIONS,
+        attach_key, cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, ATTACH_PORT_MAX,
+        MAX_SESSIONS,
     },
     wire::*,
     GlobalCounter,
@@ -40,6 +41,8 @@ type Global = [u64; GlobalCounter::COUNT as usize];
 static SESSION_BY_ID: HashMap<u32, u32> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 #[map(name = "SESSION_BY_ATTACH")]
 static SESSION_BY_ATTACH: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+#[map(name = "ATTACH_PORT")]
+static ATTACH_PORT: Array<u32> = Array::with_max_entries(ATTACH_PORT_MAX, 0);
 #[map(name = "SESSION_CFG")]
 static SESSION_CFG: Array<SessionConfig> = Array::with_max_entries(MAX_SESSIONS, 0);
 #[map(name = "SESSION_STATE")]
@@ -309,9 +312,15 @@ fn uplink(ctx: &XdpContext, g: *mut Global) -> Option<u32> {
             }
         }
     };
-    // Unknown sessions are not ours: the kernel decides.
-    // SAFETY: the value is a plain u32 copied out at once.
-    let idx = unsafe { *SESSION_BY_ID.get(session_id)? };
+    // The session's home slot first (IDs are placed by their low bits),
+    // the hash of IDs that could not be. Unknown sessions are not ours:
+    // the kernel decides.
+    let home = session_id & (MAX_SESSIONS - 1);
+    let idx = match SESSION_CFG.get(home) {
+        Some(c) if c.local_session_id == session_id && c.flags & flags::ACTIVE != 0 => home,
+        // SAFETY: the value is a plain u32 copied out at once.
+        _ => unsafe { *SESSION_BY_ID.get(session_id)? },
+    };
     let cfg = SESSION_CFG.get(idx)?;
     let state = SESSION_STATE.get_ptr_mut(idx)?;
     let stats = SESSION_STATS.get_ptr_mut(idx)?;
@@ -408,13 +417,15 @@ fn attach(ctx: &XdpContext) -> Option<u32> {
         ETH_P_8021Q => load_be16(ctx, 14)? & 0x0FFF,
         _ => 0,
     };
-    let by_vlan = if vid != 0 { SESSION_BY_ATTACH.get_ptr(attach_key(ifindex, vid)) } else { None };
-    let slot = match by_vlan {
-        Some(p) => p,
-        None => SESSION_BY_ATTACH.get_ptr(attach_key(ifindex, 0))?,
-    };
     // SAFETY: the value is a plain u32 copied out at once.
-    let idx = unsafe { *slot };
+    let by_vlan = if vid != 0 { unsafe { SESSION_BY_ATTACH.get(attach_key(ifindex, vid)).copied() } } else { None };
+    let idx = match by_vlan {
+        Some(i) => i,
+        // The whole interface: an array read for the usual ifindexes.
+        None if ifindex < ATTACH_PORT_MAX => ATTACH_PORT.get(ifindex)?.checked_sub(1)?,
+        // SAFETY: the value is a plain u32 copied out at once.
+        None => unsafe { *SESSION_BY_ATTACH.get(attach_key(ifindex, 0))? },
+    };
     let cfg = SESSION_CFG.get(idx)?;
     let state = SESSION_STATE.get_ptr_mut(idx)?;
     let stats = SESSION_STATS.get_ptr_mut(idx)?;

@@ -5,9 +5,9 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use aya::maps::{xdp::DevMapHash, Array, HashMap, Map, MapData, PerCpuArray};
 use l2tp_common::session::{
-    attach_key, cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, HDR_TEMPLATE_MAX,
-    MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_CMD, MAP_SESSION_STATE, MAP_SESSION_STATS,
-    MAP_TX_PORTS, MAX_SESSIONS,
+    attach_key, cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, ATTACH_PORT_MAX,
+    HDR_TEMPLATE_MAX, MAP_ATTACH_PORT, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_CMD,
+    MAP_SESSION_STATE, MAP_SESSION_STATS, MAP_TX_PORTS, MAX_SESSIONS,
 };
 
 use super::{DataplaneError, Result};
@@ -198,6 +198,7 @@ impl SessionParams {
         hdr_arr.copy_from_slice(&hdr);
         Ok(SessionConfig {
             flags: f,
+            local_session_id: self.local_session_id,
             peer_session_id: self.peer_session_id,
             attach_ifindex: self.attach_ifindex,
             uplink_ifindex: self.uplink_ifindex,
@@ -255,6 +256,7 @@ pub fn sum_stats<'a>(per_cpu: impl IntoIterator<Item = &'a SessionStats>) -> Ses
 pub struct SessionTable {
     by_id: HashMap<MapData, u32, u32>,
     by_attach: HashMap<MapData, u64, u32>,
+    attach_port: Array<MapData, u32>,
     cfg: Array<MapData, SessionConfig>,
     state: Array<MapData, SessionState>,
     cmd: Array<MapData, SessionCommand>,
@@ -279,6 +281,7 @@ impl SessionTable {
         Ok(Self {
             by_id,
             by_attach: HashMap::try_from(get(MAP_SESSION_BY_ATTACH)?)?,
+            attach_port: Array::try_from(get(MAP_ATTACH_PORT)?)?,
             cfg: Array::try_from(get(MAP_SESSION_CFG)?)?,
             state: Array::try_from(get(MAP_SESSION_STATE)?)?,
             cmd: Array::try_from(get(MAP_SESSION_CMD)?)?,
@@ -303,7 +306,11 @@ impl SessionTable {
                 v => format!("VLAN {v} of interface {} already carries a session", p.attach_ifindex),
             }));
         }
-        let idx = (self.next_free..MAX_SESSIONS)
+        // The session's home slot (its ID's low bits), where decapsulation
+        // finds it without a hash lookup; else the next free one.
+        let home = p.local_session_id & (MAX_SESSIONS - 1);
+        let idx = std::iter::once(home)
+            .chain(self.next_free..MAX_SESSIONS)
             .chain(0..self.next_free)
             .find(|i| !self.used.contains(i))
             .ok_or_else(|| DataplaneError::Session(format!("all {MAX_SESSIONS} session slots in use")))?;
@@ -329,13 +336,20 @@ impl SessionTable {
             self.tx_ports.insert(ifindex, ifindex, None, 0)?;
         }
         let publish = self.by_attach.insert(key, idx, 0).and_then(|()| self.by_id.insert(p.local_session_id, idx, 0));
+        let publish = publish.and_then(|()| match (p.attach_vlan, p.attach_ifindex) {
+            (0, i) if i < ATTACH_PORT_MAX => self.attach_port.set(i, idx + 1, 0),
+            _ => Ok(()),
+        });
         if let Err(e) = publish {
+            let _ = self.by_id.remove(&p.local_session_id);
             let _ = self.by_attach.remove(&key);
             let _ = self.cfg.set(idx, zeroed_config(), 0);
             return Err(e.into());
         }
         self.used.insert(idx);
-        self.next_free = (idx + 1) % MAX_SESSIONS;
+        if idx != home {
+            self.next_free = (idx + 1) % MAX_SESSIONS;
+        }
         Ok(idx)
     }
 
@@ -352,6 +366,12 @@ impl SessionTable {
         let cfg = self.cfg.get(&idx, 0)?;
         self.by_id.remove(&local_session_id)?;
         let key = attach_key(cfg.attach_ifindex, cfg.attach_vlan);
+        if cfg.attach_vlan == 0
+            && cfg.attach_ifindex < ATTACH_PORT_MAX
+            && self.attach_port.get(&cfg.attach_ifindex, 0).ok() == Some(idx + 1)
+        {
+            self.attach_port.set(cfg.attach_ifindex, 0, 0)?;
+        }
         if self.by_attach.get(&key, 0).ok() == Some(idx) {
             self.by_attach.remove(&key)?;
         }
@@ -403,6 +423,7 @@ impl SessionTable {
 fn zeroed_config() -> SessionConfig {
     SessionConfig {
         flags: 0,
+        local_session_id: 0,
         peer_session_id: 0,
         attach_ifindex: 0,
         uplink_ifindex: 0,

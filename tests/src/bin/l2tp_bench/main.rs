@@ -224,6 +224,7 @@ fn fill_sessions(dp: &mut Loaded, like: u32, like_idx: u32) -> Result<()> {
             continue;
         }
         let mut c = cfg;
+        c.local_session_id = id;
         c.peer_session_id = PEER_SID + id;
         {
             let mut a: Array<_, SessionConfig> = Array::try_from(dp.map_mut(MAP_SESSION_CFG)?)?;
