@@ -28,7 +28,12 @@ pub const MAP_SESSION_CFG: &str = "SESSION_CFG";
 pub const MAP_SESSION_STATE: &str = "SESSION_STATE";
 pub const MAP_SESSION_CMD: &str = "SESSION_CMD";
 pub const MAP_SESSION_STATS: &str = "SESSION_STATS";
+/// `DEVMAP[port]`: the interfaces the data plane redirects to, by port
+/// slot (an array index, cheaper to redirect through than a hash).
 pub const MAP_TX_PORTS: &str = "TX_PORTS";
+/// `PORT_SLOTS[ifindex]`: the port slot of an interface in `TX_PORTS`.
+pub const MAP_PORT_SLOTS: &str = "PORT_SLOTS";
+pub const MAX_PORTS: u32 = 4096;
 pub const PROG_UPLINK: &str = "l2tp_uplink";
 pub const PROG_ATTACH: &str = "l2tp_attach";
 
@@ -108,6 +113,9 @@ pub struct SessionConfig {
     pub ip4_csum_base: u16,
     /// 802.1Q VLAN ID of the attachment circuit (0: the whole interface).
     pub attach_vlan: u16,
+    /// `TX_PORTS` slots of `uplink_ifindex` and `attach_ifindex`.
+    pub uplink_port: u16,
+    pub attach_port: u16,
     /// Outer Ethernet + IP (+ UDP) header; length fields zero.
     pub hdr: [u8; HDR_TEMPLATE_MAX],
 }
@@ -183,7 +191,7 @@ pub struct SessionStats {
     pub tx_no_route: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SessionConfig>() == 116);
+const _: () = assert!(core::mem::size_of::<SessionConfig>() == 120);
 const _: () = assert!(core::mem::size_of::<SessionState>() == 32);
 const _: () = assert!(core::mem::size_of::<SessionCommand>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionStats>() == 104);

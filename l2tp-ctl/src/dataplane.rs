@@ -23,8 +23,8 @@ use aya::{
 };
 use l2tp_common::{
     session::{
-        MAP_ATTACH_PORT, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_CMD, MAP_SESSION_STATE,
-        MAP_SESSION_STATS, MAP_TX_PORTS, PROG_ATTACH, PROG_UPLINK,
+        MAP_ATTACH_PORT, MAP_PORT_SLOTS, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_CMD,
+        MAP_SESSION_STATE, MAP_SESSION_STATS, MAP_TX_PORTS, PROG_ATTACH, PROG_UPLINK,
     },
     GlobalCounter, MAP_GLOBAL_STATS,
 };
@@ -38,7 +38,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/l2tp";
 
 /// Every map of the object, pinned as `map_<name>`.
-pub const MAPS: [&str; 9] = [
+pub const MAPS: [&str; 10] = [
     MAP_GLOBAL_STATS,
     MAP_ATTACH_PORT,
     MAP_SESSION_BY_ID,
@@ -48,6 +48,7 @@ pub const MAPS: [&str; 9] = [
     MAP_SESSION_CMD,
     MAP_SESSION_STATS,
     MAP_TX_PORTS,
+    MAP_PORT_SLOTS,
 ];
 const PIN_LINK_PREFIX: &str = "link_";
 
@@ -350,7 +351,7 @@ impl Loaded {
 /// A second handle on a loaded map (same kernel object), opened by ID.
 fn dup_map(map: &Map) -> Result<Map> {
     let data = match map {
-        Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::DevMapHash(d) => d,
+        Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::DevMap(d) | Map::DevMapHash(d) => d,
         _ => return Err(DataplaneError::Missing("map of a known type")),
     };
     Ok(Map::from_map_data(MapData::from_id(data.info()?.id())?)?)

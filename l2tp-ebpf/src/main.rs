@@ -20,13 +20,13 @@ use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibLookup, xdp_action, BPF_FIB_LOOKUP_OUTPUT},
     helpers::{bpf_csum_diff, bpf_fib_lookup, bpf_xdp_adjust_head, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     macros::{map, xdp},
-    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    maps::{Array, DevMap, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use l2tp_common::{
     session::{
         attach_key, cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, ATTACH_PORT_MAX,
-        MAX_SESSIONS,
+        MAX_PORTS, MAX_SESSIONS,
     },
     wire::*,
     GlobalCounter,
@@ -55,7 +55,9 @@ static SESSION_STATS: PerCpuArray<SessionStats> = PerCpuArray::with_max_entries(
 #[map(name = "CSUM_SCRATCH")]
 static CSUM_SCRATCH: PerCpuArray<[u8; 512]> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "TX_PORTS")]
-static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(4096, 0);
+static TX_PORTS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
+#[map(name = "PORT_SLOTS")]
+static PORT_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
 
 const HALF: u32 = 1 << 23;
 
@@ -378,7 +380,7 @@ fn uplink(ctx: &XdpContext, g: *mut Global) -> Option<u32> {
     }
     stats.rx_packets += 1;
     stats.rx_bytes += inner_len;
-    match TX_PORTS.redirect(cfg.attach_ifindex, 0) {
+    match TX_PORTS.redirect(u32::from(cfg.attach_port), 0) {
         Ok(action) => Some(action),
         Err(_) => {
             stats.redirect_errors += 1;
@@ -475,10 +477,10 @@ fn attach(ctx: &XdpContext) -> Option<u32> {
         store(ctx, ETH_HLEN + 10, (!(sum as u16)).to_be_bytes())?;
     }
     // Before an Ns is taken: a dropped frame must not open a gap.
-    let mut egress = cfg.uplink_ifindex;
+    let mut egress = u32::from(cfg.uplink_port);
     if cfg.flags & flags::FIB_LOOKUP != 0 {
         match next_hop(ctx, cfg, ipv6, ip_len) {
-            Some(ifindex) => egress = ifindex,
+            Some(port) => egress = port,
             // No route or no neighbour: the template's MACs, if any.
             None if cfg.hdr[..6] != [0; 6] => {}
             None => {
@@ -618,7 +620,7 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
 /// Next hop of the outer packet by the kernel's FIB and neighbour tables:
-/// writes the MACs into the frame and returns the egress ifindex, or `None`
+/// writes the MACs into the frame and returns the egress port slot, or `None`
 /// (no route, no neighbour entry, or an egress the data plane cannot
 /// redirect to).
 #[inline(always)]
@@ -650,12 +652,18 @@ fn next_hop(ctx: &XdpContext, cfg: &SessionConfig, ipv6: bool, ip_len: u32) -> O
     // SAFETY: ctx.ctx is the program's xdp_md; p is a valid, sized struct.
     let rc =
         unsafe { bpf_fib_lookup(ctx.ctx as *mut _, &mut p, mem::size_of::<FibLookup>() as i32, BPF_FIB_LOOKUP_OUTPUT) };
-    if rc != 0 || TX_PORTS.get(p.ifindex).is_none() {
+    if rc != 0 {
         return None;
     }
+    let port = if p.ifindex == cfg.uplink_ifindex {
+        u32::from(cfg.uplink_port)
+    } else {
+        // SAFETY: the value is a plain u32 copied out at once.
+        unsafe { *PORT_SLOTS.get(p.ifindex)? }
+    };
     store(ctx, 0, p.dmac)?;
     store(ctx, 6, p.smac)?;
-    Some(p.ifindex)
+    Some(port)
 }
 
 #[cfg(not(test))]

@@ -3,11 +3,11 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use aya::maps::{xdp::DevMapHash, Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{xdp::DevMap, Array, HashMap, Map, MapData, PerCpuArray};
 use l2tp_common::session::{
     attach_key, cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, ATTACH_PORT_MAX,
-    HDR_TEMPLATE_MAX, MAP_ATTACH_PORT, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_CMD,
-    MAP_SESSION_STATE, MAP_SESSION_STATS, MAP_TX_PORTS, MAX_SESSIONS,
+    HDR_TEMPLATE_MAX, MAP_ATTACH_PORT, MAP_PORT_SLOTS, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG,
+    MAP_SESSION_CMD, MAP_SESSION_STATE, MAP_SESSION_STATS, MAP_TX_PORTS, MAX_PORTS, MAX_SESSIONS,
 };
 
 use super::{DataplaneError, Result};
@@ -213,6 +213,8 @@ impl SessionParams {
             hdr_len,
             ip4_csum_base,
             attach_vlan: self.attach_vlan,
+            uplink_port: 0,
+            attach_port: 0,
             hdr: hdr_arr,
         })
     }
@@ -256,12 +258,15 @@ pub fn sum_stats<'a>(per_cpu: impl IntoIterator<Item = &'a SessionStats>) -> Ses
 pub struct SessionTable {
     by_id: HashMap<MapData, u32, u32>,
     by_attach: HashMap<MapData, u64, u32>,
-    attach_port: Array<MapData, u32>,
+    whole_port: Array<MapData, u32>,
     cfg: Array<MapData, SessionConfig>,
     state: Array<MapData, SessionState>,
     cmd: Array<MapData, SessionCommand>,
     stats: PerCpuArray<MapData, SessionStats>,
-    tx_ports: DevMapHash<MapData>,
+    tx_ports: DevMap<MapData>,
+    port_slots: HashMap<MapData, u32, u32>,
+    /// `ifindex -> slot` of `TX_PORTS`, as `PORT_SLOTS` holds it.
+    ports: std::collections::HashMap<u32, u32>,
     used: BTreeSet<u32>,
     /// Where the search for a free slot starts (one past the last taken):
     /// sequential installs stay O(1) each.
@@ -277,16 +282,19 @@ impl std::fmt::Debug for SessionTable {
 impl SessionTable {
     pub(super) fn open(get: impl Fn(&str) -> Result<Map>) -> Result<Self> {
         let by_id: HashMap<MapData, u32, u32> = HashMap::try_from(get(MAP_SESSION_BY_ID)?)?;
+        let port_slots: HashMap<MapData, u32, u32> = HashMap::try_from(get(MAP_PORT_SLOTS)?)?;
         let used = by_id.iter().filter_map(|r| r.ok().map(|(_, idx)| idx)).collect();
         Ok(Self {
             by_id,
             by_attach: HashMap::try_from(get(MAP_SESSION_BY_ATTACH)?)?,
-            attach_port: Array::try_from(get(MAP_ATTACH_PORT)?)?,
+            whole_port: Array::try_from(get(MAP_ATTACH_PORT)?)?,
             cfg: Array::try_from(get(MAP_SESSION_CFG)?)?,
             state: Array::try_from(get(MAP_SESSION_STATE)?)?,
             cmd: Array::try_from(get(MAP_SESSION_CMD)?)?,
             stats: PerCpuArray::try_from(get(MAP_SESSION_STATS)?)?,
-            tx_ports: DevMapHash::try_from(get(MAP_TX_PORTS)?)?,
+            tx_ports: DevMap::try_from(get(MAP_TX_PORTS)?)?,
+            ports: port_slots.iter().filter_map(|r| r.ok()).collect(),
+            port_slots,
             used,
             next_free: 0,
         })
@@ -295,7 +303,7 @@ impl SessionTable {
     /// Installs a session; returns its index. The configuration and state are
     /// written before the IDs that make the data path find it.
     pub fn add(&mut self, p: &SessionParams) -> Result<u32> {
-        let cfg = p.to_config()?;
+        let mut cfg = p.to_config()?;
         if self.by_id.get(&p.local_session_id, 0).is_ok() {
             return Err(DataplaneError::Session(format!("session ID {} is already installed", p.local_session_id)));
         }
@@ -316,6 +324,8 @@ impl SessionTable {
             .ok_or_else(|| DataplaneError::Session(format!("all {MAX_SESSIONS} session slots in use")))?;
         let state =
             SessionState { mode: u32::from(cfg.rx_mode), resync_n: u32::from(cfg.resync_n), ..Default::default() };
+        cfg.uplink_port = self.port(p.uplink_ifindex)?;
+        cfg.attach_port = self.port(p.attach_ifindex)?;
         self.cfg.set(idx, cfg, 0)?;
         self.state.set(idx, state, 0)?;
         self.cmd.set(idx, SessionCommand::default(), 0)?;
@@ -332,12 +342,10 @@ impl SessionTable {
             aya::maps::PerCpuValues::try_from(zero).map_err(|e| DataplaneError::Session(e.to_string()))?,
             0,
         )?;
-        for ifindex in [p.uplink_ifindex, p.attach_ifindex] {
-            self.tx_ports.insert(ifindex, ifindex, None, 0)?;
-        }
+
         let publish = self.by_attach.insert(key, idx, 0).and_then(|()| self.by_id.insert(p.local_session_id, idx, 0));
         let publish = publish.and_then(|()| match (p.attach_vlan, p.attach_ifindex) {
-            (0, i) if i < ATTACH_PORT_MAX => self.attach_port.set(i, idx + 1, 0),
+            (0, i) if i < ATTACH_PORT_MAX => self.whole_port.set(i, idx + 1, 0),
             _ => Ok(()),
         });
         if let Err(e) = publish {
@@ -351,6 +359,24 @@ impl SessionTable {
             self.next_free = (idx + 1) % MAX_SESSIONS;
         }
         Ok(idx)
+    }
+
+    /// The `TX_PORTS` slot of an interface, given one on first use (slots
+    /// stay: an interface's slot is the same for every session).
+    fn port(&mut self, ifindex: u32) -> Result<u16> {
+        if let Some(slot) = self.ports.get(&ifindex) {
+            return Ok(*slot as u16);
+        }
+        let taken: BTreeSet<u32> = self.ports.values().copied().collect();
+        let slot = (0..MAX_PORTS)
+            .find(|s| !taken.contains(s))
+            .ok_or_else(|| DataplaneError::Session(format!("all {MAX_PORTS} port slots in use")))?;
+        self.tx_ports
+            .set(slot, ifindex, None, 0)
+            .map_err(|e| DataplaneError::Session(format!("port {ifindex}: {e}")))?;
+        self.port_slots.insert(ifindex, slot, 0)?;
+        self.ports.insert(ifindex, slot);
+        Ok(slot as u16)
     }
 
     /// Index of the session receiving `local_session_id`.
@@ -368,9 +394,9 @@ impl SessionTable {
         let key = attach_key(cfg.attach_ifindex, cfg.attach_vlan);
         if cfg.attach_vlan == 0
             && cfg.attach_ifindex < ATTACH_PORT_MAX
-            && self.attach_port.get(&cfg.attach_ifindex, 0).ok() == Some(idx + 1)
+            && self.whole_port.get(&cfg.attach_ifindex, 0).ok() == Some(idx + 1)
         {
-            self.attach_port.set(cfg.attach_ifindex, 0, 0)?;
+            self.whole_port.set(cfg.attach_ifindex, 0, 0)?;
         }
         if self.by_attach.get(&key, 0).ok() == Some(idx) {
             self.by_attach.remove(&key)?;
@@ -438,6 +464,8 @@ fn zeroed_config() -> SessionConfig {
         hdr_len: 0,
         ip4_csum_base: 0,
         attach_vlan: 0,
+        uplink_port: 0,
+        attach_port: 0,
         hdr: [0; HDR_TEMPLATE_MAX],
     }
 }
