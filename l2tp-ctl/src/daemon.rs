@@ -1098,10 +1098,7 @@ impl Daemon {
             }
             Event::TunnelRecovered { tunnel, recovery_endpoint, ns, nr, sessions } => {
                 let name = self.tunnel_name(tunnel);
-                let n = name
-                    .as_ref()
-                    .and_then(|n| self.tunnels.get(n))
-                    .map_or(crate::config::Failover::default().resync_n, |s| s.cfg.failover.resync_n);
+                let n = self.resync_n(name.as_deref());
                 // RFC 4951 3.2.3, sessions with sequence numbers. A data
                 // plane that survived keeps its Ns (nothing was lost, the
                 // peer sees no jump); a rebuilt one was installed from the
@@ -1145,6 +1142,27 @@ impl Daemon {
                     s.last_event = Some("resumed".into());
                 }
                 self.emit("tunnel-resumed", name.as_deref(), Some(tunnel), None, "peer answered again".into());
+            }
+            Event::SessionsQueried { tunnel, sessions } => {
+                // F-DC-5/F-DC-3: the peer's data channel may have restarted
+                // (its data plane was rebuilt): our Nr follows its Ns after
+                // n packets in sequence.
+                let name = self.tunnel_name(tunnel);
+                let n = self.resync_n(name.as_deref());
+                let sequenced: Vec<u32> = sessions
+                    .into_iter()
+                    .filter(|sid| self.sessions.get(&(tunnel, *sid)).is_some_and(|s| s.installed))
+                    .collect();
+                if self.dp.is_some() && !sequenced.is_empty() {
+                    let _ = self.with_table(|table| {
+                        for sid in &sequenced {
+                            let Some(idx) = table.index_of(*sid) else { continue };
+                            if table.config(idx).is_ok_and(|c| c.flags & l2tp_common::session::flags::SEQ_RX != 0) {
+                                let _ = table.post(idx, dataplane::session::Command::EnterResync { n });
+                            }
+                        }
+                    });
+                }
             }
             Event::SessionStale { tunnel, local_session_id } => {
                 let name = self.tunnel_name(tunnel);
@@ -1224,9 +1242,117 @@ impl Daemon {
         }
     }
 
+    /// The resync run length of a tunnel's sessions (F-DC-3 `n`).
+    fn resync_n(&self, tunnel: Option<&str>) -> u16 {
+        tunnel
+            .and_then(|n| self.tunnels.get(n))
+            .map_or(crate::config::Failover::default().resync_n, |s| s.cfg.failover.resync_n)
+    }
+
+    /// Reinstalls a session of the store in the data plane.
+    fn reinstall(&self, dp: &Pinned, tcfg: &TunnelConfig, rec: &TunnelRecord, s: &SessionRecord) -> anyhow::Result<()> {
+        let c = tcfg
+            .sessions
+            .iter()
+            .find(|c| c.remote_end_id() == s.remote_end_id)
+            .ok_or_else(|| anyhow::anyhow!("no longer configured"))?;
+        let w = Wire {
+            peer: rec.peer,
+            transport: tcfg.transport(),
+            local_session_id: s.local_id,
+            peer_session_id: s.peer_id,
+            rx_cookie: &s.rx_cookie,
+            tx_cookie: &s.tx_cookie,
+            sublayer: s.sublayer,
+            sequencing: s.sequencing,
+        };
+        self.install(dp, tcfg, c, &w)
+    }
+
+    /// RFC 4951 data channel failure while the control plane runs: the
+    /// pinned data plane is gone (pins removed, programs detached). It is
+    /// rebuilt from the store, Ns restarting at 0 (F-DC-1) and Nr
+    /// following the peer after n packets (F-DC-3); every session is then
+    /// queried with FSQ (F-DC-5), which also tells the peer to resync to
+    /// our restarted Ns.
+    fn check_dataplane(&mut self) {
+        let Some(dir) = self.dp.as_ref().map(|d| d.dir().to_owned()) else { return };
+        if Pinned::open(&dir).is_ok() {
+            return;
+        }
+        warn!(dir = %dir.display(), "the pinned data plane is gone: rebuilding it (RFC 4951 data channel failure)");
+        self.table.borrow_mut().take();
+        match Pinned::open_or_create(&dir) {
+            Ok(dp) => self.dp = Some(dp),
+            Err(e) => return error!("rebuilding the data plane: {e}"),
+        }
+        let configs: Vec<TunnelConfig> = self.tunnels.values().map(|s| s.cfg.clone()).collect();
+        for t in &configs {
+            if t.version != 3 || t.sessions.is_empty() {
+                continue;
+            }
+            let attach = self.cfg.uplink_of(t).map(str::to_owned).map(|u| self.ensure_attached(&u, Role::Uplink));
+            if let Some(Err(e)) = attach {
+                error!(tunnel = %t.name, "uplink: {e:#}");
+            }
+            for s in &t.sessions {
+                if let Err(e) = self.ensure_attached(&s.interface, Role::Attachment) {
+                    error!(tunnel = %t.name, session = %s.name, "{e:#}");
+                }
+            }
+        }
+        let mut rebuilt = 0;
+        let mut queries: Vec<(TunnelId, Vec<u32>)> = Vec::new();
+        let records = self.store.tunnels().unwrap_or_default();
+        for rec in records {
+            let Some(tcfg) = self.tunnels.get(&rec.name).filter(|s| s.id == Some(rec.local_id)).map(|s| s.cfg.clone())
+            else {
+                continue;
+            };
+            let mut sids = Vec::new();
+            for s in self.store.sessions(rec.local_id).unwrap_or_default() {
+                let Some(slot) = self.sessions.get(&(rec.local_id, s.local_id)) else { continue };
+                sids.push(s.local_id);
+                if !slot.installed {
+                    continue;
+                }
+                let Some(dp) = &self.dp else { return };
+                match self.reinstall(dp, &tcfg, &rec, &s) {
+                    Ok(()) => rebuilt += 1,
+                    Err(e) => error!(tunnel = %rec.name, session = %s.name, "not reinstalled: {e:#}"),
+                }
+                if s.sequencing {
+                    let n = tcfg.failover.resync_n;
+                    let _ = self.with_table(|t| {
+                        t.index_of(s.local_id).map(|idx| t.post(idx, dataplane::session::Command::EnterResync { n }))
+                    });
+                }
+            }
+            if !sids.is_empty() {
+                queries.push((rec.local_id, sids));
+            }
+        }
+        let now = Self::now();
+        for (id, sids) in queries {
+            for chunk in sids.chunks(64) {
+                let _ = self.engine.query_sessions(now, id, chunk);
+            }
+            let name = self.tunnel_name(id);
+            self.emit(
+                "dataplane-rebuilt",
+                name.as_deref(),
+                Some(id),
+                None,
+                "data plane lost and rebuilt from the store; sessions queried with FSQ (RFC 4951 F-DC-5)".into(),
+            );
+        }
+        info!(sessions = rebuilt, "data plane rebuilt");
+    }
+
     /// Periodic work: reconnect tunnels that are down, re-request sessions
-    /// that were refused or dropped.
+    /// that were refused or dropped, notice a lost data plane.
     fn tick(&mut self) {
+        self.check_dataplane();
         let now = Self::now();
         let names: Vec<String> = self.tunnels.keys().cloned().collect();
         for name in names {

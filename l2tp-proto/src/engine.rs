@@ -270,6 +270,14 @@ pub enum Event {
         nr: u16,
         sessions: Vec<RecoveredSession>,
     },
+    /// The peer queried these sessions with an FSQ and we confirmed them
+    /// (RFC 4951 3.3). Outside a control channel recovery this is how a
+    /// peer reports a data channel failure (F-DC-5): their data channel
+    /// restarted, so ours should follow its Ns (F-DC-3).
+    SessionsQueried {
+        tunnel: TunnelId,
+        sessions: Vec<u32>,
+    },
     /// The peer's FSQ paired this session with another Session ID: marked
     /// stale (RFC 4951 F-SS-6, Appendix C), to be queried with an FSQ.
     SessionStale {
@@ -1380,7 +1388,17 @@ impl Engine {
             self.stats.ignored += 1;
             return;
         }
+        let confirmed: Vec<u32> = answers
+            .iter()
+            .filter_map(|a| match a.value {
+                AvpValue::FailoverSessionState { session_id, .. } if session_id != 0 => Some(session_id),
+                _ => None,
+            })
+            .collect();
         t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Fsr, answers) });
+        if !confirmed.is_empty() {
+            self.events.push_back(Event::SessionsQueried { tunnel: id, sessions: confirmed });
+        }
         for local_session_id in stale {
             self.events.push_back(Event::SessionStale { tunnel: id, local_session_id });
         }

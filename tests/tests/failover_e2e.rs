@@ -708,3 +708,35 @@ fn f_cap_4_xl2tpd_as_a_non_capable_peer_is_reestablished_after_a_restart() {
         assert!(!log.contains(bad), "xl2tpd complained ({bad}):\n{log}");
     }
 }
+
+/// F-DC-5 (with F-DC-1, F-DC-3): a data channel failure while the control
+/// plane runs. A's pinned data plane is removed under the running daemon;
+/// within a tick A notices, rebuilds it from the store (its Ns restarts at
+/// 0) and queries every session with FSQ; B confirms them and resyncs its
+/// Nr to A's restarted Ns after n packets. The tunnel and its IDs stay.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn f_dc_5_data_channel_failure_under_a_running_control_plane_is_rebuilt_and_resynced() {
+    let r = rig();
+    let before = (ids(&r.a), ids(&r.b));
+    let n = 300;
+    assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, n).run(), n);
+    let b_ns_before = counters(&r.b)["next_ns"].as_u64().expect("ns");
+    std::fs::remove_dir_all(r.pins_a.path()).expect("remove A's pins: XDP detached");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !events(&r.a).iter().any(|e| e["event"] == "session-confirmed") {
+        assert!(std::time::Instant::now() < deadline, "{:#?}\n{}", events(&r.a), r.a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(events(&r.a).iter().any(|e| e["event"] == "dataplane-rebuilt"));
+    assert!(r.pins_a.path().exists(), "pinned again");
+    assert_eq!((ids(&r.a), ids(&r.b)), before, "the tunnel and session stay");
+    let got_ab = Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, n).run();
+    let got_ba = Stream::new(&r.t.cust_b, topology::CUST_B, &r.t.cust_a, topology::CUST_A, n).run();
+    assert!(((n - got_ab) as u64) < RESYNC_N, "a->b lost {} packets, more than n-1", n - got_ab);
+    assert_eq!(got_ba, n, "b->a lost packets");
+    let (ca, cb) = (counters(&r.a), counters(&r.b));
+    assert_eq!(ca["next_ns"].as_u64(), Some(n as u64), "A's Ns restarted at 0: {ca:#}");
+    assert_eq!(cb["next_ns"].as_u64(), Some(b_ns_before + n as u64), "B kept its Ns: {cb:#}");
+    assert_eq!(cb["rx_resyncs"].as_u64(), Some(1), "B followed A's restarted Ns: {cb:#}");
+}
