@@ -82,6 +82,18 @@ struct TunnelSlot {
     last_event: Option<String>,
 }
 
+/// Facts about interfaces and routes that every session of a tunnel needs
+/// when it is installed, read once per burst instead of per session (a
+/// few syscalls each); forgotten at every tick, so a changed interface or
+/// route is seen within `reconnect_interval`.
+#[derive(Debug, Default)]
+struct NetFacts {
+    /// uplink name -> (MAC, ifindex, MTU)
+    uplinks: HashMap<String, ([u8; 6], u32, u16)>,
+    ifindex: HashMap<String, u32>,
+    source: HashMap<IpAddr, IpAddr>,
+}
+
 /// Datagrams handled before one flush, at most.
 const BURST: usize = 256;
 
@@ -120,6 +132,7 @@ struct Daemon {
     dp: Option<Pinned>,
     /// The session maps of `dp`, opened once (opening reads every entry).
     table: std::cell::RefCell<Option<SessionTable>>,
+    facts: std::cell::RefCell<NetFacts>,
     sockets: Sockets,
     tunnels: BTreeMap<String, TunnelSlot>,
     by_id: HashMap<TunnelId, String>,
@@ -329,6 +342,7 @@ impl Daemon {
             sessions: HashMap::new(),
             pending_sessions: Vec::new(),
             table: std::cell::RefCell::new(None),
+            facts: std::cell::RefCell::default(),
             events,
             started: Instant::now(),
             socket_path: socket_path.clone(),
@@ -790,10 +804,39 @@ impl Daemon {
     /// Installs one pseudowire in the data plane.
     fn install(&self, dp: &Pinned, tcfg: &TunnelConfig, s: &SessionConfig, w: &Wire<'_>) -> anyhow::Result<()> {
         let uplink = self.cfg.uplink_of(tcfg).ok_or_else(|| anyhow::anyhow!("no uplink"))?;
+        let mut facts = self.facts.borrow_mut();
         let local = match tcfg.local {
             Some(l) => l,
-            None => source_for(w.peer.ip())?,
+            None => match facts.source.get(&w.peer.ip()) {
+                Some(l) => *l,
+                None => {
+                    let l = source_for(w.peer.ip())?;
+                    facts.source.insert(w.peer.ip(), l);
+                    l
+                }
+            },
         };
+        let (uplink_mac, uplink_ifindex, uplink_mtu) = match facts.uplinks.get(uplink) {
+            Some(f) => *f,
+            None => {
+                let f = (
+                    dataplane::hwaddr(uplink)?,
+                    dataplane::ifindex(uplink)?,
+                    dataplane::mtu(uplink)?.min(u32::from(u16::MAX)) as u16,
+                );
+                facts.uplinks.insert(uplink.to_owned(), f);
+                f
+            }
+        };
+        let attach_ifindex = match facts.ifindex.get(&s.interface) {
+            Some(i) => *i,
+            None => {
+                let i = dataplane::ifindex(&s.interface)?;
+                facts.ifindex.insert(s.interface.clone(), i);
+                i
+            }
+        };
+        drop(facts);
         let p = DpSession {
             local_session_id: w.local_session_id,
             peer_session_id: w.peer_session_id,
@@ -803,13 +846,13 @@ impl Daemon {
             },
             local_addr: local,
             peer_addr: w.peer.ip(),
-            local_mac: dataplane::hwaddr(uplink)?,
+            local_mac: uplink_mac,
             next_hop_mac: tcfg.next_hop_mac().unwrap_or_default(),
             fib_lookup: true,
-            uplink_ifindex: dataplane::ifindex(uplink)?,
-            attach_ifindex: dataplane::ifindex(&s.interface)?,
+            uplink_ifindex,
+            attach_ifindex,
             attach_vlan: s.vlan.unwrap_or(0),
-            uplink_mtu: dataplane::mtu(uplink)?.min(u32::from(u16::MAX)) as u16,
+            uplink_mtu,
             rx_cookie: Cookie::new(w.rx_cookie).ok_or_else(|| anyhow::anyhow!("bad cookie"))?,
             tx_cookie: Cookie::new(w.tx_cookie)
                 .ok_or_else(|| anyhow::anyhow!("peer's cookie is not 0, 4 or 8 bytes"))?,
@@ -1352,6 +1395,7 @@ impl Daemon {
     /// Periodic work: reconnect tunnels that are down, re-request sessions
     /// that were refused or dropped, notice a lost data plane.
     fn tick(&mut self) {
+        *self.facts.borrow_mut() = NetFacts::default();
         self.check_dataplane();
         let now = Self::now();
         let names: Vec<String> = self.tunnels.keys().cloned().collect();
