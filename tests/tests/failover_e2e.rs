@@ -740,3 +740,39 @@ fn f_dc_5_data_channel_failure_under_a_running_control_plane_is_rebuilt_and_resy
     assert_eq!(cb["next_ns"].as_u64(), Some(b_ns_before + n as u64), "B kept its Ns: {cb:#}");
     assert_eq!(cb["rx_resyncs"].as_u64(), Some(1), "B followed A's restarted Ns: {cb:#}");
 }
+
+/// Test 4, Appendix C (F-SS-5 to F-SS-8): an ID mismatch that no failure of
+/// one end can cause, but that recovery must not make permanent. While A is
+/// down its store is edited so that A pairs the pseudowire with a Session
+/// ID B does not have. After recovery B's FSQ finds A's copy paired
+/// otherwise: A marks it stale and answers 0 (B clears its copy), and A's
+/// own FSQ is answered 0 (A clears its copy). Nothing stays established on
+/// one side only; A's configuration then brings the pseudowire back.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn appendix_c_f_ss_6_session_id_mismatch_is_cleared_on_both_ends() {
+    use l2tp_ctl::store::Store;
+    let mut r = rig();
+    let old = ids(&r.a);
+    r.a.kill();
+    {
+        let store = Store::open(&r.a.dir().join("state")).expect("A's store");
+        let t = store.tunnels().expect("tunnels").into_iter().next().expect("the tunnel");
+        let mut s = store.sessions(t.local_id).expect("sessions").into_iter().next().expect("the session");
+        s.peer_id ^= 0x0101_0101;
+        store.put_session(&s).expect("mismatched");
+    }
+    restart(&mut r);
+    recovered(&r.a, "a");
+    recovered(&r.b, "b");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !(consistent(&r.a, &r.b) && ids(&r.a).2 != old.2) {
+        assert!(std::time::Instant::now() < deadline, "{}\n{}", r.a.log(), r.b.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ea, eb) = (events(&r.a), events(&r.b));
+    assert!(ea.iter().any(|e| e["event"] == "session-stale" && e["session_id"] == old.2), "A marks it stale: {ea:#?}");
+    assert!(ea.iter().any(|e| e["event"] == "session-cleared" && e["session_id"] == old.2), "A clears it: {ea:#?}");
+    assert!(eb.iter().any(|e| e["event"] == "session-cleared" && e["session_id"] == old.3), "B clears it: {eb:#?}");
+    assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 200).run(), 200);
+}
