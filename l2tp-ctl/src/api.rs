@@ -196,6 +196,10 @@ pub struct FailoverView {
     /// Both ends advertised data channel failover.
     pub data_recovery: bool,
     pub stale_sessions: Vec<u32>,
+    /// Sessions queried with FSQ after a recovery whose FSR has not come
+    /// yet: 0 once the session state is synchronised.
+    #[serde(default)]
+    pub unconfirmed_sessions: usize,
     pub last_event: Option<String>,
 }
 

@@ -424,7 +424,7 @@ pub fn failover(conn: &Conn, cmd: FailoverCmd) -> anyhow::Result<()> {
                     })
                 };
                 table(
-                    &["TUNNEL", "STATE", "LOCAL", "PEER", "CONTROL", "DATA", "STALE", "LAST"],
+                    &["TUNNEL", "STATE", "LOCAL", "PEER", "CONTROL", "DATA", "STALE", "UNCONFIRMED", "LAST"],
                     tunnels
                         .iter()
                         .map(|t| {
@@ -436,6 +436,7 @@ pub fn failover(conn: &Conn, cmd: FailoverCmd) -> anyhow::Result<()> {
                                 if t.control_recovery { "yes" } else { "no" }.into(),
                                 if t.data_recovery { "yes" } else { "no" }.into(),
                                 t.stale_sessions.len().to_string(),
+                                t.unconfirmed_sessions.to_string(),
                                 opt(&t.last_event),
                             ]
                         })

@@ -574,9 +574,18 @@ impl Daemon {
         if self.dp.is_some() && t.version == 3 && !t.sessions.is_empty() {
             let Some(u) = &uplink else { anyhow::bail!("tunnel {:?}: pseudowires need an uplink", t.name) };
             self.ensure_attached(u, Role::Uplink)?;
+            // Circuits of the other tunnels, gathered once (a check per
+            // session against every session would be quadratic).
+            let taken: std::collections::HashSet<(&str, u16)> =
+                self.tunnels.values().flat_map(|x| x.cfg.sessions.iter().map(SessionConfig::circuit)).collect();
+            let mut attached = std::collections::HashSet::new();
             for s in &t.sessions {
-                self.check_circuit_free(s, None)?;
-                self.ensure_attached(&s.interface, Role::Attachment)?;
+                if taken.contains(&s.circuit()) {
+                    anyhow::bail!("{} already carries a session of another tunnel", s.circuit_name());
+                }
+                if attached.insert(s.interface.as_str()) {
+                    self.ensure_attached(&s.interface, Role::Attachment)?;
+                }
             }
         }
         let secret = t.load_secret().map_err(|(k, m)| anyhow::anyhow!("tunnel {:?}: {k}: {m}", t.name))?;
@@ -1773,6 +1782,9 @@ impl Daemon {
                     local: failover_bits(local),
                     peer: failover_bits(peer),
                     stale_sessions: slot.id.map(|id| self.engine.stale_sessions(id)).unwrap_or_default(),
+                    unconfirmed_sessions: info
+                        .as_ref()
+                        .map_or(0, |i| i.sessions.iter().filter(|s| s.unconfirmed).count()),
                     last_event: slot.last_event.clone(),
                 }
             })

@@ -335,6 +335,8 @@ pub struct SessionInfo {
     pub outgoing: bool,
     /// RFC 4951 F-SS-6: marked stale by a peer's FSQ.
     pub stale: bool,
+    /// Queried with an FSQ whose FSR has not come yet (F-SS-3, F-SS-8).
+    pub unconfirmed: bool,
     pub remote_end_id: Vec<u8>,
     pub pw_type: u16,
     pub sequencing: bool,
@@ -410,6 +412,8 @@ struct Session {
     outgoing: bool,
     /// RFC 4951 F-SS-6: the peer queried it paired with another ID.
     stale: bool,
+    /// Queried with an FSQ, no FSR yet (F-SS-3).
+    unconfirmed: bool,
     local_id: u32,
     peer_id: u32,
     params: SessionParams,
@@ -598,6 +602,7 @@ impl Engine {
                 },
                 outgoing: s.outgoing,
                 stale: s.stale,
+                unconfirmed: s.unconfirmed,
                 remote_end_id: s.params.remote_end_id.clone(),
                 pw_type: s.params.pw_type,
                 sequencing: s.params.sequencing || s.peer_sequencing,
@@ -729,6 +734,7 @@ impl Engine {
                         state: SessionState::Established,
                         outgoing: false,
                         stale: false,
+                        unconfirmed: false,
                         local_id: s.local_id,
                         peer_id: s.peer_id,
                         params: s.params.clone(),
@@ -1282,6 +1288,7 @@ impl Engine {
                 state: SessionState::WaitReply,
                 outgoing,
                 stale: false,
+                unconfirmed: false,
                 local_id: sid,
                 peer_id: 0,
                 params,
@@ -1335,8 +1342,12 @@ impl Engine {
         }
         let v = t.params.version;
         let mut avps = Vec::with_capacity(sids.len());
+        if let Some(missing) = sids.iter().find(|sid| !t.sessions.contains_key(sid)) {
+            return Err(CommandError::NoSession(id, *missing));
+        }
         for sid in sids {
-            let s = t.sessions.get(sid).ok_or(CommandError::NoSession(id, *sid))?;
+            let Some(s) = t.sessions.get_mut(sid) else { continue };
+            s.unconfirmed = true;
             avps.push(avp(v, AvpValue::FailoverSessionState { session_id: s.local_id, remote_session_id: s.peer_id }));
         }
         // W-5: the Message Type AVP of an FSQ has M=0 (Message::new).
@@ -1419,6 +1430,7 @@ impl Engine {
                 }
             } else if let Some(s) = t.sessions.get_mut(&ours) {
                 s.stale = false;
+                s.unconfirmed = false;
                 self.events.push_back(Event::SessionConfirmed { tunnel: id, local_session_id: ours });
             }
         }
@@ -2140,6 +2152,9 @@ impl Engine {
                 })
                 .unwrap_or((0, 0));
             self.tunnels.insert(id, t);
+            // The SCCCN leaves before anything on the reset old tunnel: the
+            // peer resets on it, and drops what comes before (F-RT-12).
+            self.flush(now, id);
             self.reset_recovered(now, old, id, ns, nr, true);
             // F-CC-3: the recovery tunnel has done its job (the SCCCN goes
             // first on its channel).
@@ -2254,6 +2269,7 @@ impl Engine {
                 state: SessionState::WaitConnected,
                 outgoing: m.msg_type == MessageType::Ocrq,
                 stale: false,
+                unconfirmed: false,
                 local_id: sid,
                 peer_id: peer_sid,
                 params: SessionParams { pw_type: pw_type.unwrap_or(params.pw_type), ..params },

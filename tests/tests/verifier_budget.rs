@@ -17,7 +17,8 @@ fn budget_file() -> PathBuf {
 
 #[test]
 #[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
-fn xdp_programs_stay_within_the_recorded_verifier_and_jit_budget() {    let mut dp = Loaded::load(EBPF_OBJECT).expect("release object loads");
+fn xdp_programs_stay_within_the_recorded_verifier_and_jit_budget() {
+    let mut dp = Loaded::load(EBPF_OBJECT).expect("release object loads");
     let mut now: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for name in dp.program_names() {
         let (insns, jit) = dp.verifier_cost(&name).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -3,10 +3,11 @@
 //! (the responder tells its configured tunnels apart by peer address).
 //!
 //! - setup: from the start of the initiating daemon to the last session
-//!   established, and its resident memory then;
+//!   established on both ends, and its resident memory then (the first start
+//!   and every start from scratch after a SIGTERM);
 //! - recovery (RFC 4951, control channel): SIGKILL of the initiating daemon
 //!   and a restart on the same state; from the restart to every tunnel
-//!   reported recovered with all its sessions;
+//!   recovered and every session confirmed by the peer's FSR on both ends;
 //!   With `control_and_data`, A's pinned data plane (programs, maps, links)
 //!   is removed too, so the restart rebuilds it from the store first.
 //! - re-establishment, for comparison: SIGTERM (StopCCN to the peer) and a
@@ -32,7 +33,7 @@ pub struct Results {
     recovery_ms: Vec<f64>,
     recovery_data_ms: Vec<f64>,
     reestablish_ms: Vec<f64>,
-    rss_mb: f64,
+    rss: Vec<f64>,
 }
 
 impl Results {
@@ -53,7 +54,9 @@ impl Results {
             "reestablish_ms": super::r1(med(&self.reestablish_ms)),
             "reestablish_ms_min": super::r1(min(&self.reestablish_ms)),
             "recovery_speedup": super::r1(med(&self.reestablish_ms) / med(&self.recovery_ms)),
-            "rss_mb_10k_sessions": super::r1(self.rss_mb),
+            "rss_mb_10k_sessions": super::r1(med(&self.rss)),
+            "rss_mb_10k_sessions_max": super::r1(self.rss.iter().copied().fold(0.0, f64::max)),
+            "setup_sessions_per_s_best": super::r1(total / min(&self.setup_s)),
             "dataplane": "on: every session installed in the XDP maps, sequencing on",
         })
     }
@@ -138,19 +141,28 @@ fn wait_sessions(d: &Daemon, want: u64, what: &str) -> Result<()> {
     }
 }
 
-fn wait_recovered(d: &Daemon, tunnels: usize, sessions: u64) -> Result<()> {
+/// Every tunnel recovered, every session established and confirmed by the
+/// peer's FSR (RFC 4951 3.3) on both ends: the last session confirmed.
+fn wait_recovered(a: &Daemon, b: &Daemon, tunnels: usize, sessions: u64) -> Result<()> {
     let deadline = Instant::now() + WAIT;
+    let synced = |d: &Daemon, need_recovered: bool| -> (usize, usize) {
+        let v = d.json(&["failover", "status"]).ok();
+        let a = v.as_ref().and_then(|v| v.as_array()).cloned().unwrap_or_default();
+        let recovered = a.iter().filter(|t| !need_recovered || t["last_event"] == "recovered").count();
+        let unconfirmed: usize =
+            a.iter().map(|t| t["unconfirmed_sessions"].as_u64().unwrap_or(u64::MAX) as usize).sum();
+        (recovered, unconfirmed)
+    };
     loop {
-        let done = d
-            .json(&["failover", "status"])
-            .ok()
-            .and_then(|v| v.as_array().map(|a| a.iter().filter(|t| t["last_event"] == "recovered").count()))
-            .unwrap_or(0);
-        if done >= tunnels && sessions_established(d).unwrap_or(0) >= sessions {
-            return Ok(());
+        let (done, pending_a) = synced(a, true);
+        if done >= tunnels && pending_a == 0 && sessions_established(a).unwrap_or(0) >= sessions {
+            let (_, pending_b) = synced(b, false);
+            if pending_b == 0 {
+                return Ok(());
+            }
         }
         if Instant::now() > deadline {
-            bail!("recovery: {done} of {tunnels} tunnels recovered after {WAIT:?}");
+            bail!("recovery: {done} of {tunnels} tunnels recovered, {pending_a} sessions unconfirmed after {WAIT:?}");
         }
         std::thread::sleep(POLL);
     }
@@ -186,19 +198,19 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
         recovery_ms: Vec::new(),
         recovery_data_ms: Vec::new(),
         reestablish_ms: Vec::new(),
-        rss_mb: rss_mb(a.pid().context("daemon pid")?)?,
+        rss: vec![rss_mb(a.pid().context("daemon pid")?)?],
     };
     if let Ok(dir) = std::env::var("L2TP_BENCH_KEEP_LOGS") {
         std::fs::write(format!("{dir}/a.log"), a.log())?;
         std::fs::write(format!("{dir}/b.log"), b.log())?;
     }
-    eprintln!("bench: {total} sessions set up in {:.2} s, {:.1} MB resident", r.setup_s[0], r.rss_mb);
+    eprintln!("bench: {total} sessions set up in {:.2} s, {:.1} MB resident", r.setup_s[0], r.rss[0]);
     for round in 0..rounds {
         // Recovery: SIGKILL, restart on the same state.
         a.kill();
         let t0 = Instant::now();
         a.spawn(&t.pe_a)?;
-        wait_recovered(&a, tunnels, total).with_context(|| a.log())?;
+        wait_recovered(&a, &b, tunnels, total).with_context(|| a.log())?;
         r.recovery_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         wait_sessions(&b, total, "peer after recovery")?;
         // Control and data: the pinned data plane goes too.
@@ -206,17 +218,21 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
         std::fs::remove_dir_all(pins_a.path()).context("removing A's pins")?;
         let t0 = Instant::now();
         a.spawn(&t.pe_a)?;
-        wait_recovered(&a, tunnels, total).with_context(|| a.log())?;
+        wait_recovered(&a, &b, tunnels, total).with_context(|| a.log())?;
         r.recovery_data_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         wait_sessions(&b, total, "peer after recovery")?;
         // Re-establishment: orderly stop (StopCCN), start from scratch.
         let t0 = Instant::now();
         a.signal(libc::SIGTERM);
         a.wait(WAIT)?;
+        let t1 = Instant::now();
         a.spawn(&t.pe_a)?;
         wait_sessions(&a, total, "re-establishment")?;
         r.reestablish_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         wait_sessions(&b, total, "peer after re-establishment")?;
+        // The start from scratch is another setup sample.
+        r.setup_s.push(t1.elapsed().as_secs_f64());
+        r.rss.push(rss_mb(a.pid().context("daemon pid")?)?);
         eprintln!(
             "bench: control round {}/{rounds}: recovery {:.0} ms (control and data {:.0} ms), re-establishment {:.0} ms",
             round + 1,
@@ -224,6 +240,10 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
             r.recovery_data_ms[round],
             r.reestablish_ms[round]
         );
+    }
+    if let Ok(dir) = std::env::var("L2TP_BENCH_KEEP_LOGS") {
+        std::fs::write(format!("{dir}/a.log"), a.log())?;
+        std::fs::write(format!("{dir}/b.log"), b.log())?;
     }
     drop(b);
     Ok(r)
