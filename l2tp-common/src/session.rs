@@ -139,13 +139,19 @@ pub struct SessionState {
     pub resync_n: u32,
     /// Epoch of the last applied command.
     pub applied_epoch: u32,
+    /// After ENTER_RESYNC: packets accepted in sequence still to see before
+    /// the configured mode comes back (0: not in a temporary resync). A
+    /// completed resync also ends it.
+    pub resync_left: u32,
 }
 
 /// Command kinds (`SessionCommand::op`).
 pub mod cmd {
     /// Set the next Ns to send to `value` (F-DC-1: 0 after recovery).
     pub const RESET_NS: u32 = 1;
-    /// Switch to resync mode with run length `value` (F-DC-3).
+    /// Switch to resync mode with run length `value` (F-DC-3) until a
+    /// resync happens or `value` packets arrive in sequence, then back to
+    /// the configured mode.
     pub const ENTER_RESYNC: u32 = 2;
     /// Set the receive mode to `value` (an `rx_mode`) with run length `n`.
     pub const SET_MODE: u32 = 3;
@@ -192,7 +198,7 @@ pub struct SessionStats {
 }
 
 const _: () = assert!(core::mem::size_of::<SessionConfig>() == 120);
-const _: () = assert!(core::mem::size_of::<SessionState>() == 32);
+const _: () = assert!(core::mem::size_of::<SessionState>() == 36);
 const _: () = assert!(core::mem::size_of::<SessionCommand>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionStats>() == 104);
 

@@ -190,11 +190,13 @@ fn apply_command(idx: u32, state: *mut SessionState) {
                 (*state).mode = rx_mode::RESYNC as u32;
                 (*state).resync_n = value;
                 (*state).run_len = 0;
+                (*state).resync_left = value.max(1);
             }
             cmd::SET_MODE => {
                 (*state).mode = value;
                 (*state).resync_n = n;
                 (*state).run_len = 0;
+                (*state).resync_left = 0;
             }
             cmd::RESET_NR => {
                 (*state).rx_valid = 0;
@@ -214,12 +216,14 @@ fn rx_sequence(cfg: &SessionConfig, st: &mut SessionState, stats: &mut SessionSt
         st.rx_valid = 1;
         st.rx_nr = (ns + 1) & V3_SEQ_MASK;
         st.run_len = 0;
+        in_sequence(cfg, st);
         return true;
     }
     let d = ns.wrapping_sub(st.rx_nr) & V3_SEQ_MASK;
     if d == 0 {
         st.rx_nr = (ns + 1) & V3_SEQ_MASK;
         st.run_len = 0;
+        in_sequence(cfg, st);
         return true;
     }
     let strict = st.mode == rx_mode::STRICT as u32;
@@ -229,6 +233,7 @@ fn rx_sequence(cfg: &SessionConfig, st: &mut SessionState, stats: &mut SessionSt
         stats.rx_lost += u64::from(d);
         st.rx_nr = (ns + 1) & V3_SEQ_MASK;
         st.run_len = 0;
+        in_sequence(cfg, st);
         return true;
     }
     if d == V3_SEQ_MASK {
@@ -253,9 +258,33 @@ fn rx_sequence(cfg: &SessionConfig, st: &mut SessionState, stats: &mut SessionSt
         st.rx_nr = st.run_next;
         st.run_len = 0;
         stats.rx_resyncs += 1;
+        if st.resync_left != 0 {
+            end_temporary_resync(cfg, st);
+        }
         return true;
     }
     !strict && cfg.flags & flags::RESYNC_DELIVER != 0
+}
+
+/// A packet accepted in sequence: counts down a temporary resync (after a
+/// failover the peer's Ns did not restart, or we already followed it).
+#[inline(always)]
+fn in_sequence(cfg: &SessionConfig, st: &mut SessionState) {
+    if st.resync_left != 0 {
+        st.resync_left -= 1;
+        if st.resync_left == 0 {
+            end_temporary_resync(cfg, st);
+        }
+    }
+}
+
+/// Back to the configured receive mode after ENTER_RESYNC.
+#[inline(always)]
+fn end_temporary_resync(cfg: &SessionConfig, st: &mut SessionState) {
+    st.mode = u32::from(cfg.rx_mode);
+    st.resync_n = u32::from(cfg.resync_n);
+    st.resync_left = 0;
+    st.run_len = 0;
 }
 
 #[xdp]

@@ -572,3 +572,32 @@ fn ipv6_udp_checksum_is_computed_for_every_length_and_zero_where_configured() {
     let (_, out) = rig.run(Role::Attachment, &inner());
     assert_eq!(&out[60..62], &[0, 0]);
 }
+
+/// F-DC-3 resync after a failover is temporary: the configured receive
+/// mode (here strict) comes back once the resync happened, or once `n`
+/// packets arrived in sequence (the peer's Ns did not restart), so a
+/// recovered session ends up exactly as configured.
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn f_dc_3_resync_after_failover_returns_to_the_configured_mode() {
+    use l2tp_common::session::rx_mode;
+    let mut rig = seq_rig(RxMode::Strict { n: 4 });
+    let idx = rig.table.index_of(0x400).expect("idx");
+    assert_eq!(deliveries(&mut rig, 0x400, &[100, 101]), [true, true]);
+    // The peer's Ns went on: three in sequence end the resync.
+    rig.table.post(idx, Command::EnterResync { n: 3 }).expect("post");
+    assert_eq!(deliveries(&mut rig, 0x400, &[102, 103]), [true, true]);
+    assert_eq!(rig.table.state(idx).expect("state").mode, u32::from(rx_mode::RESYNC));
+    assert_eq!(deliveries(&mut rig, 0x400, &[104]), [true]);
+    let st = rig.table.state(idx).expect("state");
+    assert_eq!((st.mode, st.resync_n, st.resync_left), (u32::from(rx_mode::STRICT), 4, 0), "strict again");
+    // Strict again: a jump ahead is dropped, not accepted.
+    assert_eq!(deliveries(&mut rig, 0x400, &[200]), [false]);
+    assert_eq!(deliveries(&mut rig, 0x400, &[105]), [true]);
+    // The peer's Ns restarted: the resync happens, then strict again.
+    rig.table.post(idx, Command::EnterResync { n: 3 }).expect("post");
+    assert_eq!(deliveries(&mut rig, 0x400, &[0, 1, 2, 3]), [false, false, true, true]);
+    let st = rig.table.state(idx).expect("state");
+    assert_eq!((st.mode, st.rx_nr), (u32::from(rx_mode::STRICT), 4));
+    assert_eq!(rig.stats(0x400).rx_resyncs, 1);
+}
