@@ -154,6 +154,10 @@ pub struct SessionAddArgs {
     /// Run length of the strict and resync modes (packets).
     #[arg(long, default_value_t = 5)]
     pub resync_n: u16,
+    /// While a resync is pending, deliver the packets of a run not yet
+    /// confirmed (default: drop them).
+    #[arg(long)]
+    pub resync_deliver: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -366,6 +370,7 @@ pub fn session(conn: &Conn, cmd: SessionCmd) -> anyhow::Result<()> {
                     CliRxMode::Resync => ReceiveMode::Resync,
                 },
                 resync_n: a.resync_n,
+                resync_deliver: a.resync_deliver,
             };
             done(conn, call(conn, &Request::SessionAdd { tunnel: a.tunnel, session: s })?)
         }

@@ -419,6 +419,11 @@ pub struct SessionConfig {
     /// Run length of the strict and resync modes.
     #[serde(default = "default_resync_n")]
     pub resync_n: u16,
+    /// While a resync is pending (resync mode, or after a failover),
+    /// deliver the packets of a run not yet confirmed instead of dropping
+    /// them.
+    #[serde(default)]
+    pub resync_deliver: bool,
 }
 
 fn default_resync_n() -> u16 {
@@ -458,7 +463,7 @@ impl SessionConfig {
         match self.receive_mode {
             ReceiveMode::AcceptNew => RxMode::AcceptNew,
             ReceiveMode::Strict => RxMode::Strict { n: self.resync_n },
-            ReceiveMode::Resync => RxMode::Resync { n: self.resync_n, deliver_unconfirmed: false },
+            ReceiveMode::Resync => RxMode::Resync { n: self.resync_n, deliver_unconfirmed: self.resync_deliver },
         }
     }
 

@@ -868,6 +868,7 @@ impl Daemon {
             sublayer: w.sublayer,
             sequencing: w.sequencing,
             rx_mode: s.rx_mode(),
+            resync_deliver: s.resync_deliver,
             udp6_zero_checksum: tcfg.udp6_zero_checksum,
         };
         let _ = dp;

@@ -288,6 +288,10 @@ struct SessionArgs {
     /// Packets in a row that resynchronise Nr (strict and resync modes).
     #[arg(long, default_value_t = 5)]
     resync_n: u16,
+    /// While a resync is pending, deliver the packets of a run not yet
+    /// confirmed (default: drop them).
+    #[arg(long)]
+    resync_deliver: bool,
     /// Uplink MTU in bytes (largest outer IP packet).
     #[arg(long, default_value_t = 1500)]
     mtu: u16,
@@ -602,8 +606,9 @@ fn run_session(cmd: SessionCmd) -> anyhow::Result<()> {
                 rx_mode: match a.rx_mode {
                     CliRxMode::AcceptNew => RxMode::AcceptNew,
                     CliRxMode::Strict => RxMode::Strict { n: a.resync_n },
-                    CliRxMode::Resync => RxMode::Resync { n: a.resync_n, deliver_unconfirmed: false },
+                    CliRxMode::Resync => RxMode::Resync { n: a.resync_n, deliver_unconfirmed: a.resync_deliver },
                 },
+                resync_deliver: a.resync_deliver,
                 udp6_zero_checksum: a.udp6_zero_checksum,
             };
             let idx = dp.sessions()?.add(&params)?;

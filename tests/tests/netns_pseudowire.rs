@@ -71,6 +71,7 @@ fn endpoint(
             sublayer: true,
             sequencing: true,
             rx_mode: RxMode::AcceptNew,
+            resync_deliver: false,
             udp6_zero_checksum: false,
         };
         dp.sessions().expect("maps").add(&params).expect("session");

@@ -45,6 +45,7 @@ fn generated_frames_arrive_in_sequence_with_exact_counts() {
                     sublayer: true,
                     sequencing: true,
                     rx_mode: RxMode::AcceptNew,
+                    resync_deliver: false,
                     udp6_zero_checksum: false,
                 })
                 .expect("session");

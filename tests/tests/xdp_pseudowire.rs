@@ -58,6 +58,7 @@ fn params(local_id: u32, encap: Encap, ipv6: bool) -> SessionParams {
         sublayer: false,
         sequencing: false,
         rx_mode: RxMode::AcceptNew,
+        resync_deliver: false,
         udp6_zero_checksum: ipv6,
     }
 }
@@ -600,4 +601,59 @@ fn f_dc_3_resync_after_failover_returns_to_the_configured_mode() {
     let st = rig.table.state(idx).expect("state");
     assert_eq!((st.mode, st.rx_nr), (u32::from(rx_mode::STRICT), 4));
     assert_eq!(rig.stats(0x400).rx_resyncs, 1);
+}
+
+/// `SessionTable::update` changes a session in place: new cookie and
+/// receive mode take effect, the slot, sequence state and counters stay.
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn update_changes_a_session_in_place() {
+    use l2tp_common::session::rx_mode;
+    let mut rig = seq_rig(RxMode::AcceptNew);
+    let idx = rig.table.index_of(0x400).expect("idx");
+    assert_eq!(deliveries(&mut rig, 0x400, &[10, 11]), [true, true]);
+    let mut p = params(0x400, UDP, false);
+    p.sublayer = true;
+    p.sequencing = true;
+    p.rx_mode = RxMode::Strict { n: 2 };
+    p.rx_cookie = Cookie::new(&[1, 2, 3, 4]).expect("cookie");
+    assert_eq!(rig.table.update(&p).expect("update"), idx, "same slot");
+    // The old frames (no cookie) are now refused, the new ones pass.
+    let without = wire_in(UDP, false, &l2tp(0x400, &[], Some(0x4000_0000 | 12)), &inner());
+    assert_eq!(rig.run(Role::Uplink, &without).0, XDP_DROP);
+    let with = |ns: u32| wire_in(UDP, false, &l2tp(0x400, &[1, 2, 3, 4], Some(0x4000_0000 | ns)), &inner());
+    assert_eq!(rig.run(Role::Uplink, &with(12)).0, XDP_REDIRECT, "Nr went on from 12");
+    let st = rig.table.state(idx).expect("state");
+    assert_eq!((st.mode, st.resync_n, st.rx_nr), (u32::from(rx_mode::STRICT), 2, 13));
+    // Strict now: a jump ahead is dropped.
+    assert_eq!(rig.run(Role::Uplink, &with(50)).0, XDP_DROP);
+    assert_eq!(rig.stats(0x400).rx_packets, 3, "counters kept");
+    // Unknown sessions and a taken circuit are refused, nothing changes.
+    assert!(rig.table.update(&params(0x999, UDP, false)).is_err());
+    let mut other = params(0x401, UDP, false);
+    other.attach_vlan = 7;
+    rig.table.add(&other).expect("a VLAN circuit of the same interface");
+    p.attach_vlan = 7;
+    assert!(rig.table.update(&p).is_err(), "VLAN 7 is taken");
+    assert_eq!(rig.table.config(idx).expect("cfg").attach_vlan, 0, "unchanged");
+}
+
+/// The per-session resync policy: with `resync_deliver` the packets of a
+/// run that is not yet confirmed are delivered, without it dropped.
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn resync_deliver_policy_delivers_or_drops_the_unconfirmed_run() {
+    for deliver in [false, true] {
+        let mut rig = Rig::new();
+        let mut p = params(0x410, UDP, false);
+        p.sublayer = true;
+        p.sequencing = true;
+        p.resync_deliver = deliver;
+        rig.table.add(&p).expect("session");
+        let idx = rig.table.index_of(0x410).expect("idx");
+        assert_eq!(deliveries(&mut rig, 0x410, &[5000, 5001]), [true, true]);
+        rig.table.post(idx, Command::EnterResync { n: 3 }).expect("post");
+        assert_eq!(deliveries(&mut rig, 0x410, &[0, 1, 2, 3]), [deliver, deliver, true, true], "deliver {deliver}");
+        assert_eq!(rig.stats(0x410).rx_resyncs, 1);
+    }
 }

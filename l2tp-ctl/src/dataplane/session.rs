@@ -89,6 +89,10 @@ pub struct SessionParams {
     /// Send and check sequence numbers (needs the sublayer).
     pub sequencing: bool,
     pub rx_mode: RxMode,
+    /// While a resync is pending (resync mode, or after a failover's
+    /// ENTER_RESYNC), deliver the packets of a run not yet confirmed
+    /// (else drop them): the per-session policy of RFC 4951 F-DC-3.
+    pub resync_deliver: bool,
     /// IPv6 over UDP: send UDP checksum 0 (RFC 6935/6936) instead of
     /// computing it for every frame.
     pub udp6_zero_checksum: bool,
@@ -157,7 +161,7 @@ impl SessionParams {
         if self.udp6_zero_checksum {
             f |= flags::UDP6_ZERO_CSUM;
         }
-        if deliver {
+        if deliver || self.resync_deliver {
             f |= flags::RESYNC_DELIVER;
         }
         if self.fib_lookup {
@@ -377,6 +381,45 @@ impl SessionTable {
         self.port_slots.insert(ifindex, slot, 0)?;
         self.ports.insert(ifindex, slot);
         Ok(slot as u16)
+    }
+
+    /// Changes an installed session in place (cookies, addresses, MTU,
+    /// sequencing, receive mode, attachment circuit...): its slot, state and
+    /// counters stay, so traffic and sequence numbers go on. A changed
+    /// receive mode is applied through a command on the next packet.
+    pub fn update(&mut self, p: &SessionParams) -> Result<u32> {
+        let idx = self
+            .index_of(p.local_session_id)
+            .ok_or_else(|| DataplaneError::Session(format!("no session {}", p.local_session_id)))?;
+        let old = self.cfg.get(&idx, 0)?;
+        let mut cfg = p.to_config()?;
+        let (old_key, key) =
+            (attach_key(old.attach_ifindex, old.attach_vlan), attach_key(p.attach_ifindex, p.attach_vlan));
+        if key != old_key && self.by_attach.get(&key, 0).is_ok() {
+            return Err(DataplaneError::Session("the new attachment circuit already carries a session".into()));
+        }
+        cfg.uplink_port = self.port(p.uplink_ifindex)?;
+        cfg.attach_port = self.port(p.attach_ifindex)?;
+        self.cfg.set(idx, cfg, 0)?;
+        if key != old_key {
+            self.by_attach.insert(key, idx, 0)?;
+            if self.by_attach.get(&old_key, 0).ok() == Some(idx) {
+                self.by_attach.remove(&old_key)?;
+            }
+            if old.attach_vlan == 0
+                && old.attach_ifindex < ATTACH_PORT_MAX
+                && self.whole_port.get(&old.attach_ifindex, 0).ok() == Some(idx + 1)
+            {
+                self.whole_port.set(old.attach_ifindex, 0, 0)?;
+            }
+            if p.attach_vlan == 0 && p.attach_ifindex < ATTACH_PORT_MAX {
+                self.whole_port.set(p.attach_ifindex, idx + 1, 0)?;
+            }
+        }
+        if (cfg.rx_mode, cfg.resync_n) != (old.rx_mode, old.resync_n) {
+            self.post(idx, Command::SetMode(p.rx_mode))?;
+        }
+        Ok(idx)
     }
 
     /// Index of the session receiving `local_session_id`.
