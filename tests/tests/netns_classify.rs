@@ -63,3 +63,20 @@ fn attach_errors_are_clear_and_leave_nothing() {
     }
     assert!(dp.attached().expect("list").is_empty());
 }
+
+/// `lo` has no native XDP: `auto` falls back to generic (skb) mode, and
+/// `native` alone fails with a message naming the mode.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn auto_mode_falls_back_to_generic_where_native_xdp_is_missing() {
+    use l2tp_ctl::dataplane::AttachedMode;
+    let a = NetNs::new("generic").expect("netns");
+    let pins = PinDir::new("generic");
+    let dp = Pinned::open_or_create(pins.path()).expect("load and pin");
+    let err = a.enter(|| dp.attach("lo", Role::Uplink, AttachMode::Native)).expect("enter").expect_err("no native XDP");
+    assert!(err.to_string().contains("native"), "{err}");
+    let mode = a.enter(|| dp.attach("lo", Role::Uplink, AttachMode::Auto)).expect("enter").expect("generic fallback");
+    assert_eq!(mode, AttachedMode::Generic);
+    assert_eq!(dp.attached().expect("list"), ["lo"]);
+    dp.destroy().expect("destroy");
+}

@@ -657,3 +657,49 @@ fn resync_deliver_policy_delivers_or_drops_the_unconfirmed_run() {
         assert_eq!(rig.stats(0x410).rx_resyncs, 1);
     }
 }
+
+/// Remaining branches of decapsulation: the 24-bit wrap in strict and
+/// resync modes, an IPv6 extension header and L2TPv2 data (passed), an
+/// 802.1Q-tagged uplink frame (decapsulated), a session's frame on the
+/// other carrier (dropped, malformed), and the SET_MODE and RESET_NR
+/// commands.
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn decap_branches_wrap_extension_headers_v2_vlan_carrier_and_commands() {
+    // Wrap-around in strict and resync modes.
+    for mode in [RxMode::Strict { n: 3 }, RxMode::Resync { n: 3, deliver_unconfirmed: false }] {
+        let mut rig = seq_rig(mode);
+        assert_eq!(deliveries(&mut rig, 0x400, &[0xff_fffe, 0xff_ffff, 0, 1]), [true; 4], "{mode:?}");
+        assert_eq!(rig.stats(0x400).rx_out_of_seq, 0, "{mode:?}");
+    }
+    let mut rig = seq_rig(RxMode::AcceptNew);
+    let idx = rig.table.index_of(0x400).expect("idx");
+    let frame = |ns: u32| wire_in(UDP, false, &l2tp(0x400, &[], Some(0x4000_0000 | ns)), &inner());
+    assert_eq!(rig.run(Role::Uplink, &frame(1)).0, XDP_REDIRECT);
+    // 802.1Q-tagged on the uplink: found under the tag.
+    let mut tagged = frame(2);
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+    let (act, out) = rig.run(Role::Uplink, &tagged);
+    assert_eq!(act, XDP_REDIRECT);
+    assert_eq!(out, inner(), "the customer frame, whatever the outer tag");
+    // The same session ID over IP protocol 115 (it is a UDP session).
+    let over_ip = wire_in(Encap::Ip, false, &l2tp(0x400, &[], Some(0x4000_0000 | 3)), &inner());
+    assert_eq!(rig.run(Role::Uplink, &over_ip).0, XDP_DROP);
+    assert_eq!(rig.stats(0x400).rx_malformed, 1);
+    // An IPv6 extension header (hop-by-hop) in front of UDP: not parsed.
+    let mut hbh = vec![IPPROTO_UDP, 0, 1, 4, 0, 0, 0, 0];
+    let udp = udp6_frame(1701, 1701, &l2tp(0x400, &[], None));
+    hbh.extend_from_slice(&udp[54..]);
+    let v6 = eth(MAC_B, MAC_A, ETH_P_IPV6, &ipv6(IP6_A, IP6_B, 0, &hbh));
+    assert_eq!(rig.run(Role::Uplink, &v6).0, XDP_PASS);
+    // L2TPv2 data (T=0, Ver=2): the kernel's business.
+    let v2 = udp4_frame(1701, 1701, &[0x00, 0x02, 0x12, 0x34, 0x56, 0x78, 0xff, 0x03]);
+    assert_eq!(rig.run(Role::Uplink, &v2).0, XDP_PASS);
+    // SET_MODE to strict: a jump ahead is now dropped.
+    rig.table.post(idx, Command::SetMode(RxMode::Strict { n: 2 })).expect("post");
+    assert_eq!(deliveries(&mut rig, 0x400, &[3, 40]), [true, false]);
+    // RESET_NR: the next packet sets Nr, wherever it is.
+    rig.table.post(idx, Command::ResetNr).expect("post");
+    assert_eq!(deliveries(&mut rig, 0x400, &[9000, 9001]), [true, true]);
+    assert_eq!(rig.table.state(idx).expect("state").rx_nr, 9002);
+}
