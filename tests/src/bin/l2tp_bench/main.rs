@@ -211,16 +211,20 @@ fn reinstall(table: &mut SessionTable, p: &SessionParams) -> Result<u32> {
 /// Fills the decapsulation lookup table up to `MAX_SESSIONS` session IDs,
 /// each with its own slot and a configuration like `like`'s (received
 /// frames never name them; they only make the hash table full).
-fn fill_sessions(dp: &mut Loaded, like: u32, like_idx: u32) -> Result<()> {
+fn fill_sessions(dp: &mut Loaded, like: u32, like_idx: u32, installed: u32) -> Result<()> {
     let cfg: SessionConfig = {
         let a: Array<_, SessionConfig> = Array::try_from(dp.map_mut(MAP_SESSION_CFG)?)?;
         a.get(&like_idx, 0)?
     };
+    let taken: Vec<u32> = {
+        let h: HashMap<_, u32, u32> = HashMap::try_from(dp.map_mut(MAP_SESSION_BY_ID)?)?;
+        h.iter().filter_map(|r| r.ok().map(|(_, v)| v)).collect()
+    };
     let mut idx = 0u32;
     let mut id = like + 1;
-    let mut n = 1;
+    let mut n = installed;
     while n < MAX_SESSIONS {
-        if idx == like_idx {
+        if idx == like_idx || taken.contains(&idx) {
             idx += 1;
             continue;
         }
@@ -350,7 +354,11 @@ fn dataplane(o: &Opts, s: &mut Series, notes: &mut Vec<String>) -> Result<()> {
         let mut big = Loaded::load(EBPF_OBJECT)?;
         let mut big_table = big.sessions()?;
         let big_idx = big_table.add(&udp4)?;
-        fill_sessions(&mut big, SID_UDP4, big_idx)?;
+        // A session whose home slot is taken (same low bits as SID_UDP4):
+        // decapsulation finds it through the hash.
+        let hashed = SessionParams { local_session_id: SID_UDP4 + MAX_SESSIONS, attach_ifindex: r.dm0, ..udp4.clone() };
+        big_table.add(&hashed)?;
+        fill_sessions(&mut big, SID_UDP4, big_idx, 2)?;
         for d in [&mut dp, &mut big] {
             for name in [PROG_BENCH_EMPTY, PROG_BENCH_ENCAP, PROG_BENCH_DECAP] {
                 d.tool(name)?;
@@ -363,6 +371,7 @@ fn dataplane(o: &Opts, s: &mut Series, notes: &mut Vec<String>) -> Result<()> {
                 let cust = customer_frame(size)?;
                 let f_udp4 = l2tp_frame(SID_UDP4, UDP, false, size)?;
                 let f_ip6 = l2tp_frame(SID_IP6, Encap::Ip, true, size)?;
+                let f_hashed = l2tp_frame(SID_UDP4 + MAX_SESSIONS, UDP, false, size)?;
                 let rep = o.testrun_repeat;
                 let (act, ns) = testrun(dp.tool(PROG_BENCH_EMPTY)?, &cust.bytes, r.ac0, rep)?;
                 ensure!(act == XDP_DROP, "empty program returned {act}");
@@ -378,6 +387,7 @@ fn dataplane(o: &Opts, s: &mut Series, notes: &mut Vec<String>) -> Result<()> {
                     ("decap_udp4", false, &udp4, &f_udp4),
                     ("decap_ip6", false, &ip6, &f_ip6),
                     ("decap_udp4_65536", true, &udp4, &f_udp4),
+                    ("decap_udp4_65536_hash", true, &hashed, &f_hashed),
                 ] {
                     let (d, t) = if big_table_used { (&mut big, &mut big_table) } else { (&mut dp, &mut table) };
                     let idx = reinstall(t, p)?;
@@ -487,7 +497,7 @@ fn report(o: &Opts, s: &Series, control: Option<&control::Results>, notes: &[Str
     std::fs::create_dir_all(&o.out)?;
     let tr = |size: usize, stat: fn(&Series, &str) -> f64| {
         let mut m = serde_json::Map::new();
-        for k in ["empty", "encap", "decap_udp4", "decap_ip6", "decap_udp4_65536"] {
+        for k in ["empty", "encap", "decap_udp4", "decap_ip6", "decap_udp4_65536", "decap_udp4_65536_hash"] {
             m.insert(k.into(), r1(stat(s, &format!("testrun.{size}.{k}"))));
         }
         Value::Object(m)
@@ -563,6 +573,7 @@ fn markdown(j: &Value, s: &Series) -> String {
         ("decap_udp4", "decap UDP/IPv4, sequencing"),
         ("decap_ip6", "decap IP/IPv6, sequencing"),
         ("decap_udp4_65536", "decap UDP/IPv4, 65,536 sessions"),
+        ("decap_udp4_65536_hash", "decap UDP/IPv4, 65,536 sessions, ID outside its home slot (hash)"),
     ] {
         m.push_str(&format!(
             "| {what} | {} ({}) | {} | {} |\n",
