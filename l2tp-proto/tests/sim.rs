@@ -1083,51 +1083,59 @@ fn f_rt_1_2_3_4_5_6_9_f_cc_1_2_3_f_rt_10_recovery_after_a_control_plane_restart(
 /// discarded, not acknowledged.
 #[test]
 fn f_rt_12_old_tunnel_packets_before_the_reset_are_discarded() {
-    let (mut pair, t) = establish(Version::V3, None);
-    let old = persisted(&pair, 0, t, params(Version::V3, None));
-    crash(&mut pair, 0, 5);
-    pair.blackhole = [true, false];
-    let now = pair.now;
-    pair.ends[0].recover_tunnel(now, old).expect("recover");
-    pair.collect();
-    let ignored = pair.ends[0].stats().ignored;
-    // A HELLO on the old tunnel, from B.
-    let hello = ControlMessage {
-        header: ControlHeader { version: Version::V3, tunnel_id: t, session_id: 0, ns: 7, nr: 3 },
-        message: Some(Message::new(MessageType::Hello, vec![])),
+    // L2TPv2 and L2TPv3 alike.
+    for version in [Version::V2, Version::V3] {
+        let (mut pair, t) = establish(version, None);
+        let old = persisted(&pair, 0, t, params(version, None));
+        crash(&mut pair, 0, 5);
+        pair.blackhole = [true, false];
+        let now = pair.now;
+        pair.ends[0].recover_tunnel(now, old).expect("recover");
+        pair.collect();
+        let ignored = pair.ends[0].stats().ignored;
+        // A HELLO on the old tunnel, from B.
+        let hello = ControlMessage {
+            header: ControlHeader { version, tunnel_id: t, session_id: 0, ns: 7, nr: 3 },
+            message: Some(Message::new(MessageType::Hello, vec![])),
+        }
+        .encode(Transport::Udp, None)
+        .expect("encode");
+        pair.sent[0].clear();
+        pair.inject(0, &hello);
+        assert_eq!(pair.ends[0].stats().ignored, ignored + 1);
+        assert!(pair.sent[0].is_empty(), "nothing, not even an ACK");
     }
-    .encode(Transport::Udp, None)
-    .expect("encode");
-    pair.sent[0].clear();
-    pair.inject(0, &hello);
-    assert_eq!(pair.ends[0].stats().ignored, ignored + 1);
-    assert!(pair.sent[0].is_empty(), "nothing, not even an ACK");
 }
 
 /// F-RT-11: the recovery tunnel cannot be set up (the peer is gone): the
 /// old tunnel and its sessions are cleared silently, no StopCCN, no CDN.
 #[test]
 fn f_rt_11_failed_recovery_clears_the_old_tunnel_silently() {
-    let (mut pair, t) = establish(Version::V3, None);
-    let now = pair.now;
-    pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
-    pair.run(Duration::from_secs(2));
-    let old = persisted(&pair, 0, t, params(Version::V3, None));
-    crash(&mut pair, 0, 6);
-    pair.blackhole = [false, true];
-    let now = pair.now;
-    pair.ends[0].recover_tunnel(now, old).expect("recover");
-    pair.run(Duration::from_secs(60));
-    assert!(pair.events[0].iter().any(|e| matches!(
-        e,
-        Event::TunnelDown { tunnel, reason: DownReason::RecoveryFailed } if *tunnel == t
-    )));
-    assert!(pair.events[0].iter().any(|e| matches!(e, Event::SessionDown { reason: DownReason::RecoveryFailed, .. })));
-    assert!(pair.dataplane[0].iter().any(|d| matches!(d, DataplaneUpdate::SessionDown { .. })));
-    assert!(pair.ends[0].tunnel_info(t).is_none());
-    let sent_on_old =
-        decoded(&pair, 0, None).into_iter().filter(|c| c.header.tunnel_id == pair.tunnel_up(1)[0]).count();
-    assert_eq!(sent_on_old, 0, "nothing sent on the old tunnel");
+    // L2TPv2 and L2TPv3 alike.
+    for version in [Version::V2, Version::V3] {
+        let (mut pair, t) = establish(version, None);
+        let now = pair.now;
+        pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+        pair.run(Duration::from_secs(2));
+        let old = persisted(&pair, 0, t, params(version, None));
+        crash(&mut pair, 0, 6);
+        pair.blackhole = [false, true];
+        let now = pair.now;
+        pair.ends[0].recover_tunnel(now, old).expect("recover");
+        pair.run(Duration::from_secs(60));
+        assert!(pair.events[0].iter().any(|e| matches!(
+            e,
+            Event::TunnelDown { tunnel, reason: DownReason::RecoveryFailed } if *tunnel == t
+        )));
+        assert!(pair.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::SessionDown { reason: DownReason::RecoveryFailed, .. })));
+        assert!(pair.dataplane[0].iter().any(|d| matches!(d, DataplaneUpdate::SessionDown { .. })));
+        assert!(pair.ends[0].tunnel_info(t).is_none());
+        let sent_on_old =
+            decoded(&pair, 0, None).into_iter().filter(|c| c.header.tunnel_id == pair.tunnel_up(1)[0]).count();
+        assert_eq!(sent_on_old, 0, "nothing sent on the old tunnel");
+    }
 }
 
 /// F-RT-8: a recovery SCCRQ for an unknown tunnel, or for a tunnel whose
@@ -1136,43 +1144,46 @@ fn f_rt_11_failed_recovery_clears_the_old_tunnel_silently() {
 /// remote end's tunnel is untouched.
 #[test]
 fn f_rt_8_recovery_of_unknown_or_incapable_tunnels_is_refused_with_stopccn() {
-    // Incapable: B did not advertise failover; A's record claims it did.
-    let no_fo = TunnelParams { failover: None, ..params(Version::V3, None) };
-    let a = engine("lac", 1, None);
-    let b = engine("lns", 2, Some(no_fo));
-    let mut pair = Pair::new(a, b);
-    let now = pair.now;
-    let t = pair.ends[0].connect(now, addr(B), params(Version::V3, None)).expect("connect");
-    pair.run(Duration::from_secs(2));
-    let mut old = persisted(&pair, 0, t, params(Version::V3, None));
-    assert!(old.peer_failover.is_none());
-    // Refused locally (F-CAP-4) as it stands.
-    assert!(engine("x", 3, None).recover_tunnel(pair.now, old.clone()).is_err());
-    old.peer_failover = Some(FailoverCapability { control: true, data: true, recovery_time_ms: 0 });
-    let mut unknown = old.clone();
-    unknown.local_id ^= 0x5555;
-    unknown.peer_id ^= 0x5555;
-    for (case, old) in [("incapable", old), ("unknown", unknown)] {
-        let seed = if case == "unknown" { 19 } else { 9 };
-        let mut p2 = Pair::new(engine("lac", seed, None), engine("lns", 10, None));
-        std::mem::swap(&mut p2.ends[1], &mut pair.ends[1]);
-        let now = p2.now;
-        let id = old.local_id;
-        p2.ends[0].recover_tunnel(now, old).expect("recover");
-        p2.run(Duration::from_secs(3));
-        assert!(
-            p2.events[0].iter().any(|e| matches!(
-                e,
-                Event::TunnelDown { tunnel, reason: DownReason::RecoveryFailed } if *tunnel == id
-            )),
-            "{case}: {:?}",
-            p2.events[0]
-        );
-        let stop =
-            decoded(&p2, 1, None).into_iter().filter_map(|c| c.message).any(|m| m.msg_type == MessageType::StopCcn);
-        assert!(stop, "{case}: StopCCN");
-        assert!(!has_down(&p2, 1), "{case}: {:?}", p2.events[1]);
-        std::mem::swap(&mut p2.ends[1], &mut pair.ends[1]);
+    // L2TPv2 and L2TPv3 alike.
+    for version in [Version::V2, Version::V3] {
+        // Incapable: B did not advertise failover; A's record claims it did.
+        let no_fo = TunnelParams { failover: None, ..params(version, None) };
+        let a = engine("lac", 1, None);
+        let b = engine("lns", 2, Some(no_fo));
+        let mut pair = Pair::new(a, b);
+        let now = pair.now;
+        let t = pair.ends[0].connect(now, addr(B), params(version, None)).expect("connect");
+        pair.run(Duration::from_secs(2));
+        let mut old = persisted(&pair, 0, t, params(version, None));
+        assert!(old.peer_failover.is_none());
+        // Refused locally (F-CAP-4) as it stands.
+        assert!(engine("x", 3, None).recover_tunnel(pair.now, old.clone()).is_err());
+        old.peer_failover = Some(FailoverCapability { control: true, data: true, recovery_time_ms: 0 });
+        let mut unknown = old.clone();
+        unknown.local_id ^= 0x5555;
+        unknown.peer_id ^= 0x5555;
+        for (case, old) in [("incapable", old), ("unknown", unknown)] {
+            let seed = if case == "unknown" { 19 } else { 9 };
+            let mut p2 = Pair::new(engine("lac", seed, None), engine("lns", 10, None));
+            std::mem::swap(&mut p2.ends[1], &mut pair.ends[1]);
+            let now = p2.now;
+            let id = old.local_id;
+            p2.ends[0].recover_tunnel(now, old).expect("recover");
+            p2.run(Duration::from_secs(3));
+            assert!(
+                p2.events[0].iter().any(|e| matches!(
+                    e,
+                    Event::TunnelDown { tunnel, reason: DownReason::RecoveryFailed } if *tunnel == id
+                )),
+                "{case}: {:?}",
+                p2.events[0]
+            );
+            let stop =
+                decoded(&p2, 1, None).into_iter().filter_map(|c| c.message).any(|m| m.msg_type == MessageType::StopCcn);
+            assert!(stop, "{case}: StopCCN");
+            assert!(!has_down(&p2, 1), "{case}: {:?}", p2.events[1]);
+            std::mem::swap(&mut p2.ends[1], &mut pair.ends[1]);
+        }
     }
 }
 
@@ -1263,68 +1274,74 @@ fn f_rt_6_f_rt_7_double_failover_keeps_one_recovery_tunnel() {
 /// come up afterwards.
 #[test]
 fn f_ss_1_f_cc_4_failure_after_iccn_leaves_both_ends_agreeing() {
-    let (mut pair, t) = establish(Version::V3, None);
-    let tb = pair.tunnel_up(1)[0];
-    let now = pair.now;
-    pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
-    pair.run(Duration::from_millis(7));
-    pair.blackhole = [true, false];
-    pair.run(Duration::from_millis(20));
-    assert_eq!(pair.ends[1].tunnel_info(tb).expect("b").sessions[0].state, "wait-connect");
-    let old = persisted(&pair, 0, t, params(Version::V3, None));
-    assert_eq!(old.sessions.len(), 1, "established at A");
-    crash(&mut pair, 0, 31);
-    pair.blackhole = [false, false];
-    pair.events[1].clear();
-    let now = pair.now;
-    pair.ends[0].recover_tunnel(now, old).expect("recover");
-    pair.run(Duration::from_secs(3));
-    assert_eq!(recovered(&pair, 1).len(), 1);
-    for i in [0, 1] {
-        assert!(
-            pair.events[i].iter().any(|e| matches!(e, Event::SessionDown { reason: DownReason::Cleared, .. })),
-            "end {i}: {:?}",
-            pair.events[i]
-        );
+    // L2TPv2 and L2TPv3 alike.
+    for version in [Version::V2, Version::V3] {
+        let (mut pair, t) = establish(version, None);
+        let tb = pair.tunnel_up(1)[0];
+        let now = pair.now;
+        pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+        pair.run(Duration::from_millis(7));
+        pair.blackhole = [true, false];
+        pair.run(Duration::from_millis(20));
+        assert_eq!(pair.ends[1].tunnel_info(tb).expect("b").sessions[0].state, "wait-connect");
+        let old = persisted(&pair, 0, t, params(version, None));
+        assert_eq!(old.sessions.len(), 1, "established at A");
+        crash(&mut pair, 0, 31);
+        pair.blackhole = [false, false];
+        pair.events[1].clear();
+        let now = pair.now;
+        pair.ends[0].recover_tunnel(now, old).expect("recover");
+        pair.run(Duration::from_secs(3));
+        assert_eq!(recovered(&pair, 1).len(), 1);
+        for i in [0, 1] {
+            assert!(
+                pair.events[i].iter().any(|e| matches!(e, Event::SessionDown { reason: DownReason::Cleared, .. })),
+                "end {i}: {:?}",
+                pair.events[i]
+            );
+        }
+        assert!(pair.ends[1].tunnel_info(tb).expect("b").sessions.is_empty());
+        assert!(pair.ends[0].tunnel_info(t).expect("a").sessions.is_empty());
+        let cdns = [0, 1]
+            .iter()
+            .flat_map(|i| decoded(&pair, *i, None))
+            .filter_map(|c| c.message)
+            .filter(|m| m.msg_type == MessageType::Cdn)
+            .count();
+        assert_eq!(cdns, 0, "silently");
+        let now = pair.now;
+        pair.ends[0].open_session(now, t, SessionParams::default()).expect("new");
+        pair.run(Duration::from_secs(2));
+        assert_eq!(pair.sessions_up(0), 1);
     }
-    assert!(pair.ends[1].tunnel_info(tb).expect("b").sessions.is_empty());
-    assert!(pair.ends[0].tunnel_info(t).expect("a").sessions.is_empty());
-    let cdns = [0, 1]
-        .iter()
-        .flat_map(|i| decoded(&pair, *i, None))
-        .filter_map(|c| c.message)
-        .filter(|m| m.msg_type == MessageType::Cdn)
-        .count();
-    assert_eq!(cdns, 0, "silently");
-    let now = pair.now;
-    pair.ends[0].open_session(now, t, SessionParams::default()).expect("new");
-    pair.run(Duration::from_secs(2));
-    assert_eq!(pair.sessions_up(0), 1);
 }
 
 /// Failure right after A sent a CDN (lost) and forgot the session: B still
 /// has it. B's FSQ after the recovery gets Session ID 0 and clears it.
 #[test]
 fn f_ss_8_failure_after_cdn_clears_the_remote_copy() {
-    let (mut pair, t) = establish(Version::V3, None);
-    let tb = pair.tunnel_up(1)[0];
-    let now = pair.now;
-    let sid = pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
-    pair.run(Duration::from_secs(1));
-    pair.blackhole = [true, false];
-    let now = pair.now;
-    pair.ends[0].close_session(now, t, sid).expect("cdn");
-    pair.run(Duration::from_millis(10));
-    let old = persisted(&pair, 0, t, params(Version::V3, None));
-    assert!(old.sessions.is_empty());
-    assert_eq!(pair.ends[1].tunnel_info(tb).expect("b").sessions.len(), 1);
-    crash(&mut pair, 0, 32);
-    pair.blackhole = [false, false];
-    let now = pair.now;
-    pair.ends[0].recover_tunnel(now, old).expect("recover");
-    pair.run(Duration::from_secs(3));
-    assert!(pair.ends[1].tunnel_info(tb).expect("b").sessions.is_empty(), "{:?}", pair.events[1]);
-    assert!(pair.events[1].iter().any(|e| matches!(e, Event::SessionDown { reason: DownReason::Cleared, .. })));
+    // L2TPv2 and L2TPv3 alike.
+    for version in [Version::V2, Version::V3] {
+        let (mut pair, t) = establish(version, None);
+        let tb = pair.tunnel_up(1)[0];
+        let now = pair.now;
+        let sid = pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+        pair.run(Duration::from_secs(1));
+        pair.blackhole = [true, false];
+        let now = pair.now;
+        pair.ends[0].close_session(now, t, sid).expect("cdn");
+        pair.run(Duration::from_millis(10));
+        let old = persisted(&pair, 0, t, params(version, None));
+        assert!(old.sessions.is_empty());
+        assert_eq!(pair.ends[1].tunnel_info(tb).expect("b").sessions.len(), 1);
+        crash(&mut pair, 0, 32);
+        pair.blackhole = [false, false];
+        let now = pair.now;
+        pair.ends[0].recover_tunnel(now, old).expect("recover");
+        pair.run(Duration::from_secs(3));
+        assert!(pair.ends[1].tunnel_info(tb).expect("b").sessions.is_empty(), "{:?}", pair.events[1]);
+        assert!(pair.events[1].iter().any(|e| matches!(e, Event::SessionDown { reason: DownReason::Cleared, .. })));
+    }
 }
 
 /// F-DC-4: without data channel failover at both ends, the recovery
@@ -1368,35 +1385,50 @@ fn f_dc_4_sequenced_sessions_without_d_are_torn_down_by_the_recovery_endpoint() 
 /// CDN for that session, which is cleared.
 #[test]
 fn f_ss_4_icrq_naming_an_established_session_is_answered_with_cdn() {
-    let (mut pair, t) = establish(Version::V3, None);
-    let now = pair.now;
-    let sid = pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
-    pair.run(Duration::from_secs(2));
-    let tb = pair.tunnel_up(1)[0];
-    let b_sid = pair.ends[1].tunnel_info(tb).expect("b").sessions[0].local_id;
-    let (ns, nr) = next_from(&pair, 0);
-    let icrq = ControlMessage {
-        header: ControlHeader { version: Version::V3, tunnel_id: tb, session_id: 0, ns, nr },
-        message: Some(Message::new(
-            MessageType::Icrq,
-            vec![
-                Avp::new(Version::V3, AvpValue::LocalSessionId(sid)),
-                Avp::new(Version::V3, AvpValue::RemoteSessionId(0)),
-                Avp::new(Version::V3, AvpValue::CallSerialNumber(9)),
-                Avp::new(Version::V3, AvpValue::PwType(5)),
-                Avp::new(Version::V3, AvpValue::RemoteEndId(b"pw".to_vec())),
-                Avp::new(Version::V3, AvpValue::CircuitStatus { new: true, active: true }),
-            ],
-        )),
+    // L2TPv2 and L2TPv3 alike.
+    for version in [Version::V2, Version::V3] {
+        let (mut pair, t) = establish(version, None);
+        let now = pair.now;
+        let sid = pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+        pair.run(Duration::from_secs(2));
+        let tb = pair.tunnel_up(1)[0];
+        let b_sid = pair.ends[1].tunnel_info(tb).expect("b").sessions[0].local_id;
+        let (ns, nr) = next_from(&pair, 0);
+        let icrq = ControlMessage {
+            header: ControlHeader { version, tunnel_id: tb, session_id: 0, ns, nr },
+            message: Some(Message::new(
+                MessageType::Icrq,
+                match version {
+                    Version::V2 => vec![
+                        Avp::new(version, AvpValue::AssignedSessionId(sid as u16)),
+                        Avp::new(version, AvpValue::CallSerialNumber(9)),
+                    ],
+                    Version::V3 => vec![
+                        Avp::new(version, AvpValue::LocalSessionId(sid)),
+                        Avp::new(version, AvpValue::RemoteSessionId(0)),
+                        Avp::new(version, AvpValue::CallSerialNumber(9)),
+                        Avp::new(version, AvpValue::PwType(5)),
+                        Avp::new(version, AvpValue::RemoteEndId(b"pw".to_vec())),
+                        Avp::new(version, AvpValue::CircuitStatus { new: true, active: true }),
+                    ],
+                },
+            )),
+        }
+        .encode(Transport::Udp, None)
+        .expect("encode");
+        pair.inject(1, &icrq);
+        pair.run(Duration::from_secs(1));
+        let cdn =
+            decoded(&pair, 1, None).into_iter().filter_map(|c| c.message).find(|m| m.msg_type == MessageType::Cdn);
+        let cdn = cdn.unwrap_or_else(|| panic!("CDN: {:?} {:?}", pair.events[1], pair.ends[1].stats()));
+        let named = cdn.find(|a| match a {
+            AvpValue::LocalSessionId(s) => Some(*s),
+            AvpValue::AssignedSessionId(s) => Some(u32::from(*s)),
+            _ => None,
+        });
+        assert_eq!(named, Some(b_sid), "{version:?}");
+        assert!(pair.ends[1].tunnel_info(tb).expect("b").sessions.is_empty());
     }
-    .encode(Transport::Udp, None)
-    .expect("encode");
-    pair.inject(1, &icrq);
-    pair.run(Duration::from_secs(1));
-    let cdn = decoded(&pair, 1, None).into_iter().filter_map(|c| c.message).find(|m| m.msg_type == MessageType::Cdn);
-    let cdn = cdn.unwrap_or_else(|| panic!("CDN: {:?} {:?}", pair.events[1], pair.ends[1].stats()));
-    assert_eq!(cdn.find(|a| if let AvpValue::LocalSessionId(s) = a { Some(*s) } else { None }), Some(b_sid));
-    assert!(pair.ends[1].tunnel_info(tb).expect("b").sessions.is_empty());
 }
 
 /// The first SCCRQ an initiator sends, decoded.
@@ -1530,4 +1562,50 @@ fn per_tunnel_timers_hello_retransmission_and_window() {
         .collect();
     assert_eq!(down, vec![quick]);
     assert!(pair.ends[0].tunnels().iter().any(|(t, _)| *t == plain));
+}
+
+/// F-RT-6/F-RT-7, in both versions: a double failover (both ends recover
+/// the same old tunnel) while the two ends also open an ordinary tunnel to
+/// each other at the same moment. Each tie is broken on its own: exactly
+/// one recovery tunnel survives and recovers the old tunnel, exactly one
+/// ordinary tunnel survives, and neither tie touches the other.
+#[test]
+fn f_rt_7_recovery_and_ordinary_ties_are_broken_separately_v2_and_v3() {
+    for version in [Version::V2, Version::V3] {
+        for seeds in [(31, 32), (33, 34), (35, 36)] {
+            let (mut pair, t) = establish(version, None);
+            let now = pair.now;
+            pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+            pair.run(Duration::from_secs(2));
+            let tb = pair.tunnel_up(1)[0];
+            let old_a = persisted(&pair, 0, t, params(version, None));
+            let old_b = persisted(&pair, 1, tb, params(version, None));
+            crash(&mut pair, 0, seeds.0);
+            crash(&mut pair, 1, seeds.1);
+            // Both ends now also accept ordinary tunnels from each other.
+            pair.ends[0] = engine("lac", seeds.0 + 100, Some(params(version, None)));
+            pair.ends[1] = engine("lns", seeds.1 + 100, Some(params(version, None)));
+            let now = pair.now;
+            pair.ends[0].recover_tunnel(now, old_a).expect("recover a");
+            pair.ends[1].recover_tunnel(now, old_b).expect("recover b");
+            pair.ends[0].connect(now, addr(B), params(version, None)).expect("ordinary a");
+            pair.ends[1].connect(now, addr(A), params(version, None)).expect("ordinary b");
+            pair.run(Duration::from_secs(5));
+            let (ra, rb) = (recovered(&pair, 0), recovered(&pair, 1));
+            assert_eq!((ra.len(), rb.len()), (1, 1), "{version:?}: {:?} / {:?}", pair.events[0], pair.events[1]);
+            assert!(ra[0].1 != rb[0].1, "{version:?}: one recovery endpoint, one remote");
+            assert_eq!((ra[0].4, rb[0].4), (1, 1), "{version:?}: the session carried over");
+            let lost = pair
+                .events
+                .iter()
+                .flatten()
+                .filter(|e| matches!(e, Event::TunnelDown { reason: DownReason::LostTie, .. }))
+                .count();
+            assert_eq!(lost, 1, "{version:?}: one ordinary tunnel lost its tie");
+            // Each end: the recovered tunnel and one ordinary tunnel.
+            assert_eq!(pair.ends[0].tunnels().len(), 2, "{version:?}: {:?}", pair.ends[0].tunnels());
+            assert_eq!(pair.ends[1].tunnels().len(), 2, "{version:?}");
+            assert!(pair.ends[0].tunnels().iter().any(|(id, s)| *id == t && s.len() == 1), "{version:?}");
+        }
+    }
 }
