@@ -185,6 +185,8 @@ fn f_rt_1_f_cc_2_control_only_failure_loses_no_data() {
     let (ns_a, nr_a) = reset_sequence(&r.a);
     let (ns_b, nr_b) = reset_sequence(&r.b);
     assert_eq!((ns_a, nr_a), (nr_b, ns_b), "F-CC-2 mirror image");
+    // F-RT-9: B suggested a sequence (random: not the zeros of no SCS).
+    assert_ne!((ns_a, nr_a), (0, 0), "A reset to B's Suggested Control Sequence");
     for d in [&r.a, &r.b] {
         let c = counters(d);
         assert_eq!(c["rx_packets"].as_u64(), Some(n as u64), "{}: {c:#}", d.name);
@@ -777,4 +779,47 @@ fn appendix_c_f_ss_6_session_id_mismatch_is_cleared_on_both_ends() {
     assert!(ea.iter().any(|e| e["event"] == "session-cleared" && e["session_id"] == old.2), "A clears it: {ea:#?}");
     assert!(eb.iter().any(|e| e["event"] == "session-cleared" && e["session_id"] == old.3), "B clears it: {eb:#?}");
     assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 200).run(), 200);
+}
+
+/// The failover of an L2TPv2 tunnel between two daemons (control plane
+/// only: L2TPv2 calls carry no data in this data plane): A is SIGKILLed and
+/// restarted; the recovery tunnel recovers the old one with its IDs and
+/// its call, and the recovered tunnel carries control traffic.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn f_rt_1_f_cc_2_l2tpv2_tunnel_and_call_recover_after_sigkill() {
+    let t = TwoSites::new().expect("topology");
+    let cfg = |me: &str, peer: &str, initiate: bool| {
+        format!(
+            "[global]\nhost_name = \"{me}\"\nlisten = [\"0.0.0.0:1701\"]\nreconnect_interval = 1\n\
+             [dataplane]\nenabled = false\n\
+             [[tunnel]]\nname = \"v2\"\npeer = \"{peer}\"\nversion = 2\ninitiate = {initiate}\n\
+             secret = \"v2-secret\"\nhide_avps = true\n\
+             [tunnel.failover]\ncontrol = true\ndata = true\n\
+             [[tunnel.session]]\nname = \"call\"\ninterface = \"ppp-call\"\n"
+        )
+    };
+    let b = Daemon::start(&t.pe_b, "pe-b", &cfg(topology::PE_B_UP, topology::PE_A_UP, false)).expect("b");
+    let mut a = Daemon::start(&t.pe_a, "pe-a", &cfg(topology::PE_A_UP, topology::PE_B_UP, true)).expect("a");
+    let show = |d: &Daemon| d.json(&["tunnel", "show", "v2"]).expect("show");
+    for d in [&a, &b] {
+        d.wait_json(&["tunnel", "show", "v2"], "call up", WAIT, |t| t["sessions"][0]["state"] == "established")
+            .expect("up");
+    }
+    let key = |t: &Value| (t["local_id"].clone(), t["peer_id"].clone(), t["sessions"][0]["local_id"].clone());
+    let before = (key(&show(&a)), key(&show(&b)));
+    a.kill();
+    a.spawn(&t.pe_a).expect("restart");
+    recovered(&a, "a");
+    recovered(&b, "b");
+    a.wait_json(&["tunnel", "show", "v2"], "call kept", WAIT, |t| t["sessions"][0]["state"] == "established")
+        .expect("call");
+    assert_eq!((key(&show(&a)), key(&show(&b))), before, "IDs kept");
+    assert!(events(&a).iter().any(|e| e["event"] == "session-confirmed"), "{:#?}", events(&a));
+    // Control traffic on the recovered tunnel: the call torn down by CDN.
+    a.ctl(&["session", "delete", "v2", "call"]).expect("delete");
+    b.wait_json(&["tunnel", "show", "v2"], "call down at B", WAIT, |t| {
+        t["sessions"].as_array().is_some_and(|s| s.iter().all(|s| s["state"] != "established"))
+    })
+    .expect("CDN over the recovered v2 tunnel");
 }
