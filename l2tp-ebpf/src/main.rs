@@ -182,6 +182,20 @@ fn apply_command(idx: u32, state: *mut SessionState) {
         if begin != end {
             return;
         }
+        // Exactly once, whichever program sees it first on whichever CPU:
+        // only the one that moves applied_epoch to `end` applies it.
+        let seen = core::ptr::read_volatile(&(*state).applied_epoch);
+        if seen == end {
+            return;
+        }
+        let (_, won) = core::intrinsics::atomic_cxchg::<u32, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+            &raw mut (*state).applied_epoch,
+            seen,
+            end,
+        );
+        if !won {
+            return;
+        }
         match op {
             // An aligned 32-bit store is atomic; concurrent fetch-adds on
             // other CPUs land before or after it.
@@ -204,7 +218,6 @@ fn apply_command(idx: u32, state: *mut SessionState) {
             }
             _ => {}
         }
-        (*state).applied_epoch = end;
     }
 }
 

@@ -462,7 +462,11 @@ impl SessionTable {
     }
 
     /// Posts a command; the data path applies it on the session's next
-    /// packet. Returns the command's epoch.
+    /// packet (either direction), exactly once. A session holds one pending
+    /// command: a new one replaces one not applied yet (the daemon never
+    /// needs two at once: a rebuilt session starts with Ns 0, so recovery
+    /// only posts ENTER_RESYNC). Returns the command's epoch, which the
+    /// session's `applied_epoch` shows once applied.
     pub fn post(&mut self, idx: u32, command: Command) -> Result<u32> {
         let applied = self.state.get(&idx, 0)?.applied_epoch;
         let current = self.cmd.get(&idx, 0)?.epoch_end;
