@@ -3,8 +3,8 @@
 //! (the responder tells its configured tunnels apart by peer address).
 //!
 //! - setup: from the start of the initiating daemon to the last session
-//!   established on both ends, and its resident memory then (the first start
-//!   and every start from scratch after a SIGTERM);
+//!   established on both ends, and its resident memory then (both daemons
+//!   started afresh, once and again in every round);
 //! - recovery (RFC 4951, control channel): SIGKILL of the initiating daemon
 //!   and a restart on the same state; from the restart to every tunnel
 //!   recovered and every session confirmed by the peer's FSR on both ends;
@@ -186,7 +186,7 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
     let level = std::env::var("L2TP_BENCH_LOG").unwrap_or_else(|_| "warn".into());
     let level = level.as_str();
     let (pins_a, pins_b) = (PinDir::new("bench-a"), PinDir::new("bench-b"));
-    let b = Daemon::start_logging(&t.pe_b, "bench-b", &config("pe-b", false, tunnels, sessions, &pins_b), level)?;
+    let mut b = Daemon::start_logging(&t.pe_b, "bench-b", &config("pe-b", false, tunnels, sessions, &pins_b), level)?;
     let start = Instant::now();
     let mut a = Daemon::start_logging(&t.pe_a, "bench-a", &config("pe-a", true, tunnels, sessions, &pins_a), level)?;
     wait_sessions(&a, total, "setup")?;
@@ -225,12 +225,21 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
         let t0 = Instant::now();
         a.signal(libc::SIGTERM);
         a.wait(WAIT)?;
-        let t1 = Instant::now();
         a.spawn(&t.pe_a)?;
         wait_sessions(&a, total, "re-establishment")?;
         r.reestablish_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         wait_sessions(&b, total, "peer after re-establishment")?;
-        // The start from scratch is another setup sample.
+        // Another clean setup sample: both ends stopped (SIGTERM: nothing
+        // kept), B started, then A; to the last session on both ends.
+        for d in [&mut a, &mut b] {
+            d.signal(libc::SIGTERM);
+            d.wait(WAIT)?;
+        }
+        b.spawn(&t.pe_b)?;
+        let t1 = Instant::now();
+        a.spawn(&t.pe_a)?;
+        wait_sessions(&a, total, "setup")?;
+        wait_sessions(&b, total, "setup (responder)")?;
         r.setup_s.push(t1.elapsed().as_secs_f64());
         r.rss.push(rss_mb(a.pid().context("daemon pid")?)?);
         eprintln!(
