@@ -49,6 +49,13 @@ pub enum Request {
     },
     Stats,
     FailoverStatus,
+    /// RFC 4951 F-SS-2/3: query the peer's state of some sessions of a
+    /// tunnel (all established ones when `sessions` is empty) with FSQ.
+    FailoverQuery {
+        tunnel: String,
+        #[serde(default)]
+        sessions: Vec<String>,
+    },
     /// Streams events until the client hangs up.
     Events,
     Reload,

@@ -164,6 +164,10 @@ pub struct SessionAddArgs {
 pub enum FailoverCmd {
     /// Negotiated RFC 4951 capabilities and recovery state per tunnel.
     Status,
+    /// Ask the peer for its state of sessions suspected inconsistent (RFC
+    /// 4951 FSQ/FSR): confirmed ones stay, ones it does not hold are
+    /// cleared on both ends. All established sessions when none is named.
+    Query { tunnel: String, sessions: Vec<String> },
 }
 
 fn call(conn: &Conn, req: &Request) -> anyhow::Result<Reply> {
@@ -415,6 +419,9 @@ pub fn stats(conn: &Conn) -> anyhow::Result<()> {
 
 pub fn failover(conn: &Conn, cmd: FailoverCmd) -> anyhow::Result<()> {
     match cmd {
+        FailoverCmd::Query { tunnel, sessions } => {
+            done(conn, call(conn, &Request::FailoverQuery { tunnel, sessions })?)
+        }
         FailoverCmd::Status => match call(conn, &Request::FailoverStatus)? {
             Reply::Failover { tunnels } if conn.json => print_json(&tunnels),
             Reply::Failover { tunnels } => {

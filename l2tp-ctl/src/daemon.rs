@@ -1295,6 +1295,40 @@ impl Daemon {
         }
     }
 
+    /// RFC 4951 F-SS-2/F-SS-3 on demand: FSQ for the named sessions of a
+    /// tunnel (all of them when none is named); the answers show as
+    /// session-confirmed, session-cleared and session-stale events.
+    fn query(&mut self, tunnel: &str, names: &[String]) -> anyhow::Result<String> {
+        let id = self
+            .tunnels
+            .get(tunnel)
+            .ok_or_else(|| anyhow::anyhow!("no tunnel named {tunnel:?}"))?
+            .id
+            .ok_or_else(|| anyhow::anyhow!("tunnel {tunnel:?} is not up"))?;
+        let mine: Vec<(u32, &str)> =
+            self.sessions.iter().filter(|(k, _)| k.0 == id).map(|(k, s)| (k.1, s.name.as_str())).collect();
+        let mut sids = Vec::new();
+        for n in names {
+            let (sid, _) = mine
+                .iter()
+                .find(|(_, name)| name == n)
+                .ok_or_else(|| anyhow::anyhow!("tunnel {tunnel:?} has no established session named {n:?}"))?;
+            sids.push(*sid);
+        }
+        if names.is_empty() {
+            sids = mine.iter().map(|(sid, _)| *sid).collect();
+        }
+        if sids.is_empty() {
+            anyhow::bail!("tunnel {tunnel:?} has no established session to query");
+        }
+        sids.sort_unstable();
+        let now = Self::now();
+        for chunk in sids.chunks(64) {
+            self.engine.query_sessions(now, id, chunk).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(format!("queried {} session(s) of {tunnel:?}; the answers come as events", sids.len()))
+    }
+
     /// The resync run length of a tunnel's sessions (F-DC-3 `n`).
     fn resync_n(&self, tunnel: Option<&str>) -> u16 {
         tunnel
@@ -1644,6 +1678,7 @@ impl Daemon {
                 }
                 Request::Stats => Reply::Stats(self.stats()?),
                 Request::FailoverStatus => Reply::Failover { tunnels: self.failover_views() },
+                Request::FailoverQuery { tunnel, sessions } => Reply::Done { message: self.query(&tunnel, &sessions)? },
                 Request::Reload => Reply::Done { message: self.reload()? },
                 Request::Events | Request::Shutdown { .. } => anyhow::bail!("not handled here"),
             })

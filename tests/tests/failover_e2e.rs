@@ -823,3 +823,29 @@ fn f_rt_1_f_cc_2_l2tpv2_tunnel_and_call_recover_after_sigkill() {
     })
     .expect("CDN over the recovered v2 tunnel");
 }
+
+/// F-SS-2/F-SS-3 on demand: `l2tp-ctl failover query` sends an FSQ for the
+/// sessions an operator suspects; B confirms the pseudowire, which stays up
+/// and keeps forwarding. Unknown tunnels and sessions get a clear error.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn f_ss_2_operator_query_confirms_consistent_sessions() {
+    let r = rig();
+    let before = (ids(&r.a), ids(&r.b));
+    let out = r.a.ctl(&["failover", "query", "pw"]).expect("query");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queried 1 session"), "{out:?}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !events(&r.a).iter().any(|e| e["event"] == "session-confirmed" && e["session"] == "cust") {
+        assert!(std::time::Instant::now() < deadline, "{:#?}", events(&r.a));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!((ids(&r.a), ids(&r.b)), before);
+    assert_eq!(r.a.json(&["failover", "status"]).expect("status")[0]["unconfirmed_sessions"], 0);
+    assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 200).run(), 200);
+    for (args, want) in
+        [(vec!["failover", "query", "nope"], "no tunnel"), (vec!["failover", "query", "pw", "ghost"], "ghost")]
+    {
+        let err = r.a.ctl(&args).expect_err("refused").to_string();
+        assert!(err.contains(want), "{err}");
+    }
+}
