@@ -117,7 +117,8 @@ fn store<const N: usize>(ctx: &XdpContext, offset: usize, bytes: [u8; N]) -> Opt
 
 /// Where the L2TP header starts and how it is carried.
 enum Carrier {
-    Udp(usize),
+    /// L2TP start, and whether the packet is IPv6.
+    Udp(usize, bool),
     Ip(usize),
     NotOurs,
 }
@@ -153,7 +154,7 @@ fn find_l4(ctx: &XdpContext, g: *mut Global) -> Option<Carrier> {
         let sport = load_be16(ctx, l4off)?;
         let dport = load_be16(ctx, l4off + 2)?;
         if sport == L2TP_UDP_PORT || dport == L2TP_UDP_PORT {
-            return Some(Carrier::Udp(l4off + UDP_HLEN));
+            return Some(Carrier::Udp(l4off + UDP_HLEN, proto == ETH_P_IPV6));
         }
         Some(Carrier::NotOurs)
     } else if l4proto == IPPROTO_L2TP {
@@ -314,9 +315,11 @@ fn uplink_entry(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn uplink(ctx: &XdpContext, g: *mut Global) -> Option<u32> {
+    let mut udp6 = false;
     let (session_id, l2tp_off, over_ip) = match find_l4(ctx, g)? {
         Carrier::NotOurs => return None,
-        Carrier::Udp(off) => {
+        Carrier::Udp(off, v6) => {
+            udp6 = v6;
             count(g, GlobalCounter::L2tpUdp);
             let Some(first) = load_be16(ctx, off) else {
                 count(g, GlobalCounter::Malformed);
@@ -375,6 +378,23 @@ fn uplink(ctx: &XdpContext, g: *mut Global) -> Option<u32> {
     if over_ip != (cfg.flags & flags::ENCAP_IP != 0) {
         stats.rx_malformed += 1;
         return Some(xdp_action::XDP_DROP);
+    }
+    if udp6 {
+        // RFC 8200 8.1: the UDP checksum over IPv6 is verified; a zero one
+        // is accepted only where configured (RFC 6935/6936).
+        let udp = l2tp_off - V3_UDP_DATA_HLEN - UDP_HLEN;
+        let ok = match load_be16(ctx, udp + 6) {
+            Some(0) => cfg.flags & flags::UDP6_ZERO_CSUM != 0,
+            Some(_) => match load_be16(ctx, udp + 4) {
+                Some(len) => udp6_sum(ctx, udp - IPV6_HLEN, udp, len) == Some(0xffff),
+                None => false,
+            },
+            None => false,
+        };
+        if !ok {
+            stats.rx_malformed += 1;
+            return Some(xdp_action::XDP_DROP);
+        }
     }
     apply_command(idx, state);
     let mut off = l2tp_off;
@@ -602,7 +622,17 @@ const CSUM_CHUNKS: usize = 6;
 /// byte order, ready to store. `None` for datagrams too long to sum.
 #[inline(always)]
 fn udp6_checksum(ctx: &XdpContext, l4: usize, udp_len: u16) -> Option<[u8; 2]> {
-    let mut sum = csum_add::<32>(ctx, ETH_HLEN + 8, 0)?;
+    let c = !udp6_sum(ctx, ETH_HLEN, l4, udp_len)?;
+    // A computed zero goes out as all ones (zero means "no checksum").
+    Some(if c == 0 { 0xffff } else { c }.to_ne_bytes())
+}
+
+/// Ones'-complement sum, folded, of the IPv6 pseudo-header (addresses from
+/// the header at `ip6`) and the UDP datagram at `l4` of `udp_len` bytes, in
+/// memory byte order: 0xffff over a datagram whose checksum is right.
+#[inline(always)]
+fn udp6_sum(ctx: &XdpContext, ip6: usize, l4: usize, udp_len: u16) -> Option<u16> {
+    let mut sum = csum_add::<32>(ctx, (ip6 & 0xff) + 8, 0)?;
     let mut tail = [u32::from(udp_len).to_be(), u32::from(IPPROTO_UDP).to_be()];
     // SAFETY: an 8-byte stack buffer.
     let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, tail.as_mut_ptr(), 8, sum) };
@@ -653,9 +683,7 @@ fn udp6_checksum(ctx: &XdpContext, l4: usize, udp_len: u16) -> Option<[u8; 2]> {
     }
     let mut f = (sum & 0xffff) + (sum >> 16);
     f = (f & 0xffff) + (f >> 16);
-    let c = !(f as u16);
-    // A computed zero goes out as all ones (zero means "no checksum").
-    Some(if c == 0 { 0xffff } else { c }.to_ne_bytes())
+    Some(f as u16)
 }
 
 const AF_INET: u8 = 2;

@@ -703,3 +703,36 @@ fn decap_branches_wrap_extension_headers_v2_vlan_carrier_and_commands() {
     assert_eq!(deliveries(&mut rig, 0x400, &[9000, 9001]), [true, true]);
     assert_eq!(rig.table.state(idx).expect("state").rx_nr, 9002);
 }
+
+/// RFC 8200 8.1 on receipt: the UDP checksum of an IPv6 frame is verified
+/// (under an 802.1Q tag too), and checksum 0 is accepted only by sessions
+/// configured for it (RFC 6935/6936). Bad frames are dropped and counted.
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn ipv6_udp_checksum_is_verified_on_decap() {
+    for zero_ok in [false, true] {
+        let mut rig = Rig::new();
+        let mut p = params(0x720, UDP, true);
+        p.udp6_zero_checksum = zero_ok;
+        rig.table.add(&p).expect("session");
+        let good = wire_in(UDP, true, &l2tp(0x720, &[], None), &inner());
+        let mut bad = good.clone();
+        bad[60] ^= 0x01;
+        let mut zero = good.clone();
+        zero[60..62].copy_from_slice(&[0, 0]);
+        let mut tagged = good.clone();
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+        let runs = [
+            (&good, XDP_REDIRECT),
+            (&tagged, XDP_REDIRECT),
+            (&bad, XDP_DROP),
+            (&zero, if zero_ok { XDP_REDIRECT } else { XDP_DROP }),
+        ];
+        for (i, (frame, want)) in runs.iter().enumerate() {
+            assert_eq!(rig.run(Role::Uplink, frame).0, *want, "case {i}, zero checksum accepted: {zero_ok}");
+        }
+        let st = rig.stats(0x720);
+        assert_eq!(st.rx_malformed, if zero_ok { 1 } else { 2 }, "{st:?}");
+        assert_eq!(st.rx_packets, if zero_ok { 3 } else { 2 }, "{st:?}");
+    }
+}
