@@ -70,20 +70,28 @@ pub fn bench_redirect(_ctx: XdpContext) -> u32 {
     BENCH_PORTS.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
 }
 
-/// Moves the frame start back to where it was when the program began.
+/// The frame's length: a scalar to keep across the program (a saved
+/// packet pointer may be spilled in a way the verifier refuses).
 #[inline(always)]
-fn restore_head(ctx: &XdpContext, start: usize) {
-    let delta = ctx.data() as i64 - start as i64;
-    if delta != 0 {
+fn frame_len(ctx: &XdpContext) -> i64 {
+    (ctx.data_end() - ctx.data()) as i64
+}
+
+/// Gives the frame back the length it had when the program began (the
+/// frame end never moves, so this restores its start).
+#[inline(always)]
+fn restore_head(ctx: &XdpContext, len: i64) {
+    let grown = frame_len(ctx) - len;
+    if grown != 0 {
         // SAFETY: ctx.ctx is the program's xdp_md; the bytes in front of the
         // frame are the ones the program itself pushed or pulled over.
-        unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta as i32) };
+        unsafe { bpf_xdp_adjust_head(ctx.ctx, grown as i32) };
     }
 }
 
 #[xdp]
 pub fn bench_decap(ctx: XdpContext) -> u32 {
-    let start = ctx.data();
+    let start = frame_len(&ctx);
     let action = uplink_entry(&ctx);
     restore_head(&ctx, start);
     stamp(&ctx);
@@ -92,7 +100,7 @@ pub fn bench_decap(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn bench_encap(ctx: XdpContext) -> u32 {
-    let start = ctx.data();
+    let start = frame_len(&ctx);
     let action = attach_entry(&ctx);
     restore_head(&ctx, start);
     action
