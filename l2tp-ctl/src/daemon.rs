@@ -394,23 +394,13 @@ impl Daemon {
             for s in &sessions {
                 let scfg = tcfg.sessions.iter().find(|c| c.remote_end_id() == s.remote_end_id);
                 let mut installed = false;
-                if let (Some(dp), Some(c), Some(_)) = (&self.dp, scfg, &s.interface) {
+                if self.dp.is_some() && scfg.is_some() && s.interface.is_some() {
                     if self.with_table(|t| t.index_of(s.local_id))?.is_some() {
                         installed = true;
                     } else {
                         // The data plane did not survive: rebuilt from the
                         // store before recovery starts.
-                        let w = Wire {
-                            peer: rec.peer,
-                            transport: tcfg.transport(),
-                            local_session_id: s.local_id,
-                            peer_session_id: s.peer_id,
-                            rx_cookie: &s.rx_cookie,
-                            tx_cookie: &s.tx_cookie,
-                            sublayer: s.sublayer,
-                            sequencing: s.sequencing,
-                        };
-                        match self.install(dp, &tcfg, c, &w) {
+                        match self.reinstall(&tcfg, &rec, s) {
                             Ok(()) => installed = true,
                             Err(e) => warn!(tunnel = %rec.name, session = %s.name, "not reinstalled: {e:#}"),
                         }
@@ -811,7 +801,7 @@ impl Daemon {
     }
 
     /// Installs one pseudowire in the data plane.
-    fn install(&self, dp: &Pinned, tcfg: &TunnelConfig, s: &SessionConfig, w: &Wire<'_>) -> anyhow::Result<()> {
+    fn install(&self, tcfg: &TunnelConfig, s: &SessionConfig, w: &Wire<'_>) -> anyhow::Result<()> {
         let uplink = self.cfg.uplink_of(tcfg).ok_or_else(|| anyhow::anyhow!("no uplink"))?;
         let mut facts = self.facts.borrow_mut();
         let local = match tcfg.local {
@@ -871,7 +861,6 @@ impl Daemon {
             resync_deliver: s.resync_deliver,
             udp6_zero_checksum: tcfg.udp6_zero_checksum,
         };
-        let _ = dp;
         self.with_table(|t| t.add(&p))??;
         Ok(())
     }
@@ -928,14 +917,13 @@ impl Daemon {
                 let name = scfg.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| format!("{local_session_id}"));
                 let mut installed = false;
                 if version == Version::V3 {
-                    if let (Some(s), Some(dp)) = (&scfg, &self.dp) {
+                    if let (Some(s), true) = (&scfg, self.dp.is_some()) {
                         let r = if rx_sublayer != tx_sublayer || rx_sequencing != tx_sequencing {
                             Err(anyhow::anyhow!(
                                 "asymmetric sublayer/sequencing (peer {tx_sublayer}/{tx_sequencing}, us {rx_sublayer}/{rx_sequencing}): the data plane needs both ends to agree"
                             ))
                         } else {
                             self.install(
-                                dp,
                                 &slot.cfg,
                                 s,
                                 &Wire {
@@ -1158,17 +1146,8 @@ impl Daemon {
                 // store with Ns 0 (F-DC-1).
                 // Either way Nr follows the peer after n packets in sequence
                 // (F-DC-3); the remote end keeps its Ns (F-DC-2).
-                let mut reset = 0;
-                if self.dp.is_some() {
-                    let _ = self.with_table(|table| {
-                        for s in sessions.iter().filter(|s| s.sequencing) {
-                            let Some(idx) = table.index_of(s.local_session_id) else { continue };
-                            if table.post(idx, dataplane::session::Command::EnterResync { n }).is_ok() {
-                                reset += 1;
-                            }
-                        }
-                    });
-                }
+                let sids: Vec<u32> = sessions.iter().map(|s| s.local_session_id).collect();
+                let reset = self.enter_resync(&sids, n);
                 if let Some(s) = name.as_ref().and_then(|n| self.tunnels.get_mut(n)) {
                     s.last_event = Some("recovered".into());
                 }
@@ -1202,20 +1181,7 @@ impl Daemon {
                 // n packets in sequence.
                 let name = self.tunnel_name(tunnel);
                 let n = self.resync_n(name.as_deref());
-                let sequenced: Vec<u32> = sessions
-                    .into_iter()
-                    .filter(|sid| self.sessions.get(&(tunnel, *sid)).is_some_and(|s| s.installed))
-                    .collect();
-                if self.dp.is_some() && !sequenced.is_empty() {
-                    let _ = self.with_table(|table| {
-                        for sid in &sequenced {
-                            let Some(idx) = table.index_of(*sid) else { continue };
-                            if table.config(idx).is_ok_and(|c| c.flags & l2tp_common::session::flags::SEQ_RX != 0) {
-                                let _ = table.post(idx, dataplane::session::Command::EnterResync { n });
-                            }
-                        }
-                    });
-                }
+                self.enter_resync(&sessions, n);
             }
             Event::SessionStale { tunnel, local_session_id } => {
                 let name = self.tunnel_name(tunnel);
@@ -1329,6 +1295,27 @@ impl Daemon {
         Ok(format!("queried {} session(s) of {tunnel:?}; the answers come as events", sids.len()))
     }
 
+    /// F-DC-3: the installed sessions among `sids` that check sequence
+    /// numbers follow the peer's Ns after `n` packets (ENTER_RESYNC).
+    /// Returns how many.
+    fn enter_resync(&self, sids: &[u32], n: u16) -> usize {
+        if self.dp.is_none() {
+            return 0;
+        }
+        self.with_table(|table| {
+            let sequenced: Vec<u32> = sids
+                .iter()
+                .filter_map(|sid| table.index_of(*sid))
+                .filter(|idx| table.config(*idx).is_ok_and(|c| c.flags & l2tp_common::session::flags::SEQ_RX != 0))
+                .collect();
+            sequenced
+                .into_iter()
+                .filter(|idx| table.post(*idx, dataplane::session::Command::EnterResync { n }).is_ok())
+                .count()
+        })
+        .unwrap_or(0)
+    }
+
     /// The resync run length of a tunnel's sessions (F-DC-3 `n`).
     fn resync_n(&self, tunnel: Option<&str>) -> u16 {
         tunnel
@@ -1337,7 +1324,7 @@ impl Daemon {
     }
 
     /// Reinstalls a session of the store in the data plane.
-    fn reinstall(&self, dp: &Pinned, tcfg: &TunnelConfig, rec: &TunnelRecord, s: &SessionRecord) -> anyhow::Result<()> {
+    fn reinstall(&self, tcfg: &TunnelConfig, rec: &TunnelRecord, s: &SessionRecord) -> anyhow::Result<()> {
         let c = tcfg
             .sessions
             .iter()
@@ -1353,7 +1340,7 @@ impl Daemon {
             sublayer: s.sublayer,
             sequencing: s.sequencing,
         };
-        self.install(dp, tcfg, c, &w)
+        self.install(tcfg, c, &w)
     }
 
     /// RFC 4951 data channel failure while the control plane runs: the
@@ -1403,17 +1390,11 @@ impl Daemon {
                 if !slot.installed {
                     continue;
                 }
-                let Some(dp) = &self.dp else { return };
-                match self.reinstall(dp, &tcfg, &rec, &s) {
+                match self.reinstall(&tcfg, &rec, &s) {
                     Ok(()) => rebuilt += 1,
                     Err(e) => error!(tunnel = %rec.name, session = %s.name, "not reinstalled: {e:#}"),
                 }
-                if s.sequencing {
-                    let n = tcfg.failover.resync_n;
-                    let _ = self.with_table(|t| {
-                        t.index_of(s.local_id).map(|idx| t.post(idx, dataplane::session::Command::EnterResync { n }))
-                    });
-                }
+                self.enter_resync(&[s.local_id], tcfg.failover.resync_n);
             }
             if !sids.is_empty() {
                 queries.push((rec.local_id, sids));

@@ -21,10 +21,6 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use l2tp_common::{
-    session::{
-        MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_CMD, MAP_SESSION_STATE,
-        MAP_SESSION_STATS,
-    },
     tools::{MAP_PKTGEN_CFG, MAP_PKTGEN_NS, MAX_STAMP_OFFSET, PROG_PKTGEN},
     wire::V3_SUBLAYER_S,
 };
@@ -229,14 +225,7 @@ pub struct Generator {
 impl Generator {
     pub fn load(object: &[u8]) -> Result<Self> {
         let mut loader = EbpfLoader::new();
-        for m in [
-            MAP_SESSION_BY_ID,
-            MAP_SESSION_BY_ATTACH,
-            MAP_SESSION_CFG,
-            MAP_SESSION_STATE,
-            MAP_SESSION_CMD,
-            MAP_SESSION_STATS,
-        ] {
+        for m in crate::dataplane::MAPS {
             loader.map_max_entries(m, 1);
         }
         let mut ebpf = loader.load(object)?;

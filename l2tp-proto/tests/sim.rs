@@ -1223,6 +1223,26 @@ fn f_sec_2_only_configured_recovery_peers_may_recover() {
         .any(|e| matches!(e, Event::Rejected { what, .. } if what.contains("may not recover"))));
 }
 
+/// A tunnel (A's ID, B's ID) with one session; then both ends crash. Returns
+/// what each end's store holds of the old tunnel.
+fn both_crash(version: Version, seeds: (u64, u64)) -> (Pair, TunnelId, TunnelId, RestoredTunnel, RestoredTunnel) {
+    let (mut pair, t) = establish(version, None);
+    let now = pair.now;
+    pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+    pair.run(Duration::from_secs(2));
+    let tb = pair.tunnel_up(1)[0];
+    let old_a = persisted(&pair, 0, t, params(version, None));
+    let old_b = persisted(&pair, 1, tb, params(version, None));
+    crash(&mut pair, 0, seeds.0);
+    crash(&mut pair, 1, seeds.1);
+    (pair, t, tb, old_a, old_b)
+}
+
+/// Messages of one type sent by either end.
+fn sent_count(pair: &Pair, t: MessageType) -> usize {
+    [0, 1].iter().flat_map(|i| decoded(pair, *i, None)).filter_map(|c| c.message).filter(|m| m.msg_type == t).count()
+}
+
 /// Appendix B double failover (F-RT-6, F-RT-7): both ends restart and both
 /// recover the same old tunnel at once; the tie breaker keeps one recovery
 /// tunnel, its SCCRP decides Ns/Nr, the loser resets as the remote
@@ -1230,17 +1250,7 @@ fn f_sec_2_only_configured_recovery_peers_may_recover() {
 #[test]
 fn f_rt_6_f_rt_7_double_failover_keeps_one_recovery_tunnel() {
     for seeds in [(21, 22), (23, 24), (25, 26), (27, 28)] {
-        let (mut pair, t) = establish(Version::V3, None);
-        let now = pair.now;
-        pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
-        pair.run(Duration::from_secs(2));
-        let tb = pair.tunnel_up(1)[0];
-        let old_a = persisted(&pair, 0, t, params(Version::V3, None));
-        let old_b = persisted(&pair, 1, tb, params(Version::V3, None));
-        crash(&mut pair, 0, seeds.0);
-        crash(&mut pair, 1, seeds.1);
-        // An ordinary simultaneous open between the same ends meanwhile
-        // must not touch the recovery tunnels (F-RT-7).
+        let (mut pair, t, tb, old_a, old_b) = both_crash(Version::V3, seeds);
         let now = pair.now;
         pair.ends[0].recover_tunnel(now, old_a).expect("recover a");
         pair.ends[1].recover_tunnel(now, old_b).expect("recover b");
@@ -1252,13 +1262,7 @@ fn f_rt_6_f_rt_7_double_failover_keeps_one_recovery_tunnel() {
         assert_eq!((ra[0].4, rb[0].4), (1, 1));
         assert!(!has_down(&pair, 0) && !has_down(&pair, 1));
         // Exactly one recovery SCCRP was sent in total.
-        let sccrps = [0, 1]
-            .iter()
-            .flat_map(|i| decoded(&pair, *i, None))
-            .filter_map(|c| c.message)
-            .filter(|m| m.msg_type == MessageType::Sccrp)
-            .count();
-        assert_eq!(sccrps, 1);
+        assert_eq!(sent_count(&pair, MessageType::Sccrp), 1);
         let now = pair.now;
         pair.ends[1].open_session(now, tb, SessionParams::default()).expect("works");
         pair.run(Duration::from_secs(2));
@@ -1302,13 +1306,7 @@ fn f_ss_1_f_cc_4_failure_after_iccn_leaves_both_ends_agreeing() {
         }
         assert!(pair.ends[1].tunnel_info(tb).expect("b").sessions.is_empty());
         assert!(pair.ends[0].tunnel_info(t).expect("a").sessions.is_empty());
-        let cdns = [0, 1]
-            .iter()
-            .flat_map(|i| decoded(&pair, *i, None))
-            .filter_map(|c| c.message)
-            .filter(|m| m.msg_type == MessageType::Cdn)
-            .count();
-        assert_eq!(cdns, 0, "silently");
+        assert_eq!(sent_count(&pair, MessageType::Cdn), 0, "silently");
         let now = pair.now;
         pair.ends[0].open_session(now, t, SessionParams::default()).expect("new");
         pair.run(Duration::from_secs(2));
@@ -1573,15 +1571,7 @@ fn per_tunnel_timers_hello_retransmission_and_window() {
 fn f_rt_7_recovery_and_ordinary_ties_are_broken_separately_v2_and_v3() {
     for version in [Version::V2, Version::V3] {
         for seeds in [(31, 32), (33, 34), (35, 36)] {
-            let (mut pair, t) = establish(version, None);
-            let now = pair.now;
-            pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
-            pair.run(Duration::from_secs(2));
-            let tb = pair.tunnel_up(1)[0];
-            let old_a = persisted(&pair, 0, t, params(version, None));
-            let old_b = persisted(&pair, 1, tb, params(version, None));
-            crash(&mut pair, 0, seeds.0);
-            crash(&mut pair, 1, seeds.1);
+            let (mut pair, t, _, old_a, old_b) = both_crash(version, seeds);
             // Both ends now also accept ordinary tunnels from each other.
             pair.ends[0] = engine("lac", seeds.0 + 100, Some(params(version, None)));
             pair.ends[1] = engine("lns", seeds.1 + 100, Some(params(version, None)));

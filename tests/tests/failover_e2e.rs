@@ -283,6 +283,19 @@ fn maintenance_stop_keeps_forwarding_and_the_next_start_recovers() {
     assert!(!r.b.log().contains("session-down"), "{}", r.b.log());
 }
 
+/// Polls `check` until it gives a value; after `WAIT`, panics with what the
+/// last try said.
+fn poll<T>(mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(why) => assert!(std::time::Instant::now() < deadline, "timed out: {why}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The daemon's recent events, oldest first.
 fn events(d: &Daemon) -> Vec<Value> {
     let out = d.ctl(&["events", "--json"]).expect("events");
@@ -338,16 +351,12 @@ fn f_cap_4_tunnels_without_failover_are_cleared_and_reestablished_on_restart() {
         t["state"] == "established" && t["local_id"] != old_a.0 && t["sessions"][0]["state"] == "established"
     })
     .expect("new tunnel and session at A");
-    let deadline = std::time::Instant::now() + WAIT;
-    while !consistent(&r.a, &r.b) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "A {:#}\nB {:#}",
-            r.a.json(&["tunnel", "show", "pw"]).ok().unwrap_or_default(),
-            r.b.json(&["tunnel", "show", "pw"]).ok().unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll(|| {
+        consistent(&r.a, &r.b).then_some(()).ok_or_else(|| {
+            let show = |d: &Daemon| d.json(&["tunnel", "show", "pw"]).ok().unwrap_or_default();
+            format!("A {:#}\nB {:#}", show(&r.a), show(&r.b))
+        })
+    });
     assert!(r.a.log().contains("not recoverable"), "{}", r.a.log());
     assert_ne!(ids(&r.b).0, old_b.0, "B's stale tunnel was replaced");
     let tunnels = r.b.json(&["tunnel", "list"]).expect("list");
@@ -371,15 +380,14 @@ fn f_rt_11_recovery_with_an_unreachable_peer_fails_and_clears_the_old_tunnel() {
     r.a.kill();
     r.t.pe_b.ip(&["link", "set", "up0", "down"]).expect("B unreachable");
     restart(&mut r);
-    let deadline = std::time::Instant::now() + WAIT;
-    let evs = loop {
+    let evs = poll(|| {
         let evs = events(&r.a);
         if evs.iter().any(|e| e["event"] == "session-cleared") {
-            break evs;
+            Ok(evs)
+        } else {
+            Err(format!("{evs:#?}\n{}", r.a.log()))
         }
-        assert!(std::time::Instant::now() < deadline, "{evs:#?}\n{}", r.a.log());
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    });
     let started = first_event(&evs, "recovery-started").expect("recovery-started");
     let down = evs
         .iter()
@@ -394,11 +402,7 @@ fn f_rt_11_recovery_with_an_unreachable_peer_fails_and_clears_the_old_tunnel() {
     assert_ne!(s["state"], "established", "{s:#}");
     // B back: a fresh tunnel, consistent on both ends, carrying traffic.
     r.t.pe_b.ip(&["link", "set", "up0", "up"]).expect("B reachable");
-    let deadline = std::time::Instant::now() + WAIT;
-    while !consistent(&r.a, &r.b) {
-        assert!(std::time::Instant::now() < deadline, "{}\n{}", r.a.log(), r.b.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll(|| consistent(&r.a, &r.b).then_some(()).ok_or_else(|| format!("{}\n{}", r.a.log(), r.b.log())));
     assert_ne!(ids(&r.a).0, old.0);
     assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 200).run(), 200);
 }
@@ -416,15 +420,15 @@ fn f_cap_3_a_dead_peer_is_declared_dead_after_the_timeout_plus_its_recovery_time
     let (b_tunnel, _, b_session, _) = ids(&r.b);
     let killed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
     r.a.kill();
-    let deadline = std::time::Instant::now() + WAIT;
-    let evs = loop {
+    let evs = poll(|| {
         let evs = events(&r.b);
-        if evs.iter().any(|e| e["event"] == "tunnel-down" && e["tunnel_id"] == b_tunnel) {
-            break evs;
+        let down = evs.iter().any(|e| e["event"] == "tunnel-down" && e["tunnel_id"] == b_tunnel);
+        if down {
+            Ok(evs)
+        } else {
+            Err(format!("{evs:#?}"))
         }
-        assert!(std::time::Instant::now() < deadline, "{evs:#?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    });
     let detected = first_event(&evs, "failure-detected").expect("failure-detected")["time_ms"].as_u64().expect("ms");
     let down = evs.iter().find(|e| e["event"] == "tunnel-down").expect("down");
     let dead = down["time_ms"].as_u64().expect("ms");
@@ -513,16 +517,12 @@ fn f_ss_1_f_ss_8_failure_right_after_iccn_leaves_both_ends_agreeing() {
         let up = |t: &Value, n: &str| session_named(t, n).is_some_and(|s| s["state"] == "established");
         !up(a, "cust2") && !up(b, "cust2") && up(a, "cust") && up(b, "cust")
     };
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    poll(|| {
         let (ta, tb) =
             (r.a.json(&["tunnel", "show", "pw"]).expect("a"), r.b.json(&["tunnel", "show", "pw"]).expect("b"));
-        if agree(&ta, &tb) && events(&r.a).iter().any(|e| e["event"] == "session-cleared") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "A {ta:#}\nB {tb:#}\n{}", r.a.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        let done = agree(&ta, &tb) && events(&r.a).iter().any(|e| e["event"] == "session-cleared");
+        done.then_some(()).ok_or_else(|| format!("A {ta:#}\nB {tb:#}\n{}", r.a.log()))
+    });
     assert!(consistent(&r.a, &r.b));
     assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 200).run(), 200);
 }
@@ -546,11 +546,10 @@ fn f_ss_3_f_ss_8_failure_right_after_cdn_leaves_both_ends_agreeing() {
     restart(&mut r);
     recovered(&r.a, "a");
     recovered(&r.b, "b");
-    let deadline = std::time::Instant::now() + WAIT;
-    while !(consistent(&r.a, &r.b) && ids(&r.b).2 != old.2) {
-        assert!(std::time::Instant::now() < deadline, "{}\n{}", r.a.log(), r.b.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll(|| {
+        let done = consistent(&r.a, &r.b) && ids(&r.b).2 != old.2;
+        done.then_some(()).ok_or_else(|| format!("{}\n{}", r.a.log(), r.b.log()))
+    });
     let evs = events(&r.b);
     assert!(
         evs.iter().any(|e| e["event"] == "session-cleared" && e["session_id"] == old.2),
@@ -695,15 +694,14 @@ fn f_cap_4_xl2tpd_as_a_non_capable_peer_is_reestablished_after_a_restart() {
     assert_eq!(fs[0]["control_recovery"], false, "xl2tpd advertises no failover: {fs:#}");
     d.kill();
     d.spawn(&ours).expect("restart");
-    let deadline = std::time::Instant::now() + WAIT;
-    let second = loop {
+    let second = poll(|| {
         let t = up(&d).unwrap_or_else(|e| panic!("{e:#}\n{}", xl2tpd.log()));
         if t["local_id"] != first["local_id"] {
-            break t;
+            Ok(t)
+        } else {
+            Err(format!("still the old tunnel: {t:#}"))
         }
-        assert!(std::time::Instant::now() < deadline, "still the old tunnel: {t:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    });
     assert_ne!(second["sessions"][0]["local_id"], first["sessions"][0]["local_id"]);
     assert!(d.log().contains("not recoverable"), "{}", d.log());
     let log = xl2tpd.log();
@@ -727,11 +725,11 @@ fn f_dc_5_data_channel_failure_under_a_running_control_plane_is_rebuilt_and_resy
     assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, n).run(), n);
     let b_ns_before = counters(&r.b)["next_ns"].as_u64().expect("ns");
     std::fs::remove_dir_all(r.pins_a.path()).expect("remove A's pins: XDP detached");
-    let deadline = std::time::Instant::now() + WAIT;
-    while !events(&r.a).iter().any(|e| e["event"] == "session-confirmed") {
-        assert!(std::time::Instant::now() < deadline, "{:#?}\n{}", events(&r.a), r.a.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll(|| {
+        let evs = events(&r.a);
+        let done = evs.iter().any(|e| e["event"] == "session-confirmed");
+        done.then_some(()).ok_or_else(|| format!("{evs:#?}\n{}", r.a.log()))
+    });
     assert!(events(&r.a).iter().any(|e| e["event"] == "dataplane-rebuilt"));
     assert!(r.pins_a.path().exists(), "pinned again");
     assert_eq!((ids(&r.a), ids(&r.b)), before, "the tunnel and session stay");
@@ -769,11 +767,10 @@ fn appendix_c_f_ss_6_session_id_mismatch_is_cleared_on_both_ends() {
     restart(&mut r);
     recovered(&r.a, "a");
     recovered(&r.b, "b");
-    let deadline = std::time::Instant::now() + WAIT;
-    while !(consistent(&r.a, &r.b) && ids(&r.a).2 != old.2) {
-        assert!(std::time::Instant::now() < deadline, "{}\n{}", r.a.log(), r.b.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll(|| {
+        let done = consistent(&r.a, &r.b) && ids(&r.a).2 != old.2;
+        done.then_some(()).ok_or_else(|| format!("{}\n{}", r.a.log(), r.b.log()))
+    });
     let (ea, eb) = (events(&r.a), events(&r.b));
     assert!(ea.iter().any(|e| e["event"] == "session-stale" && e["session_id"] == old.2), "A marks it stale: {ea:#?}");
     assert!(ea.iter().any(|e| e["event"] == "session-cleared" && e["session_id"] == old.2), "A clears it: {ea:#?}");
@@ -834,11 +831,11 @@ fn f_ss_2_operator_query_confirms_consistent_sessions() {
     let before = (ids(&r.a), ids(&r.b));
     let out = r.a.ctl(&["failover", "query", "pw"]).expect("query");
     assert!(String::from_utf8_lossy(&out.stdout).contains("queried 1 session"), "{out:?}");
-    let deadline = std::time::Instant::now() + WAIT;
-    while !events(&r.a).iter().any(|e| e["event"] == "session-confirmed" && e["session"] == "cust") {
-        assert!(std::time::Instant::now() < deadline, "{:#?}", events(&r.a));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll(|| {
+        let evs = events(&r.a);
+        let done = evs.iter().any(|e| e["event"] == "session-confirmed" && e["session"] == "cust");
+        done.then_some(()).ok_or_else(|| format!("{evs:#?}"))
+    });
     assert_eq!((ids(&r.a), ids(&r.b)), before);
     assert_eq!(r.a.json(&["failover", "status"]).expect("status")[0]["unconfirmed_sessions"], 0);
     assert_eq!(Stream::new(&r.t.cust_a, topology::CUST_A, &r.t.cust_b, topology::CUST_B, 200).run(), 200);
