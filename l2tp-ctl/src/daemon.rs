@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use l2tp_proto::{
     engine::{
         DataplaneUpdate, DownReason, Engine, Event, FailoverCapability, RestoredSession, RestoredTunnel, TunnelId,
-        TunnelInfo,
+        SessionStatus, TunnelInfo, TunnelStatus,
     },
     wire::{Transport, Version},
 };
@@ -706,7 +706,7 @@ impl Daemon {
         self.engine.set_peer(peer, params);
         if let Some(id) = id {
             let _ = self.engine.set_pseudowires(id, pws);
-            if self.engine.tunnel_info(id).is_some_and(|i| i.initiator && i.state == "established") {
+            if self.engine.tunnel_info(id).is_some_and(|i| i.initiator && i.state == TunnelStatus::Established) {
                 self.engine.open_session(Self::now(), id, s.engine_params())?;
                 return Ok(format!("session {:?} requested on tunnel {tunnel:?}", s.name));
             }
@@ -1244,7 +1244,7 @@ impl Daemon {
     fn open_missing_sessions(&mut self, name: &str, id: TunnelId) {
         let Some(slot) = self.tunnels.get(name) else { return };
         let Some(info) = self.engine.tunnel_info(id) else { return };
-        if !info.initiator || info.state != "established" {
+        if !info.initiator || info.state != TunnelStatus::Established {
             return;
         }
         let wanted: Vec<SessionConfig> = slot
@@ -1678,10 +1678,10 @@ impl Daemon {
             uptime_s: self.started.elapsed().as_secs(),
             config: self.config_path.display().to_string(),
             tunnels_configured: self.tunnels.len(),
-            tunnels_established: infos.iter().filter(|t| t.state == "established").count(),
+            tunnels_established: infos.iter().filter(|t| t.state == TunnelStatus::Established).count(),
             sessions_established: infos
                 .iter()
-                .map(|t| t.sessions.iter().filter(|s| s.state == "established").count())
+                .map(|t| t.sessions.iter().filter(|s| s.state == SessionStatus::Established).count())
                 .sum(),
             dataplane: self.dp.as_ref().map(|d| d.dir().display().to_string()),
         }
@@ -1706,7 +1706,7 @@ impl Daemon {
                                 .map(|l| l.name.clone())
                                 .or(cfg.map(|c| c.name.clone()))
                                 .unwrap_or_else(|| s.local_id.to_string()),
-                            state: s.state.into(),
+                            state: s.state.as_str().into(),
                             local_id: Some(s.local_id),
                             peer_id: Some(s.peer_id).filter(|p| *p != 0),
                             remote_end_id: rid,
@@ -1739,7 +1739,7 @@ impl Daemon {
                 }
                 TunnelView {
                     name: name.clone(),
-                    state: info.as_ref().map_or("down", |i| i.state).into(),
+                    state: info.as_ref().map_or("down", |i| i.state.as_str()).into(),
                     local_id: info.as_ref().map(|i| i.local_id),
                     peer_id: info.as_ref().map(|i| i.peer_id).filter(|p| *p != 0),
                     peer: slot.cfg.peer_addr().to_string(),
@@ -1793,7 +1793,7 @@ impl Daemon {
                 let peer = info.as_ref().and_then(|i| i.peer_failover);
                 FailoverView {
                     tunnel: name.clone(),
-                    state: info.as_ref().map_or("down", |i| i.state).into(),
+                    state: info.as_ref().map_or("down", |i| i.state.as_str()).into(),
                     control_recovery: local.is_some_and(|l| l.control) && peer.is_some_and(|p| p.control),
                     data_recovery: local.is_some_and(|l| l.data) && peer.is_some_and(|p| p.data),
                     local: failover_bits(local),

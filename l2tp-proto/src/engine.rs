@@ -309,9 +309,7 @@ pub struct TunnelInfo {
     pub peer: SocketAddr,
     pub version: Version,
     pub transport: Transport,
-    /// "wait-reply", "wait-connect", "established", "awaiting-recovery"
-    /// or "closing".
-    pub state: &'static str,
+    pub state: TunnelStatus,
     pub closing: bool,
     pub initiator: bool,
     pub peer_host_name: String,
@@ -325,13 +323,64 @@ pub struct TunnelInfo {
     pub sessions: Vec<SessionInfo>,
 }
 
+/// The state of a tunnel as reported (its per-state data left out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TunnelStatus {
+    /// Sent SCCRQ, waiting for SCCRP.
+    WaitReply,
+    /// Sent SCCRP, waiting for SCCCN.
+    WaitConnect,
+    Established,
+    /// RFC 4951 F-CAP-3: control channel lost, waiting the peer's Recovery
+    /// Time.
+    AwaitingRecovery,
+    /// RFC 4951: an old tunnel whose recovery tunnel is being set up.
+    Recovering,
+    /// StopCCN sent or received.
+    Closing,
+}
+
+impl TunnelStatus {
+    /// The name used in the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WaitReply => "wait-reply",
+            Self::WaitConnect => "wait-connect",
+            Self::Established => "established",
+            Self::AwaitingRecovery => "awaiting-recovery",
+            Self::Recovering => "recovering",
+            Self::Closing => "closing",
+        }
+    }
+}
+
+/// The state of a session as reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionStatus {
+    /// Sent ICRQ/OCRQ, waiting for the reply.
+    WaitReply,
+    /// Sent ICRP/OCRP, waiting for ICCN/OCCN.
+    WaitConnect,
+    Established,
+}
+
+impl SessionStatus {
+    /// The name used in the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WaitReply => "wait-reply",
+            Self::WaitConnect => "wait-connect",
+            Self::Established => "established",
+        }
+    }
+}
+
 /// A session as [`Engine::tunnel_info`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
     pub local_id: u32,
     pub peer_id: u32,
-    /// "wait-reply", "wait-connect" or "established".
-    pub state: &'static str,
+    pub state: SessionStatus,
     pub outgoing: bool,
     /// RFC 4951 F-SS-6: marked stale by a peer's FSQ.
     pub stale: bool,
@@ -596,9 +645,9 @@ impl Engine {
                 local_id: s.local_id,
                 peer_id: s.peer_id,
                 state: match s.state {
-                    SessionState::WaitReply => "wait-reply",
-                    SessionState::WaitConnected => "wait-connect",
-                    SessionState::Established => "established",
+                    SessionState::WaitReply => SessionStatus::WaitReply,
+                    SessionState::WaitConnected => SessionStatus::WaitConnect,
+                    SessionState::Established => SessionStatus::Established,
                 },
                 outgoing: s.outgoing,
                 stale: s.stale,
@@ -611,12 +660,12 @@ impl Engine {
             .collect();
         sessions.sort_by_key(|s| s.local_id);
         let (state, closing) = match t.state {
-            TunnelState::WaitReply => ("wait-reply", false),
-            TunnelState::WaitConnected => ("wait-connect", false),
-            TunnelState::Established => ("established", false),
-            TunnelState::AwaitingRecovery { .. } => ("awaiting-recovery", false),
-            TunnelState::Closing { .. } => ("closing", true),
-            TunnelState::Recovering => ("recovering", false),
+            TunnelState::WaitReply => (TunnelStatus::WaitReply, false),
+            TunnelState::WaitConnected => (TunnelStatus::WaitConnect, false),
+            TunnelState::Established => (TunnelStatus::Established, false),
+            TunnelState::AwaitingRecovery { .. } => (TunnelStatus::AwaitingRecovery, false),
+            TunnelState::Closing { .. } => (TunnelStatus::Closing, true),
+            TunnelState::Recovering => (TunnelStatus::Recovering, false),
         };
         let (ns, nr) = t.channel.ns_nr();
         Some(TunnelInfo {

@@ -10,7 +10,7 @@ use l2tp_proto::{
     channel::ChannelConfig,
     engine::{
         DataplaneUpdate, DownReason, Engine, EngineConfig, Event, FailoverCapability, RestoredSession, RestoredTunnel,
-        SessionParams, TunnelId, TunnelParams, TunnelTimers,
+        SessionParams, SessionStatus, TunnelId, TunnelParams, TunnelStatus, TunnelTimers,
     },
     wire::{
         avp::AvpFlags, types::stopccn, Avp, AvpValue, ControlHeader, ControlMessage, Message, MessageType, Transport,
@@ -921,7 +921,7 @@ fn persisted(pair: &Pair, i: usize, t: TunnelId, params: TunnelParams) -> Restor
                 pw_type,
                 ..
             } if *tunnel == t
-                && info.sessions.iter().any(|s| s.local_id == *local_session_id && s.state == "established") =>
+                && info.sessions.iter().any(|s| s.local_id == *local_session_id && s.state == SessionStatus::Established) =>
             {
                 Some(RestoredSession {
                     local_id: *local_session_id,
@@ -1201,7 +1201,7 @@ fn f_sec_1_recovery_with_the_wrong_secret_leaves_the_tunnel_alone() {
     pair.run(Duration::from_secs(60));
     assert!(recovered(&pair, 1).is_empty());
     assert!(pair.ends[1].stats().auth_failures > 0);
-    assert_eq!(pair.ends[1].tunnel_info(tb).map(|i| i.state), Some("established"));
+    assert_eq!(pair.ends[1].tunnel_info(tb).map(|i| i.state), Some(TunnelStatus::Established));
     assert!(pair.events[0].iter().any(|e| matches!(e, Event::TunnelDown { reason: DownReason::RecoveryFailed, .. })));
 }
 
@@ -1287,7 +1287,7 @@ fn f_ss_1_f_cc_4_failure_after_iccn_leaves_both_ends_agreeing() {
         pair.run(Duration::from_millis(7));
         pair.blackhole = [true, false];
         pair.run(Duration::from_millis(20));
-        assert_eq!(pair.ends[1].tunnel_info(tb).expect("b").sessions[0].state, "wait-connect");
+        assert_eq!(pair.ends[1].tunnel_info(tb).expect("b").sessions[0].state, SessionStatus::WaitConnect);
         let old = persisted(&pair, 0, t, params(version, None));
         assert_eq!(old.sessions.len(), 1, "established at A");
         crash(&mut pair, 0, 31);
