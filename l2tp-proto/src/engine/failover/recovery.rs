@@ -1,0 +1,326 @@
+//! RFC 4951 3.2: the recovery tunnel in both roles, and the control and
+//! data channel reset of the recovered tunnel.
+
+use std::{net::SocketAddr, time::Instant};
+
+use rand::RngCore;
+
+use super::super::*;
+use crate::{
+    channel::Channel,
+    wire::{
+        types::{cdn, stopccn},
+        AvpValue, ControlHeader, Message, ResultCode, Transport, Version,
+    },
+};
+
+impl Engine {
+    /// RFC 4951 3.2.1: takes over `old`, a tunnel persisted before a control
+    /// channel failure, and starts recovering it: the old tunnel and its
+    /// sessions are valid again (their IDs reserved, F-RT-5; control packets
+    /// for it discarded until the reset, F-RT-12) and a recovery tunnel is
+    /// set up to the peer (F-RT-1). Returns the recovery tunnel's ID. The
+    /// outcome is [`Event::TunnelRecovered`] or, when the recovery tunnel
+    /// fails, [`Event::TunnelDown`] with [`DownReason::RecoveryFailed`]
+    /// (F-RT-11: cleared silently).
+    pub fn recover_tunnel(&mut self, now: Instant, old: RestoredTunnel) -> Result<TunnelId, CommandError> {
+        if old.local_id == 0 || old.peer_id == 0 {
+            return Err(CommandError::Invalid("tunnel IDs must be non-zero"));
+        }
+        if self.tunnels.contains_key(&old.local_id) {
+            return Err(CommandError::Invalid("tunnel ID already in use"));
+        }
+        if self.tunnels.len() + 2 > self.cfg.max_tunnels {
+            return Err(CommandError::Limit("tunnels"));
+        }
+        // F-CAP-4: "A tunnel is recoverable only if both ends advertised C."
+        let ours = old.params.failover.is_some_and(|f| f.control);
+        let theirs = old.peer_failover.is_some_and(|f| f.control);
+        if !(ours && theirs) {
+            return Err(CommandError::Invalid("control channel failover was not negotiated by both ends"));
+        }
+        let sessions = old
+            .sessions
+            .iter()
+            .map(|s| {
+                (
+                    s.local_id,
+                    Session {
+                        state: SessionState::Established,
+                        outgoing: false,
+                        stale: false,
+                        unconfirmed: false,
+                        local_id: s.local_id,
+                        peer_id: s.peer_id,
+                        params: s.params.clone(),
+                        rx_cookie: s.rx_cookie.clone(),
+                        tx_cookie: s.tx_cookie.clone(),
+                        peer_sublayer: s.peer_sublayer,
+                        peer_sequencing: s.peer_sequencing,
+                    },
+                )
+            })
+            .collect();
+        let id = old.local_id;
+        self.tunnels.insert(
+            id,
+            Tunnel {
+                state: TunnelState::Recovering,
+                // F-RT-10: the nonces of the recovery tunnel, at the reset.
+                cma: None,
+                local_id: id,
+                peer_id: old.peer_id,
+                peer: old.peer,
+                channel: Channel::new(self.channel_config(&old.params)),
+                params: old.params,
+                initiator: old.initiator,
+                our_challenge: None,
+                tie_breaker: None,
+                peer_failover: old.peer_failover,
+                peer_host_name: old.peer_host_name,
+                last_rx: now,
+                sessions,
+                serial: 0,
+                recovers: None,
+                scs: None,
+            },
+        );
+        let rec = self.open_recovery_tunnel(now, id);
+        self.events.push_back(Event::RecoveryStarted { tunnel: id, recovery_tunnel: rec });
+        Ok(rec)
+    }
+
+    /// F-RT-1..F-RT-6: a new control connection, same version, transport
+    /// and secret as the old tunnel, no Failover Capability, with Tunnel
+    /// Recovery and a Tie Breaker in its SCCRQ.
+    pub(in crate::engine) fn open_recovery_tunnel(&mut self, now: Instant, old_id: u32) -> u32 {
+        let (peer, params) = match self.tunnels.get(&old_id) {
+            Some(o) => (o.peer, TunnelParams { failover: None, pseudowires: Vec::new(), ..o.params.clone() }),
+            None => return 0,
+        };
+        // F-RT-5: never an old tunnel's ID (they are all in the table).
+        self.open_tunnel(now, peer, params, Some(old_id))
+    }
+
+    /// A recovery tunnel ended. Before the reset that is F-RT-11: the old
+    /// tunnel (if it is still waiting for its recovery) and its sessions
+    /// are cleared silently.
+    pub(in crate::engine) fn recovery_tunnel_gone(&mut self, old_id: u32) {
+        if !self.tunnels.get(&old_id).is_some_and(|o| o.state == TunnelState::Recovering) {
+            return;
+        }
+        let Some(old) = self.tunnels.remove(&old_id) else { return };
+        for s in old.sessions.values() {
+            self.session_gone(old_id, s, DownReason::RecoveryFailed);
+            self.release_session_id(s.local_id);
+        }
+        self.events.push_back(Event::TunnelDown { tunnel: old_id, reason: DownReason::RecoveryFailed });
+    }
+
+    /// RFC 4951 3.2.2 control channel reset of the old tunnel `old_id`,
+    /// recovered through recovery tunnel `rec_id`, and what follows it.
+    pub(in crate::engine) fn reset_recovered(
+        &mut self,
+        now: Instant,
+        old_id: u32,
+        rec_id: u32,
+        ns: u16,
+        nr: u16,
+        recovery_endpoint: bool,
+    ) {
+        let (cma, rec_peer) = match self.tunnels.get(&rec_id) {
+            Some(r) => {
+                (r.cma.as_ref().map(|c| Cma { key: c.key, ours: c.ours.clone(), theirs: c.theirs.clone() }), r.peer)
+            }
+            None => return,
+        };
+        let Some(old) = self.tunnels.get_mut(&old_id) else { return };
+        // F-CC-1/F-CC-2: windows flushed, Ns/Nr set to the suggested values
+        // (or zero without Suggested Control Sequence).
+        old.channel.reset(ns, nr);
+        old.state = TunnelState::Established;
+        old.last_rx = now;
+        // F-RT-10: "the recovered tunnel MUST then use the nonces exchanged
+        // on the recovery tunnel (both ends)".
+        if cma.is_some() {
+            old.cma = cma;
+        }
+        // A recovery peer (F-SEC-2) now speaks for the tunnel.
+        old.peer = rec_peer;
+        // F-SS-1: "each end MUST silently (no CDN) clear the sessions that
+        // were not in the established state".
+        let pending: Vec<u32> =
+            old.sessions.values().filter(|s| s.state != SessionState::Established).map(|s| s.local_id).collect();
+        let data_ok = old.params.failover.is_some_and(|f| f.data) && old.peer_failover.is_some_and(|f| f.data);
+        let sequenced: Vec<u32> = old
+            .sessions
+            .values()
+            .filter(|s| s.state == SessionState::Established && (s.params.sequencing || s.peer_sequencing))
+            .map(|s| s.local_id)
+            .collect();
+        for sid in pending {
+            if let Some(s) = self.tunnels.get_mut(&old_id).and_then(|o| o.sessions.remove(&sid)) {
+                self.session_gone(old_id, &s, DownReason::Cleared);
+                self.release_session_id(sid);
+            }
+        }
+        if recovery_endpoint && !data_ok {
+            // F-DC-4: "If either end did not advertise D, sessions with
+            // sequence numbers are not recoverable; the recovery endpoint
+            // SHOULD tear them down with CDN."
+            for sid in sequenced {
+                self.send_cdn(
+                    now,
+                    old_id,
+                    sid,
+                    ResultCode::new(cdn::GENERAL_ERROR, Some(0), "data channel failover not negotiated"),
+                );
+            }
+        }
+        let Some(old) = self.tunnels.get(&old_id) else { return };
+        let mut sessions: Vec<RecoveredSession> = old
+            .sessions
+            .values()
+            .map(|s| RecoveredSession {
+                local_session_id: s.local_id,
+                peer_session_id: s.peer_id,
+                sequencing: s.params.sequencing || s.peer_sequencing,
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.local_session_id);
+        // F-SS-2/F-SS-3: both ends query every session they carried over,
+        // so that a failure in the middle of a call setup or teardown
+        // leaves nothing established on one side only (Appendix C).
+        let all: Vec<u32> = sessions.iter().map(|s| s.local_session_id).collect();
+        for chunk in all.chunks(FSQ_BATCH) {
+            let _ = self.query_sessions(now, old_id, chunk);
+        }
+        self.events.push_back(Event::TunnelRecovered { tunnel: old_id, recovery_endpoint, ns, nr, sessions });
+        self.flush(now, old_id);
+    }
+
+    /// The old tunnel a recovery SCCRQ names: ours is its Recover Remote
+    /// Tunnel ID, the peer's its Recover Tunnel ID.
+    pub(in crate::engine) fn recovery_target(&self, m: &Message) -> Option<&Tunnel> {
+        let (theirs, ours) = m.find(|a| match a {
+            AvpValue::TunnelRecovery { recover_tunnel_id, recover_remote_tunnel_id } => {
+                Some((*recover_tunnel_id, *recover_remote_tunnel_id))
+            }
+            _ => None,
+        })?;
+        self.tunnels.get(&ours).filter(|t| t.peer_id == theirs && t.recovers.is_none())
+    }
+
+    /// Remote endpoint (or the loser of a double failover): an SCCRQ with
+    /// Tunnel Recovery (RFC 4951 3.2.1).
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::engine) fn on_recovery_sccrq(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        transport: Transport,
+        header: ControlHeader,
+        m: Message,
+        peer_tid: u32,
+        (_, ours): (u32, u32),
+    ) {
+        let v = header.version;
+        // F-RT-8: validate the IDs, the capability of both ends and the
+        // version; refuse with StopCCN.
+        struct Old {
+            local_id: u32,
+            state: TunnelState,
+            version: Version,
+            transport: Transport,
+            capable: bool,
+            peer: SocketAddr,
+            params: TunnelParams,
+        }
+        let old = self.recovery_target(&m).map(|o| Old {
+            local_id: o.local_id,
+            state: o.state,
+            version: o.params.version,
+            transport: o.params.transport,
+            capable: o.params.failover.is_some_and(|f| f.control) && o.peer_failover.is_some_and(|f| f.control),
+            peer: o.peer,
+            params: o.params.clone(),
+        });
+        let old = old.as_ref();
+        let refusal = match old {
+            None => Some("recovery of an unknown tunnel"),
+            Some(o) if o.version != v || o.transport != transport => {
+                Some("recovery with another version or transport than the old tunnel")
+            }
+            Some(o) if !o.capable => Some("failover capability was not advertised by both ends for the old tunnel"),
+            // F-SEC-2: only the peer, or a configured recovery peer.
+            Some(o) if o.peer.ip() != from.ip() && !o.params.recovery_peers.contains(&from.ip()) => {
+                Some("this address may not recover the tunnel")
+            }
+            Some(_) => None,
+        };
+        let params = match old {
+            Some(o) => TunnelParams { failover: None, pseudowires: Vec::new(), ..o.params.clone() },
+            None => match self.accept_params(from, v, transport) {
+                Some(p) => TunnelParams { failover: None, pseudowires: Vec::new(), ..p.clone() },
+                None => TunnelParams {
+                    version: v,
+                    transport,
+                    secret: None,
+                    hide_avps: false,
+                    failover: None,
+                    pw_types: Vec::new(),
+                    pseudowires: Vec::new(),
+                    recovery_peers: Vec::new(),
+                    timers: None,
+                },
+            },
+        };
+        let old_id = old.map(|o| o.local_id).unwrap_or(ours);
+        let old_recovering = old.is_some_and(|o| o.state == TunnelState::Recovering);
+        if refusal.is_none() && old_recovering {
+            // Double failover (Appendix B): our own recovery tunnel for the
+            // same old tunnel is outstanding. F-RT-6/F-RT-7: the tie breaker
+            // decides between these two only.
+            let theirs = m.find(|a| if let AvpValue::TieBreaker(t) = a { Some(*t) } else { None });
+            let mine: Vec<(u32, Option<[u8; 8]>)> = self
+                .tunnels
+                .values()
+                .filter(|t| t.recovers == Some(old_id) && t.state == TunnelState::WaitReply)
+                .map(|t| (t.local_id, t.tie_breaker))
+                .collect();
+            for (rec, tb) in mine {
+                if let (Some(tb), Some(theirs)) = (tb, theirs) {
+                    if tb < theirs {
+                        // We win: the peer drops its recovery tunnel and
+                        // answers ours.
+                        self.stats.ignored += 1;
+                        return;
+                    }
+                }
+                // We lose: ours goes (the old tunnel stays), theirs is
+                // answered as the remote endpoint would.
+                self.tunnels.remove(&rec);
+            }
+        }
+        let Some(cma) = self.responder_cma(from, &params, &m) else { return };
+        // F-RT-9 / F-SEC-2: a suggested window nobody can predict.
+        let scs = (self.rng.next_u32() as u16, self.rng.next_u32() as u16);
+        let authenticated_now = cma.is_some() || params.secret.is_none();
+        let id = self.accept_tunnel(now, from, &header, &m, peer_tid, params, cma, old.map(|_| old_id), Some(scs));
+        if let Some(why) = refusal {
+            self.stats.refused += 1;
+            self.events.push_back(Event::Rejected { peer: from, what: format!("recovery SCCRQ refused: {why}") });
+            self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_ERROR, Some(0), why));
+            return;
+        }
+        if authenticated_now {
+            // F-CAP-3: the Recovery Time stops once the recovering peer is
+            // authenticated (here: its SCCRQ verified, or no secret); the
+            // old tunnel now waits for the reset (F-RT-12).
+            if let Some(o) = self.tunnels.get_mut(&old_id) {
+                o.state = TunnelState::Recovering;
+            }
+        }
+        self.on_control_connection_request(now, id, &m);
+    }
+}

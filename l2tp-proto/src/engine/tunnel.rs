@@ -1,0 +1,328 @@
+//! Tunnels (control connections): their state, the dispatch of every
+//! in-order message to its handler, teardown and the views reported.
+
+use std::{collections::HashMap, net::SocketAddr, time::Instant};
+
+use super::*;
+use crate::{
+    channel::{Channel, Received},
+    wire::{rules::validate, types::stopccn, AvpValue, ControlHeader, Message, MessageType, ResultCode, Version},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::engine) enum TunnelState {
+    /// Sent SCCRQ, waiting for SCCRP.
+    WaitReply,
+    /// Sent SCCRP, waiting for SCCCN.
+    WaitConnected,
+    Established,
+    /// The control channel timed out, but both ends are failover capable:
+    /// the peer gets its Recovery Time on top (RFC 4951 F-CAP-3) before the
+    /// tunnel is cleared. Retransmissions go on; an acknowledgement ends it.
+    AwaitingRecovery {
+        until: Instant,
+    },
+    /// StopCCN sent or received: only acknowledging until `until`.
+    Closing {
+        until: Instant,
+    },
+    /// RFC 4951: an old tunnel whose control channel is being recovered:
+    /// no timers, and control packets for it are discarded until its reset
+    /// (F-RT-12). Its sessions keep forwarding.
+    Recovering,
+}
+
+/// A message queued on the reliable channel, with the v2 header Session ID.
+#[derive(Clone, Debug)]
+pub(in crate::engine) struct Outgoing {
+    pub(in crate::engine) session_id: u16,
+    pub(in crate::engine) msg: Message,
+}
+
+#[derive(Debug)]
+pub(in crate::engine) struct Tunnel {
+    pub(in crate::engine) state: TunnelState,
+    pub(in crate::engine) cma: Option<Cma>,
+    pub(in crate::engine) local_id: u32,
+    pub(in crate::engine) peer_id: u32,
+    pub(in crate::engine) peer: SocketAddr,
+    pub(in crate::engine) params: TunnelParams,
+    pub(in crate::engine) channel: Channel<Outgoing>,
+    pub(in crate::engine) initiator: bool,
+    pub(in crate::engine) our_challenge: Option<Vec<u8>>,
+    pub(in crate::engine) tie_breaker: Option<[u8; 8]>,
+    pub(in crate::engine) peer_failover: Option<FailoverCapability>,
+    pub(in crate::engine) peer_host_name: Vec<u8>,
+    pub(in crate::engine) last_rx: Instant,
+    pub(in crate::engine) sessions: HashMap<u32, Session>,
+    pub(in crate::engine) serial: u32,
+    /// A recovery tunnel: the local ID of the old tunnel it recovers.
+    pub(in crate::engine) recovers: Option<u32>,
+    /// Remote endpoint of a recovery: the Suggested Control Sequence we sent
+    /// (the recovery endpoint's Ns and Nr).
+    pub(in crate::engine) scs: Option<(u16, u16)>,
+}
+
+impl Engine {
+    /// Established tunnels and their established sessions.
+    pub fn tunnels(&self) -> Vec<(TunnelId, Vec<u32>)> {
+        let mut v: Vec<(TunnelId, Vec<u32>)> = self
+            .tunnels
+            .values()
+            .filter(|t| t.state == TunnelState::Established)
+            .map(|t| {
+                let mut s: Vec<u32> =
+                    t.sessions.values().filter(|s| s.state == SessionState::Established).map(|s| s.local_id).collect();
+                s.sort();
+                (t.local_id, s)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Every tunnel, in any state, with its sessions.
+    pub fn tunnel_infos(&self) -> Vec<TunnelInfo> {
+        let mut v: Vec<TunnelInfo> = self.tunnels.keys().filter_map(|id| self.tunnel_info(*id)).collect();
+        v.sort_by_key(|t| t.local_id);
+        v
+    }
+
+    /// One tunnel and its sessions.
+    pub fn tunnel_info(&self, id: TunnelId) -> Option<TunnelInfo> {
+        let t = self.tunnels.get(&id)?;
+        let mut sessions: Vec<SessionInfo> = t
+            .sessions
+            .values()
+            .map(|s| SessionInfo {
+                local_id: s.local_id,
+                peer_id: s.peer_id,
+                state: match s.state {
+                    SessionState::WaitReply => SessionStatus::WaitReply,
+                    SessionState::WaitConnected => SessionStatus::WaitConnect,
+                    SessionState::Established => SessionStatus::Established,
+                },
+                outgoing: s.outgoing,
+                stale: s.stale,
+                unconfirmed: s.unconfirmed,
+                remote_end_id: s.params.remote_end_id.clone(),
+                pw_type: s.params.pw_type,
+                sequencing: s.params.sequencing || s.peer_sequencing,
+                cookies: (s.rx_cookie.len() as u8, s.tx_cookie.len() as u8),
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.local_id);
+        let (state, closing) = match t.state {
+            TunnelState::WaitReply => (TunnelStatus::WaitReply, false),
+            TunnelState::WaitConnected => (TunnelStatus::WaitConnect, false),
+            TunnelState::Established => (TunnelStatus::Established, false),
+            TunnelState::AwaitingRecovery { .. } => (TunnelStatus::AwaitingRecovery, false),
+            TunnelState::Closing { .. } => (TunnelStatus::Closing, true),
+            TunnelState::Recovering => (TunnelStatus::Recovering, false),
+        };
+        let (ns, nr) = t.channel.ns_nr();
+        Some(TunnelInfo {
+            local_id: t.local_id,
+            peer_id: t.peer_id,
+            peer: t.peer,
+            version: t.params.version,
+            transport: t.params.transport,
+            state,
+            closing,
+            initiator: t.initiator,
+            peer_host_name: String::from_utf8_lossy(&t.peer_host_name).into_owned(),
+            local_failover: t.params.failover,
+            peer_failover: t.peer_failover,
+            ns,
+            nr,
+            unacknowledged: t.channel.unacknowledged(),
+            sessions,
+        })
+    }
+
+    /// Removes a tunnel at once, reporting every session down.
+    pub(in crate::engine) fn clear_tunnel(&mut self, id: u32, reason: DownReason) {
+        let Some(t) = self.tunnels.remove(&id) else { return };
+        let was_up = t.state == TunnelState::Established || matches!(t.state, TunnelState::Closing { .. });
+        for s in t.sessions.values() {
+            self.session_gone(id, s, reason.clone());
+        }
+        let ids: Vec<u32> = t.sessions.keys().copied().collect();
+        for s in ids {
+            self.release_session_id(s);
+        }
+        if let Some(old) = t.recovers {
+            self.recovery_tunnel_gone(old);
+        } else if was_up || reason == DownReason::Timeout || reason == DownReason::LostTie {
+            self.events.push_back(Event::TunnelDown { tunnel: id, reason });
+        }
+    }
+
+    /// Sends StopCCN and keeps the tunnel only to acknowledge (RFC 2661
+    /// 5.8: state kept "for the full retransmission interval").
+    pub(in crate::engine) fn stop_tunnel(&mut self, now: Instant, id: u32, rc: ResultCode) {
+        let until = now + self.cfg.close_hold;
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        if matches!(t.state, TunnelState::Closing { .. }) {
+            return;
+        }
+        let v = t.params.version;
+        let mut avps = vec![match v {
+            Version::V2 => avp(v, AvpValue::AssignedTunnelId(t.local_id as u16)),
+            Version::V3 => avp(v, AvpValue::AssignedConnectionId(t.local_id)),
+        }];
+        avps.push(avp(v, AvpValue::ResultCode(rc.clone())));
+        t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::StopCcn, avps) });
+        let was_established = t.state == TunnelState::Established;
+        let recovers = t.recovers;
+        t.state = TunnelState::Closing { until };
+        let sessions: Vec<Session> = t.sessions.drain().map(|(_, s)| s).collect();
+        self.stats.stopccn_sent += 1;
+        for s in &sessions {
+            self.session_gone(id, s, DownReason::Local(rc.clone()));
+            self.release_session_id(s.local_id);
+        }
+        if let Some(old) = recovers {
+            self.recovery_tunnel_gone(old);
+        } else if was_established {
+            self.events.push_back(Event::TunnelDown { tunnel: id, reason: DownReason::Local(rc) });
+        }
+        self.flush(now, id);
+    }
+
+    /// Tears a tunnel down (StopCCN, result 1: general request to clear).
+    pub fn close_tunnel(&mut self, now: Instant, id: TunnelId) -> Result<(), CommandError> {
+        if !self.tunnels.contains_key(&id) {
+            return Err(CommandError::NoTunnel(id));
+        }
+        self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_CLEAR, None, ""));
+        Ok(())
+    }
+
+    pub(in crate::engine) fn on_tunnel_message(
+        &mut self,
+        now: Instant,
+        id: u32,
+        header: ControlHeader,
+        message: Option<Message>,
+    ) {
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        // v3 ACK carries no sequenced message.
+        let message = message.filter(|m| m.msg_type != MessageType::Ack);
+        let received = t.channel.on_receive(
+            now,
+            header.ns,
+            header.nr,
+            message.map(|msg| Outgoing { session_id: header.session_id, msg }),
+        );
+        t.last_rx = now;
+        let delivered = match received {
+            Received::Deliver(v) => v,
+            Received::Duplicate | Received::OutOfWindow | Received::BadNr => Vec::new(),
+        };
+        for out in delivered {
+            self.on_message(now, id, out.session_id, out.msg);
+        }
+        self.flush(now, id);
+    }
+
+    /// One in-order message of an existing tunnel.
+    pub(in crate::engine) fn on_message(&mut self, now: Instant, id: u32, header_sid: u16, m: Message) {
+        let Some(t) = self.tunnels.get(&id) else { return };
+        let v = t.params.version;
+        if matches!(t.state, TunnelState::Closing { .. }) {
+            // Only acknowledging now.
+            self.stats.ignored += 1;
+            return;
+        }
+        if let Err(vio) = validate(v, &m) {
+            self.events.push_back(Event::Rejected { peer: t.peer, what: format!("{vio}") });
+            let sid = self.session_of(id, header_sid, &m);
+            self.apply_reply(now, id, header_sid, vio.reply(), sid);
+            return;
+        }
+        match m.msg_type {
+            MessageType::Sccrq => {} // a retransmission, acknowledged by the channel
+            MessageType::Sccrp => self.on_sccrp(now, id, &m),
+            MessageType::Scccn => self.on_scccn(now, id, &m),
+            MessageType::StopCcn => {
+                let rc = m
+                    .find(|a| if let AvpValue::ResultCode(r) = a { Some(r.clone()) } else { None })
+                    .unwrap_or(ResultCode::new(0, None, ""));
+                let until = now + self.cfg.close_hold;
+                let Some(t) = self.tunnels.get_mut(&id) else { return };
+                let was_up = t.state == TunnelState::Established;
+                t.state = TunnelState::Closing { until };
+                let recovers = t.recovers;
+                let sessions: Vec<Session> = t.sessions.drain().map(|(_, s)| s).collect();
+                for s in &sessions {
+                    self.session_gone(id, s, DownReason::Peer(rc.clone()));
+                    self.release_session_id(s.local_id);
+                }
+                if let Some(old) = recovers {
+                    // F-CC-3: after the reset this only ends the recovery
+                    // tunnel; before it, the recovery failed.
+                    self.recovery_tunnel_gone(old);
+                } else if was_up {
+                    self.events.push_back(Event::TunnelDown { tunnel: id, reason: DownReason::Peer(rc) });
+                }
+            }
+            MessageType::Hello => {}
+            MessageType::Icrq | MessageType::Ocrq => self.on_icrq(now, id, &m),
+            MessageType::Icrp | MessageType::Ocrp => self.on_icrp(now, id, header_sid, &m),
+            MessageType::Iccn | MessageType::Occn => self.on_iccn(now, id, header_sid, &m),
+            MessageType::Cdn => self.on_cdn(id, header_sid, &m),
+            MessageType::Sli | MessageType::Wen => {
+                let known = self
+                    .session_of(id, header_sid, &m)
+                    .filter(|sid| self.tunnels.get(&id).is_some_and(|t| t.sessions.contains_key(sid)));
+                let Some(sid) = known else {
+                    self.stats.ignored += 1;
+                    return;
+                };
+                if m.msg_type == MessageType::Sli {
+                    let circuit_active =
+                        m.find(|a| if let AvpValue::CircuitStatus { active, .. } = a { Some(*active) } else { None });
+                    self.events.push_back(Event::LinkInfo { tunnel: id, local_session_id: sid, circuit_active });
+                } else {
+                    self.events.push_back(Event::WanError { tunnel: id, local_session_id: sid });
+                }
+            }
+            MessageType::Fsq => self.on_fsq(now, id, &m),
+            MessageType::Fsr => self.on_fsr(id, &m),
+            // Vendor-specific messages with M=0 are ignored.
+            _ => self.stats.ignored += 1,
+        }
+    }
+
+    /// Common SCCRQ/SCCRP bookkeeping: peer window, host name, failover.
+    pub(in crate::engine) fn learn_peer(t: &mut Tunnel, m: &Message) {
+        if let Some(w) = m.find(|a| if let AvpValue::ReceiveWindowSize(w) = a { Some(*w) } else { None }) {
+            t.channel.set_peer_window(w);
+        }
+        if let Some(h) = m.find(|a| if let AvpValue::HostName(h) = a { Some(h.clone()) } else { None }) {
+            t.peer_host_name = h;
+        }
+        // RFC 4951 F-CAP-1: remembered per tunnel. W-7: both bits clear is
+        // not a capability.
+        t.peer_failover = m.find(|a| match a {
+            AvpValue::FailoverCapability { control, data, recovery_time_ms } if *control || *data => {
+                Some(FailoverCapability { control: *control, data: *data, recovery_time_ms: *recovery_time_ms })
+            }
+            _ => None,
+        });
+    }
+
+    pub(in crate::engine) fn tunnel_up_event(t: &Tunnel) -> Event {
+        Event::TunnelUp {
+            tunnel: t.local_id,
+            peer: t.peer,
+            peer_host_name: t.peer_host_name.clone(),
+            peer_failover: t.peer_failover,
+        }
+    }
+
+    pub(in crate::engine) fn established(&self, id: u32) -> bool {
+        self.tunnels.get(&id).is_some_and(|t| t.state == TunnelState::Established)
+    }
+}
