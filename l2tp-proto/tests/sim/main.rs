@@ -1,0 +1,8 @@
+//! Simulated-network scenarios: two engines, a lossy reordering network and
+//! a simulated clock. Each runs in milliseconds of real time.
+
+mod failover;
+mod harness;
+mod pipeline;
+mod session;
+mod tunnel;
