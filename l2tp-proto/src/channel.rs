@@ -20,7 +20,8 @@ pub fn seq_lt(a: u16, b: u16) -> bool {
 pub struct ChannelConfig {
     /// First retransmission after this long (RFC 2661: 1 s recommended).
     pub retransmit_initial: Duration,
-    /// Cap on the doubling interval (RFC 2661: no less than 8 s).
+    /// Cap on the doubling interval, honoured as configured (RFC 3931 4.2:
+    /// "SHOULD be no less than 8 seconds").
     pub retransmit_cap: Duration,
     /// Retransmissions of one message before the channel fails (RFC 2661:
     /// 5 recommended).
@@ -92,7 +93,7 @@ pub struct ChannelStats {
 }
 
 #[derive(Debug)]
-pub struct Channel<T> {
+pub struct Channel<T, R = T> {
     cfg: ChannelConfig,
     next_ns: u16,
     next_nr: u16,
@@ -104,7 +105,7 @@ pub struct Channel<T> {
     /// Ns of outstanding messages due for (re)transmission.
     due: VecDeque<u16>,
     /// Out-of-order messages held, by distance from `next_nr`.
-    held: BTreeMap<u16, (u16, T)>,
+    held: BTreeMap<u16, (u16, R)>,
     cwnd: u16,
     ssthresh: u16,
     ca_acked: u16,
@@ -115,7 +116,7 @@ pub struct Channel<T> {
     stats: ChannelStats,
 }
 
-impl<T> Channel<T> {
+impl<T, R> Channel<T, R> {
     pub fn new(cfg: ChannelConfig) -> Self {
         let rto = cfg.retransmit_initial;
         Self {
@@ -196,7 +197,7 @@ impl<T> Channel<T> {
     }
 
     /// Feeds a received header (and message, `None` for a ZLB or a v3 ACK).
-    pub fn on_receive(&mut self, now: Instant, ns: u16, nr: u16, msg: Option<T>) -> Received<T> {
+    pub fn on_receive(&mut self, now: Instant, ns: u16, nr: u16, msg: Option<R>) -> Received<R> {
         if !self.process_nr(now, nr) {
             self.stats.bad_nr += 1;
             return Received::BadNr;
@@ -338,8 +339,10 @@ impl<T> Channel<T> {
         self.ssthresh = (self.cwnd / 2).max(1);
         self.cwnd = 1;
         self.ca_acked = 0;
-        // RFC 2661 5.8: exponential back-off, capped (cap >= 8 s).
-        self.rto = (self.rto * 2).min(self.cfg.retransmit_cap.max(Duration::from_secs(8)));
+        // RFC 2661 5.8 / RFC 3931 4.2: exponential back-off, capped at the
+        // configured cap (RFC 3931: it "SHOULD be no less than 8 seconds";
+        // the engine raises it to 8 s for L2TPv2, where RFC 2661 says MUST).
+        self.rto = (self.rto * 2).min(self.cfg.retransmit_cap.max(self.cfg.retransmit_initial));
         if let Some((ns, _)) = self.outstanding.front() {
             if !self.due.contains(ns) {
                 self.due.push_front(*ns);

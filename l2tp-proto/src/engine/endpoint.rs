@@ -10,9 +10,11 @@ use rand::RngCore;
 
 use super::*;
 use crate::{
-    channel::{ChannelConfig, Transmit},
+    channel::{ChannelConfig, Received, Transmit},
     wire::{
-        message::DecodeError, AvpValue, ControlHeader, ControlMessage, Message, MessageType, Reply, Transport, Version,
+        avp::attr,
+        message::{peek_avp, peek_message_type, sccrq_sender_id, DecodeError},
+        AvpValue, ControlHeader, ControlMessage, Message, MessageType, Reply, Transport, Version,
     },
 };
 
@@ -54,7 +56,14 @@ impl Engine {
 
     /// The channel settings of a tunnel with `params`.
     pub(in crate::engine) fn channel_config(&self, params: &TunnelParams) -> ChannelConfig {
-        params.timers.as_ref().map_or_else(|| self.cfg.channel.clone(), |t| t.channel.clone())
+        let mut cfg = params.timers.as_ref().map_or_else(|| self.cfg.channel.clone(), |t| t.channel.clone());
+        if params.version == Version::V2 {
+            // RFC 2661 5.8: "This cap MUST be no less than 8 seconds per
+            // retransmission." (L2TPv3 honours a lower cap: RFC 3931 4.2
+            // makes it a SHOULD.)
+            cfg.retransmit_cap = cfg.retransmit_cap.max(Duration::from_secs(8));
+        }
+        cfg
     }
 
     pub(in crate::engine) fn hello_interval(&self, t: &Tunnel) -> Duration {
@@ -146,7 +155,7 @@ impl Engine {
                     TunnelState::Closing { until } | TunnelState::AwaitingRecovery { until } => Some(until),
                     _ => None,
                 };
-                [t.channel.poll_timeout(), hello, closing]
+                [t.channel.poll_timeout(), hello, closing, t.stale_query_at]
             })
             .flatten()
             .min()
@@ -211,13 +220,21 @@ impl Engine {
                 t.last_rx = now;
                 t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Hello, Vec::new()) });
             }
+            self.query_stale(now, id);
             self.flush(now, id);
         }
     }
 
     /// Feeds one received control datagram (UDP payload or IP-115 payload).
+    ///
+    /// One pipeline, in this order; nothing acts on a message that has not
+    /// passed every earlier stage: 1. the header; 2. the tunnel it is for;
+    /// 3. authentication (RFC 3931 4.3); 4. the reliable channel
+    /// (sequencing, duplicates, acknowledgement: RFC 2661 5.8, RFC 3931
+    /// 4.2); 5. decoding and validation; 6. the state machine.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, transport: Transport, bytes: &[u8]) {
         self.stats.datagrams += 1;
+        // 1. Header.
         let (header, body) = match ControlHeader::parse(transport, bytes) {
             Ok(h) => h,
             Err(e) => {
@@ -227,124 +244,217 @@ impl Engine {
                 return;
             }
         };
-        // The tunnel this is for: by our ID, or a new one for an SCCRQ.
-        let id = if header.tunnel_id != 0 {
-            match self.tunnels.get(&header.tunnel_id) {
+        let msg_type = peek_message_type(body);
+        // 2. Tunnel (0: a new SCCRQ).
+        let Some(id) = self.demux(from, &header, body, msg_type) else { return };
+        // 3. Authentication.
+        if !self.authentic(from, &header, id, transport, bytes, body, msg_type) {
+            // RFC 3931 4.3: "This message authenticity and integrity checking
+            // MUST be performed before utilizing any information contained
+            // within the control message. If the calculation fails, the
+            // message MUST be dropped."
+            self.stats.auth_failures += 1;
+            self.events.push_back(Event::Rejected { peer: from, what: "message digest does not verify".into() });
+            return;
+        }
+        if id == 0 {
+            // A new tunnel has no reliable channel yet: the SCCRQ takes Ns 0
+            // on the channel of the tunnel it creates.
+            self.on_sccrq_datagram(now, from, transport, header, body);
+            return;
+        }
+        // 4. Reliable channel; 5. and 6. for what it delivers in order.
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        // An empty body is a ZLB; a v3 ACK carries no sequenced message.
+        let incoming = (!body.is_empty() && msg_type != Some(MessageType::Ack))
+            .then(|| Incoming { session_id: header.session_id, body: body.to_vec() });
+        let received = t.channel.on_receive(now, header.ns, header.nr, incoming);
+        t.last_rx = now;
+        if let Received::Deliver(delivered) = received {
+            for m in delivered {
+                self.deliver(now, id, m);
+            }
+        }
+        self.flush(now, id);
+    }
+
+    /// The tunnel a datagram is for: by our ID, or 0 for a new SCCRQ.
+    /// `None` (counted) when it is for no tunnel of ours.
+    fn demux(
+        &mut self,
+        from: SocketAddr,
+        header: &ControlHeader,
+        body: &[u8],
+        msg_type: Option<MessageType>,
+    ) -> Option<u32> {
+        if header.tunnel_id != 0 {
+            return match self.tunnels.get(&header.tunnel_id) {
                 Some(t) if t.state == TunnelState::Recovering => {
                     // RFC 4951 F-RT-12: "A control packet received on the
                     // recovered (old) tunnel before its control channel
                     // reset MUST be silently discarded."
                     self.stats.ignored += 1;
-                    return;
+                    None
                 }
-                Some(t) if t.peer == from => header.tunnel_id,
+                Some(t) if t.peer == from => Some(header.tunnel_id),
                 _ => {
                     self.stats.unknown_tunnel += 1;
                     self.events.push_back(Event::Rejected {
                         peer: from,
                         what: format!("unknown tunnel {}", header.tunnel_id),
                     });
-                    return;
+                    None
                 }
-            }
-        } else {
-            0
-        };
-        let secret = if id != 0 { self.tunnels.get(&id).and_then(|t| t.params.secret.clone()) } else { None };
-        let secret =
-            secret.or_else(|| self.accept_params(from, header.version, transport).and_then(|p| p.secret.clone()));
-        let message = if body.is_empty() {
-            None
-        } else {
-            match Message::decode(header.version, body, secret.as_deref()) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    if matches!(e, DecodeError::HiddenCorrupt { .. } | DecodeError::HiddenWithoutSecret { .. }) {
-                        self.stats.auth_failures += 1;
-                    } else {
-                        self.stats.malformed += 1;
-                    }
-                    self.events.push_back(Event::Rejected { peer: from, what: format!("message: {e}") });
-                    if id != 0 {
-                        self.apply_reply(now, id, header.session_id, e.reply(), None);
-                    } else if let (Some(peer_tid), Reply::StopCcn(rc)) =
-                        (crate::wire::message::sccrq_sender_id(header.version, body), e.reply())
-                    {
-                        // An SCCRQ that does not decode: the tunnel it asks
-                        // for is refused with the code of the fault.
-                        self.refuse_sccrq(from, transport, header.version, peer_tid, rc);
-                    }
-                    return;
-                }
-            }
-        };
-        if !self.authentic(from, header.version, id, transport, bytes, message.as_ref()) {
-            // RFC 3931 4.3: a message whose digest does not verify is
-            // dropped before anything in it is used.
-            self.stats.auth_failures += 1;
-            self.events.push_back(Event::Rejected { peer: from, what: "message digest does not verify".into() });
-            return;
+            };
         }
-        if id == 0 {
-            match message {
-                Some(m) if m.msg_type == MessageType::Sccrq => self.on_new_sccrq(now, from, transport, header, m),
-                _ => {
-                    self.stats.unknown_tunnel += 1;
-                    self.events.push_back(Event::Rejected {
-                        peer: from,
-                        what: "message for tunnel 0 that is not an SCCRQ".into(),
-                    });
-                }
-            }
-            return;
+        if msg_type != Some(MessageType::Sccrq) {
+            self.stats.unknown_tunnel += 1;
+            self.events
+                .push_back(Event::Rejected { peer: from, what: "message for tunnel 0 that is not an SCCRQ".into() });
+            return None;
         }
-        self.on_tunnel_message(now, id, header, message);
+        // A retransmitted SCCRQ belongs to the tunnel it created.
+        let peer_tid = sccrq_sender_id(header.version, body);
+        let existing = self
+            .tunnels
+            .values()
+            .find(|t| t.peer == from && Some(t.peer_id) == peer_tid && !t.initiator)
+            .map(|t| t.local_id);
+        Some(existing.unwrap_or(0))
     }
 
-    /// RFC 3931 4.3 check of a decoded datagram for tunnel `id` (0: a new
-    /// SCCRQ). True when authentication is off for it.
-    pub(in crate::engine) fn authentic(
+    /// RFC 3931 4.3 check of a datagram for tunnel `id` (0: a new SCCRQ),
+    /// on its bytes, before anything in it is decoded. True when
+    /// authentication is off for it.
+    #[expect(clippy::too_many_arguments, reason = "the stages' inputs, passed as they are")]
+    fn authentic(
         &mut self,
         from: SocketAddr,
-        version: Version,
+        header: &ControlHeader,
         id: u32,
         transport: Transport,
         bytes: &[u8],
-        message: Option<&Message>,
+        body: &[u8],
+        msg_type: Option<MessageType>,
     ) -> bool {
         use crate::wire::auth::{cma_key, verify};
         if id == 0 {
-            if version != Version::V3 {
-                return true;
-            }
-            // F-RT-10: a recovery SCCRQ is authenticated with the secret of
-            // the tunnel it recovers.
-            if let Some(old) = message.and_then(|m| self.recovery_target(m)) {
-                let Some(secret) = old.params.secret.clone() else { return true };
-                return verify(transport, bytes, &cma_key(&secret), None);
-            }
-            let Some(secret) = self
-                .accept_params(from, version, transport)
-                .filter(|p| p.version == version)
-                .and_then(|p| p.secret.clone())
-            else {
-                return true;
+            return match self.sccrq_secret(from, header.version, transport, body) {
+                Some(secret) => verify(transport, bytes, &cma_key(&secret), None),
+                None => true,
             };
-            return message.is_some() && verify(transport, bytes, &cma_key(&secret), None);
         }
-        let Some(c) = self.tunnels.get_mut(&id).and_then(|t| t.cma.as_mut()) else { return true };
-        let Some(m) = message else { return false };
-        // The SCCRP brings the peer's nonce; it is kept once it verified.
-        let theirs = c
-            .theirs
-            .clone()
-            .or_else(|| m.find(|a| if let AvpValue::ControlAuthNonce(n) = a { Some(n.clone()) } else { None }));
-        let Some(theirs) = theirs else { return false };
+        let Some(t) = self.tunnels.get_mut(&id) else { return false };
+        let state = t.state;
+        let Some(c) = t.cma.as_mut() else { return true };
+        if msg_type == Some(MessageType::Sccrq) {
+            // A retransmitted SCCRQ: "there is only one nonce available".
+            return verify(transport, bytes, &c.key, None);
+        }
+        let theirs = match (&c.theirs, state, msg_type) {
+            (Some(n), ..) => n.clone(),
+            // The SCCRP brings the peer's nonce; it is kept once it verified.
+            (None, TunnelState::WaitReply, Some(MessageType::Sccrp)) => {
+                match peek_avp(Version::V3, body, 0, attr::CONTROL_AUTH_NONCE) {
+                    Some(AvpValue::ControlAuthNonce(n)) => n,
+                    _ => return false,
+                }
+            }
+            // A StopCCN that refuses our SCCRQ: the peer never sent a nonce
+            // of its own, so it signs with an empty one (refuse_sccrq).
+            (None, TunnelState::WaitReply, Some(MessageType::StopCcn)) => Vec::new(),
+            _ => return false,
+        };
         let ok = verify(transport, bytes, &c.key, Some((&theirs, &c.ours)));
-        if ok {
+        if ok && c.theirs.is_none() && !theirs.is_empty() {
             c.theirs = Some(theirs);
         }
         ok
+    }
+
+    /// The L2TPv3 secret a new SCCRQ is authenticated with: that of the
+    /// tunnel a recovery SCCRQ names (RFC 4951 F-RT-10), else of the
+    /// parameters for its sender. `None`: authentication is off for it.
+    pub(in crate::engine) fn sccrq_secret(
+        &self,
+        from: SocketAddr,
+        version: Version,
+        transport: Transport,
+        body: &[u8],
+    ) -> Option<Vec<u8>> {
+        if version != Version::V3 {
+            return None;
+        }
+        if let Some(AvpValue::TunnelRecovery { recover_tunnel_id, recover_remote_tunnel_id }) =
+            peek_avp(version, body, attr::TUNNEL_RECOVERY, attr::TUNNEL_RECOVERY)
+        {
+            if let Some(old) = self.recovery_target(recover_tunnel_id, recover_remote_tunnel_id) {
+                return old.params.secret.clone();
+            }
+        }
+        self.accept_params(from, version, transport).filter(|p| p.version == version).and_then(|p| p.secret.clone())
+    }
+
+    /// Stages 5 and 6: decodes and validates one message the reliable
+    /// channel delivered in order, then hands it to the state machine. A
+    /// message that does not decode is answered here, once (RFC 2661 4.1,
+    /// RFC 3931 5.2).
+    fn deliver(&mut self, now: Instant, id: u32, m: Incoming) {
+        let Some(t) = self.tunnels.get(&id) else { return };
+        let (version, peer) = (t.params.version, t.peer);
+        match Message::decode(version, &m.body, t.params.secret.as_deref()) {
+            Ok(msg) => self.on_message(now, id, m.session_id, msg),
+            Err(e) => {
+                if matches!(e, DecodeError::HiddenCorrupt { .. } | DecodeError::HiddenWithoutSecret { .. }) {
+                    self.stats.auth_failures += 1;
+                } else {
+                    self.stats.malformed += 1;
+                }
+                self.events.push_back(Event::Rejected { peer, what: format!("message: {e}") });
+                if matches!(t.state, TunnelState::Closing { .. }) {
+                    // Only acknowledging now.
+                    self.stats.ignored += 1;
+                    return;
+                }
+                // The session of a session message is named by its header
+                // (v2) or its Remote Session ID AVP (v3).
+                let sid = match peek_avp(version, &m.body, attr::REMOTE_SESSION_ID, attr::REMOTE_SESSION_ID) {
+                    Some(AvpValue::RemoteSessionId(s)) if version == Version::V3 && s != 0 => Some(s),
+                    _ => None,
+                };
+                self.apply_reply(now, id, m.session_id, e.reply(), sid);
+            }
+        }
+    }
+
+    /// Stages 5 and 6 for a new SCCRQ (authenticated): decodes it, and
+    /// refuses it with the code of the fault if it does not decode.
+    fn on_sccrq_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        transport: Transport,
+        header: ControlHeader,
+        body: &[u8],
+    ) {
+        let secret = self.accept_params(from, header.version, transport).and_then(|p| p.secret.clone());
+        let sign = self.refusal_signature(from, header.version, transport, body);
+        match Message::decode(header.version, body, secret.as_deref()) {
+            Ok(m) => self.on_new_sccrq(now, from, transport, header, m, sign),
+            Err(e) => {
+                if matches!(e, DecodeError::HiddenCorrupt { .. } | DecodeError::HiddenWithoutSecret { .. }) {
+                    self.stats.auth_failures += 1;
+                } else {
+                    self.stats.malformed += 1;
+                }
+                self.events.push_back(Event::Rejected { peer: from, what: format!("message: {e}") });
+                if let (Some(peer_tid), Reply::StopCcn(rc)) = (sccrq_sender_id(header.version, body), e.reply()) {
+                    // An SCCRQ that does not decode: the tunnel it asks for
+                    // is refused with the code of the fault.
+                    self.refuse_sccrq(from, transport, header.version, peer_tid, rc, sign);
+                }
+            }
+        }
     }
 
     pub(in crate::engine) fn apply_reply(

@@ -39,7 +39,30 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What signs a StopCCN refusing an authenticated SCCRQ: the secret that
+/// authenticated it and its nonce (see [`Engine::refuse_sccrq`]).
+#[derive(Clone, Debug)]
+pub(in crate::engine) struct RefusalKey {
+    pub(in crate::engine) secret: Vec<u8>,
+    pub(in crate::engine) nonce: Vec<u8>,
+}
+
 impl Engine {
+    /// The key of a refusal of the SCCRQ `body`, if it was authenticated.
+    pub(in crate::engine) fn refusal_signature(
+        &self,
+        from: SocketAddr,
+        version: Version,
+        transport: Transport,
+        body: &[u8],
+    ) -> Option<RefusalKey> {
+        let secret = self.sccrq_secret(from, version, transport, body)?;
+        match crate::wire::message::peek_avp(version, body, 0, crate::wire::avp::attr::CONTROL_AUTH_NONCE)? {
+            AvpValue::ControlAuthNonce(nonce) => Some(RefusalKey { secret, nonce }),
+            _ => None,
+        }
+    }
+
     /// Opens a control connection to `peer`.
     pub fn connect(&mut self, now: Instant, peer: SocketAddr, params: TunnelParams) -> Result<TunnelId, CommandError> {
         if self.tunnels.len() >= self.cfg.max_tunnels {
@@ -83,6 +106,7 @@ impl Engine {
             serial: 0,
             recovers,
             scs: None,
+            stale_query_at: None,
         };
         let msg = self.sccrq_or_sccrp(&t, MessageType::Sccrq, None);
         t.channel.send(now, Outgoing { session_id: 0, msg });
@@ -193,27 +217,18 @@ impl Engine {
         transport: Transport,
         header: ControlHeader,
         m: Message,
+        sign: Option<RefusalKey>,
     ) {
         let v = header.version;
         let peer_tid = match v {
             Version::V2 => m.find(|a| if let AvpValue::AssignedTunnelId(t) = a { Some(u32::from(*t)) } else { None }),
             Version::V3 => m.find(|a| if let AvpValue::AssignedConnectionId(t) = a { Some(*t) } else { None }),
         };
-        // A retransmitted SCCRQ belongs to the tunnel it created.
-        if let Some(existing) = self
-            .tunnels
-            .values()
-            .find(|t| t.peer == from && Some(t.peer_id) == peer_tid && !t.initiator)
-            .map(|t| t.local_id)
-        {
-            self.on_tunnel_message(now, existing, header, Some(m));
-            return;
-        }
         if let Err(vio) = validate(v, &m) {
             self.stats.refused += 1;
             self.events.push_back(Event::Rejected { peer: from, what: format!("SCCRQ: {vio}") });
             if let (Some(peer_tid), Reply::StopCcn(rc)) = (peer_tid, vio.reply()) {
-                self.refuse_sccrq(from, transport, v, peer_tid, rc);
+                self.refuse_sccrq(from, transport, v, peer_tid, rc, sign);
             }
             return;
         }
@@ -228,7 +243,7 @@ impl Engine {
             }
             _ => None,
         }) {
-            self.on_recovery_sccrq(now, from, transport, header, m, peer_tid, ids);
+            self.on_recovery_sccrq(now, from, transport, header, m, peer_tid, ids, sign);
             return;
         }
         // Tie breaker (RFC 2661 4.4.3, RFC 3931 5.4.3): our own SCCRQ to
@@ -263,7 +278,7 @@ impl Engine {
             // RFC 2661 4.4.2 / RFC 3931 5.4.2 StopCCN result 4: "Requester
             // is not authorized to establish a control channel".
             let rc = ResultCode::new(stopccn::NOT_AUTHORIZED, None, "no tunnel configured for this peer");
-            self.refuse_sccrq(from, transport, v, peer_tid, rc);
+            self.refuse_sccrq(from, transport, v, peer_tid, rc, sign);
             return;
         };
         if params.version != v || params.transport != transport {
@@ -276,25 +291,27 @@ impl Engine {
             } else {
                 ResultCode::new(stopccn::NOT_AUTHORIZED, None, "not accepted over this transport")
             };
-            self.refuse_sccrq(from, transport, v, peer_tid, rc);
+            self.refuse_sccrq(from, transport, v, peer_tid, rc, sign);
             return;
         }
-        let half_open = self.tunnels.values().filter(|t| t.peer == from && t.state != TunnelState::Established).count();
+        // Counted per address, whatever the source port.
+        let half_open =
+            self.tunnels.values().filter(|t| t.peer.ip() == from.ip() && t.state != TunnelState::Established).count();
         if self.tunnels.len() >= self.cfg.max_tunnels || half_open >= self.cfg.max_half_open_per_peer {
             self.stats.refused += 1;
             self.events.push_back(Event::Rejected { peer: from, what: "SCCRQ refused: tunnel limit".into() });
             // Result 2, error 4: "Insufficient resources to handle this
             // operation now".
             let rc = ResultCode::new(stopccn::GENERAL_ERROR, Some(error::NO_RESOURCES), "tunnel limit");
-            self.refuse_sccrq(from, transport, v, peer_tid, rc);
+            self.refuse_sccrq(from, transport, v, peer_tid, rc, sign);
             return;
         }
         let Some(cma) = self.responder_cma(from, &params, &m) else {
             let rc = ResultCode::new(stopccn::NOT_AUTHORIZED, None, "SCCRQ without a nonce");
-            self.refuse_sccrq(from, transport, v, peer_tid, rc);
+            self.refuse_sccrq(from, transport, v, peer_tid, rc, sign);
             return;
         };
-        let id = self.accept_tunnel(now, from, &header, &m, peer_tid, params, cma, None, None);
+        let id = self.accept_tunnel(now, from, &header, peer_tid, params, cma, None, None);
         self.on_control_connection_request(now, id, &m);
     }
 
@@ -303,8 +320,17 @@ impl Engine {
     /// keeping state: the peer's retransmitted SCCRQ gets another one, and a
     /// flood of SCCRQs cannot grow the engine. The StopCCN acknowledges the
     /// SCCRQ (Ns 0, Nr 1) and names, as our Assigned ID, an ID no tunnel
-    /// holds. It carries no Message Digest: there is no control connection
-    /// whose nonces could sign it.
+    /// holds.
+    ///
+    /// RFC 3931 4.3: "If an SCCRQ ... contains a Control Message
+    /// Authentication Nonce AVP, the receiver of the message MUST respond
+    /// with a Message Digest AVP in all subsequent messages sent." The
+    /// digest is over "local_nonce + remote_nonce", but a StopCCN cannot
+    /// carry a nonce of ours (the Nonce AVP is for SCCRQ and SCCRP only) and
+    /// none was sent: what the peer can verify is the digest with an empty
+    /// local nonce and its own, which `sign` gives (the secret that
+    /// authenticated the SCCRQ, and its nonce). Our own engine accepts such
+    /// a StopCCN on a tunnel still waiting for its SCCRP.
     pub(in crate::engine) fn refuse_sccrq(
         &mut self,
         to: SocketAddr,
@@ -312,19 +338,36 @@ impl Engine {
         v: Version,
         peer_tid: u32,
         rc: ResultCode,
+        sign: Option<RefusalKey>,
     ) {
         if peer_tid == 0 {
             return;
         }
+        let sign = sign.filter(|_| v == Version::V3);
         let ours = self.alloc_tunnel_id(v);
         let assigned = match v {
             Version::V2 => AvpValue::AssignedTunnelId(ours as u16),
             Version::V3 => AvpValue::AssignedConnectionId(ours),
         };
-        let msg = Message::new(MessageType::StopCcn, vec![avp(v, assigned), avp(v, AvpValue::ResultCode(rc))]);
+        let mut avps = vec![avp(v, assigned), avp(v, AvpValue::ResultCode(rc))];
+        if sign.is_some() {
+            // "MUST be placed immediately after the Message Type AVP".
+            let md =
+                AvpValue::MessageDigest { digest_type: crate::wire::avp::digest_type::HMAC_MD5, digest: vec![0; 16] };
+            avps.insert(0, avp(v, md));
+        }
+        let msg = Message::new(MessageType::StopCcn, avps);
         let header = ControlHeader { version: v, tunnel_id: peer_tid, session_id: 0, ns: 0, nr: 1 };
         match (ControlMessage { header, message: Some(msg) }).encode(transport, None) {
-            Ok(bytes) => {
+            Ok(mut bytes) => {
+                if let Some(k) = &sign {
+                    crate::wire::auth::sign(
+                        transport,
+                        &mut bytes,
+                        &crate::wire::auth::cma_key(&k.secret),
+                        Some((&[], &k.nonce)),
+                    );
+                }
                 self.stats.stopccn_sent += 1;
                 self.transmits.push_back((to, transport, bytes));
             }
@@ -361,7 +404,6 @@ impl Engine {
         now: Instant,
         from: SocketAddr,
         header: &ControlHeader,
-        m: &Message,
         peer_id: u32,
         params: TunnelParams,
         cma: Option<Cma>,
@@ -370,7 +412,8 @@ impl Engine {
     ) -> u32 {
         let id = self.alloc_tunnel_id(params.version);
         let mut channel = Channel::new(self.channel_config(&params));
-        let _ = channel.on_receive(now, header.ns, header.nr, Some(Outgoing { session_id: 0, msg: m.clone() }));
+        // The SCCRQ takes Ns 0 (its caller handles it: nothing to deliver).
+        let _ = channel.on_receive(now, header.ns, header.nr, Some(Incoming { session_id: 0, body: Vec::new() }));
         let t = Tunnel {
             state: TunnelState::WaitConnected,
             cma,
@@ -389,6 +432,7 @@ impl Engine {
             serial: 0,
             recovers,
             scs,
+            stale_query_at: None,
         };
         self.tunnels.insert(id, t);
         id

@@ -35,10 +35,10 @@ mod tunnel;
 pub mod types;
 
 pub use failover::FSQ_BATCH;
-use handshake::Cma;
 pub use handshake::{challenge_response, ct_eq};
+use handshake::{Cma, RefusalKey};
 use session::{Session, SessionState};
-use tunnel::{Outgoing, Tunnel, TunnelState};
+use tunnel::{Incoming, Outgoing, Tunnel, TunnelState};
 pub use types::*;
 
 /// The protocol engine of one endpoint.

@@ -5,8 +5,8 @@ use std::{collections::HashMap, net::SocketAddr, time::Instant};
 
 use super::*;
 use crate::{
-    channel::{Channel, Received},
-    wire::{rules::validate, types::stopccn, AvpValue, ControlHeader, Message, MessageType, ResultCode, Version},
+    channel::Channel,
+    wire::{rules::validate, types::stopccn, AvpValue, Message, MessageType, ResultCode, Version},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +39,14 @@ pub(in crate::engine) struct Outgoing {
     pub(in crate::engine) msg: Message,
 }
 
+/// A received control message, held by the reliable channel until it is
+/// in order, with the v2 header Session ID; decoded only when delivered.
+#[derive(Clone, Debug)]
+pub(in crate::engine) struct Incoming {
+    pub(in crate::engine) session_id: u16,
+    pub(in crate::engine) body: Vec<u8>,
+}
+
 #[derive(Debug)]
 pub(in crate::engine) struct Tunnel {
     pub(in crate::engine) state: TunnelState,
@@ -47,7 +55,7 @@ pub(in crate::engine) struct Tunnel {
     pub(in crate::engine) peer_id: u32,
     pub(in crate::engine) peer: SocketAddr,
     pub(in crate::engine) params: TunnelParams,
-    pub(in crate::engine) channel: Channel<Outgoing>,
+    pub(in crate::engine) channel: Channel<Outgoing, Incoming>,
     pub(in crate::engine) initiator: bool,
     pub(in crate::engine) our_challenge: Option<Vec<u8>>,
     pub(in crate::engine) tie_breaker: Option<[u8; 8]>,
@@ -61,6 +69,8 @@ pub(in crate::engine) struct Tunnel {
     /// Remote endpoint of a recovery: the Suggested Control Sequence we sent
     /// (the recovery endpoint's Ns and Nr).
     pub(in crate::engine) scs: Option<(u16, u16)>,
+    /// RFC 4951 F-SS-6: when the sessions marked stale are queried.
+    pub(in crate::engine) stale_query_at: Option<Instant>,
 }
 
 impl Engine {
@@ -197,33 +207,6 @@ impl Engine {
         }
         self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_CLEAR, None, ""));
         Ok(())
-    }
-
-    pub(in crate::engine) fn on_tunnel_message(
-        &mut self,
-        now: Instant,
-        id: u32,
-        header: ControlHeader,
-        message: Option<Message>,
-    ) {
-        let Some(t) = self.tunnels.get_mut(&id) else { return };
-        // v3 ACK carries no sequenced message.
-        let message = message.filter(|m| m.msg_type != MessageType::Ack);
-        let received = t.channel.on_receive(
-            now,
-            header.ns,
-            header.nr,
-            message.map(|msg| Outgoing { session_id: header.session_id, msg }),
-        );
-        t.last_rx = now;
-        let delivered = match received {
-            Received::Deliver(v) => v,
-            Received::Duplicate | Received::OutOfWindow | Received::BadNr => Vec::new(),
-        };
-        for out in delivered {
-            self.on_message(now, id, out.session_id, out.msg);
-        }
-        self.flush(now, id);
     }
 
     /// One in-order message of an existing tunnel.

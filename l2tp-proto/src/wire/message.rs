@@ -276,18 +276,44 @@ impl ControlMessage {
 /// Assigned Tunnel ID (L2TPv2) or Assigned Control Connection ID (L2TPv3).
 /// This is what a refusal (StopCCN) is addressed to.
 pub fn sccrq_sender_id(version: Version, body: &[u8]) -> Option<u32> {
-    use super::avp::{attr, raw_avps};
-    let mut avps = raw_avps(body).map_while(Result::ok);
-    let first = avps.next()?;
-    if first.vendor != 0
-        || first.attr != attr::MESSAGE_TYPE
-        || !matches!(first.value, &[h, l] if MessageType::from_u16(u16::from_be_bytes([h, l])) == MessageType::Sccrq)
-    {
+    if peek_message_type(body) != Some(MessageType::Sccrq) {
         return None;
     }
-    avps.filter(|a| a.vendor == 0 && !a.flags.hidden).find_map(|a| match (version, a.attr, a.value) {
-        (Version::V2, attr::ASSIGNED_TUNNEL_ID, &[h, l]) => Some(u32::from(u16::from_be_bytes([h, l]))),
-        (Version::V3, attr::ASSIGNED_CONNECTION_ID, &[a, b, c, d]) => Some(u32::from_be_bytes([a, b, c, d])),
+    match (
+        version,
+        peek_avp(version, body, super::avp::attr::ASSIGNED_TUNNEL_ID, super::avp::attr::ASSIGNED_CONNECTION_ID)?,
+    ) {
+        (Version::V2, super::AvpValue::AssignedTunnelId(t)) => Some(u32::from(t)),
+        (Version::V3, super::AvpValue::AssignedConnectionId(t)) => Some(t),
         _ => None,
-    })
+    }
+}
+
+/// The message type of a body, read from its first AVP without decoding
+/// the rest: what the checks before decoding need (demultiplexing,
+/// authentication, the reliable channel). `None` unless the first AVP is
+/// an unhidden Message Type AVP.
+pub fn peek_message_type(body: &[u8]) -> Option<MessageType> {
+    use super::avp::{attr, raw_avps};
+    let first = raw_avps(body).next()?.ok()?;
+    match (first.vendor, first.attr, first.flags.hidden, first.value) {
+        (0, attr::MESSAGE_TYPE, false, &[h, l]) => Some(MessageType::from_u16(u16::from_be_bytes([h, l]))),
+        _ => None,
+    }
+}
+
+/// The first unhidden IETF AVP of attribute `v2_attr` (L2TPv2) or
+/// `v3_attr` (L2TPv3), decoded on its own; the rest of the body is not
+/// decoded (nothing in it is acted on before authentication).
+pub fn peek_avp(version: Version, body: &[u8], v2_attr: u16, v3_attr: u16) -> Option<super::AvpValue> {
+    use super::avp::raw_avps;
+    let want = match version {
+        Version::V2 => v2_attr,
+        Version::V3 => v3_attr,
+    };
+    raw_avps(body)
+        .map_while(Result::ok)
+        .skip(1)
+        .find(|a| a.vendor == 0 && !a.flags.hidden && a.attr == want)
+        .and_then(|a| super::AvpValue::decode(version, 0, a.attr, a.value).ok())
 }

@@ -626,3 +626,125 @@ fn f_rt_7_recovery_and_ordinary_ties_are_broken_separately_v2_and_v3() {
         }
     }
 }
+
+/// Defect 3 / F-RT-8: an L2TPv3 recovery SCCRQ whose Tunnel Recovery AVP
+/// names an L2TPv2 tunnel is refused in the version and on the connection
+/// of the SCCRQ (an L2TPv3 StopCCN to its Assigned Connection ID, even one
+/// that does not fit 16 bits); the L2TPv2 tunnel is untouched.
+#[test]
+fn f_rt_8_recovery_naming_a_tunnel_of_another_version_is_refused_in_the_sccrqs_version() {
+    let (mut pair, t) = establish(Version::V2, None);
+    let (tb, _) = pair.ends[1].tunnels()[0];
+    let (header, mut m) = an_sccrq(Version::V3);
+    m.avps.retain(|a| !matches!(a.value, AvpValue::FailoverCapability { .. } | AvpValue::AssignedConnectionId(_)));
+    m.avps.push(Avp::new(Version::V3, AvpValue::AssignedConnectionId(0x1234_5678)));
+    m.avps.push(Avp::new(Version::V3, AvpValue::TunnelRecovery { recover_tunnel_id: t, recover_remote_tunnel_id: tb }));
+    let bytes = ControlMessage { header, message: Some(m) }.encode(Transport::Udp, None).expect("encode");
+    let from = pair.sent[1].len();
+    pair.inject(1, &bytes);
+    let stop = pair.sent[1][from..]
+        .iter()
+        .filter_map(|(_, b)| ControlMessage::decode(Transport::Udp, b, None).ok())
+        .find(|c| c.message.as_ref().is_some_and(|m| m.msg_type == MessageType::StopCcn))
+        .expect("a StopCCN");
+    assert_eq!((stop.header.version, stop.header.tunnel_id), (Version::V3, 0x1234_5678));
+    assert_eq!((stop.header.ns, stop.header.nr), (0, 1), "acknowledges the SCCRQ");
+    pair.run(Duration::from_secs(1));
+    assert!(!has_down(&pair, 1), "{:?}", pair.events[1]);
+    assert_eq!(pair.ends[1].tunnel_info(tb).map(|i| i.state), Some(TunnelStatus::Established));
+}
+
+/// Defect 7 / RFC 3931 4.3: the StopCCN that refuses a recovery SCCRQ on an
+/// authenticated tunnel carries a Message Digest the recovering end can
+/// verify (our nonce was never sent, so none is used: an empty local
+/// nonce and the SCCRQ's), and the recovering end acts on it at once
+/// (F-RT-11) instead of waiting for its control channel to time out.
+#[test]
+fn f_rt_8_refusal_of_an_authenticated_recovery_sccrq_is_signed_verifiably_and_ends_the_recovery() {
+    use l2tp_proto::wire::auth::{cma_key, verify};
+    let secret: &[u8] = b"s3cret";
+    let no_fo = TunnelParams { failover: None, ..params(Version::V3, Some(secret)) };
+    let mut pair = Pair::new(engine("lac", 1, None), engine("lns", 2, Some(no_fo)));
+    let now = pair.now;
+    let t = pair.ends[0].connect(now, addr(B), params(Version::V3, Some(secret))).expect("connect");
+    pair.run(Duration::from_secs(2));
+    let mut old = persisted(&pair, 0, t, params(Version::V3, Some(secret)));
+    // A's record claims B advertised failover: B refuses (F-RT-8).
+    old.peer_failover = Some(FailoverCapability { control: true, data: true, recovery_time_ms: 0 });
+    crash(&mut pair, 0, 9);
+    let now = pair.now;
+    pair.ends[0].recover_tunnel(now, old).expect("recover");
+    pair.run(Duration::from_millis(500));
+    let nonce = decoded(&pair, 0, None)
+        .into_iter()
+        .filter_map(|c| c.message)
+        .find(|m| m.msg_type == MessageType::Sccrq)
+        .and_then(|m| m.find(|v| if let AvpValue::ControlAuthNonce(n) = v { Some(n.clone()) } else { None }))
+        .expect("the recovery SCCRQ's nonce");
+    let stop = pair.sent[1]
+        .iter()
+        .find(|(_, b)| {
+            ControlMessage::decode(Transport::Udp, b, None)
+                .ok()
+                .and_then(|c| c.message)
+                .is_some_and(|m| m.msg_type == MessageType::StopCcn)
+        })
+        .expect("StopCCN")
+        .1
+        .clone();
+    assert!(verify(Transport::Udp, &stop, &cma_key(secret), Some((&[], &nonce))), "the digest does not verify");
+    assert!(
+        pair.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::TunnelDown { tunnel, reason: DownReason::RecoveryFailed } if *tunnel == t)),
+        "{:?}",
+        pair.events[0]
+    );
+}
+
+/// Defect 4 / F-SS-6, Appendix C: a session that an FSQ paired with another
+/// peer Session ID is marked stale and, some time later, queried with an
+/// FSQ of its own; a non-zero answer confirms it (F-SS-8).
+#[test]
+fn f_ss_6_a_session_marked_stale_is_queried_later_with_its_own_fsq() {
+    let (mut pair, t) = establish(Version::V3, None);
+    let now = pair.now;
+    let a_sid = pair.ends[0].open_session(now, t, SessionParams::default()).expect("session");
+    pair.run(Duration::from_secs(1));
+    let (b_tid, b_sessions) = pair.ends[1].tunnels()[0].clone();
+    let b_sid = b_sessions[0];
+    // An FSQ "from A" that pairs B's session with another ID. A's own next
+    // message (an SLI, dropped) takes the same Ns, so both channels stay in
+    // step.
+    let (ns, nr) = next_from(&pair, 0);
+    pair.blackhole = [true, false];
+    let now = pair.now;
+    pair.ends[0].set_circuit_status(now, t, a_sid, true).expect("SLI");
+    pair.collect();
+    pair.blackhole = [false, false];
+    let q = ControlMessage {
+        header: ControlHeader { version: Version::V3, tunnel_id: b_tid, session_id: 0, ns, nr },
+        message: Some(Message::new(MessageType::Fsq, vec![fss(0xdead, b_sid)])),
+    };
+    let from = pair.sent[1].len();
+    pair.inject(1, &q.encode(Transport::Udp, None).expect("encode"));
+    pair.run(Duration::from_millis(100));
+    assert_eq!(pair.ends[1].stale_sessions(b_tid), vec![b_sid], "marked stale, not cleared");
+    pair.run(Duration::from_secs(3));
+    let own: Vec<(u32, u32)> = pair.sent[1][from..]
+        .iter()
+        .filter_map(|(_, b)| ControlMessage::decode(Transport::Udp, b, None).ok()?.message)
+        .filter(|m| m.msg_type == MessageType::Fsq)
+        .flat_map(|m| m.avps)
+        .filter_map(|a| match a.value {
+            AvpValue::FailoverSessionState { session_id, remote_session_id } => Some((session_id, remote_session_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(own, vec![(b_sid, a_sid)], "B queried its stale session once");
+    assert!(pair.ends[1].stale_sessions(b_tid).is_empty(), "A's FSR confirmed it");
+    assert!(pair.events[1]
+        .iter()
+        .any(|e| matches!(e, Event::SessionConfirmed { local_session_id, .. } if *local_session_id == b_sid)));
+    assert!(!has_down(&pair, 0) && !has_down(&pair, 1));
+}

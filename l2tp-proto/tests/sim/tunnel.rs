@@ -490,3 +490,60 @@ fn per_tunnel_timers_hello_retransmission_and_window() {
     assert_eq!(down, vec![quick]);
     assert!(pair.ends[0].tunnels().iter().any(|(t, _)| *t == plain));
 }
+
+/// Defect 5: the configured retransmission cap is honoured on L2TPv3
+/// (RFC 3931 4.2: "SHOULD be no less than 8 seconds"), not raised to 8 s;
+/// on L2TPv2 RFC 2661 5.8's "MUST be no less than 8 seconds" holds.
+#[test]
+fn retransmission_cap_below_8_s_is_honoured_on_v3_and_raised_on_v2() {
+    for (version, want) in [(Version::V3, vec![1, 2, 2, 2, 2]), (Version::V2, vec![1, 2, 4, 8, 8])] {
+        let timers = TunnelTimers {
+            channel: ChannelConfig { retransmit_cap: Duration::from_secs(2), ..ChannelConfig::default() },
+            hello_interval: Duration::from_secs(60),
+        };
+        let p = TunnelParams { timers: Some(timers), ..params(version, None) };
+        let mut pair = Pair::new(engine("lac", 1, None), engine("lns", 2, Some(params(version, None))));
+        let now = pair.now;
+        pair.ends[0].connect(now, addr(B), p).expect("connect");
+        pair.blackhole = [false, true];
+        pair.run(Duration::from_secs(60));
+        let times: Vec<Instant> = pair.sent[0].iter().map(|(t, _)| *t).collect();
+        let gaps: Vec<u64> = times.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+        assert_eq!(gaps, want, "{version:?}");
+    }
+}
+
+/// Defect 6: `max_half_open_per_peer` counts per address, whatever the
+/// source port.
+#[test]
+fn half_open_tunnels_are_counted_per_peer_address_not_per_port() {
+    let cfg = EngineConfig {
+        host_name: "lns".into(),
+        accept: Some(params(Version::V2, None)),
+        max_half_open_per_peer: 16,
+        ..EngineConfig::default()
+    };
+    let mut b = Engine::new(cfg, Box::new(StdRng::seed_from_u64(5)));
+    let now = Instant::now();
+    for port in 0..64u16 {
+        let m = Message::new(
+            MessageType::Sccrq,
+            vec![
+                Avp::new(Version::V2, AvpValue::ProtocolVersion { version: 1, revision: 0 }),
+                Avp::new(Version::V2, AvpValue::HostName(b"flood".to_vec())),
+                Avp::new(Version::V2, AvpValue::FramingCapabilities(3)),
+                Avp::new(Version::V2, AvpValue::AssignedTunnelId(100 + port)),
+            ],
+        );
+        let bytes = ControlMessage {
+            header: ControlHeader { version: Version::V2, tunnel_id: 0, session_id: 0, ns: 0, nr: 0 },
+            message: Some(m),
+        }
+        .encode(Transport::Udp, None)
+        .expect("encode");
+        let from = SocketAddr::new(addr(A).ip(), 20_000 + port);
+        b.handle_datagram(now, from, Transport::Udp, &bytes);
+    }
+    assert_eq!(b.tunnel_infos().len(), 16, "half-open tunnels of one address");
+    assert_eq!(b.stats().refused, 48);
+}

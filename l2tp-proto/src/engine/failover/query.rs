@@ -1,12 +1,39 @@
 //! RFC 4951 3.3: session state synchronisation with FSQ/FSR, and stale
 //! sessions (F-SS-6, Appendix C).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::super::*;
 use crate::wire::{AvpValue, Message, MessageType};
 
+/// How long after an FSQ marked sessions stale they are queried.
+pub(in crate::engine) const STALE_QUERY_DELAY: Duration = Duration::from_secs(1);
+
 impl Engine {
+    /// F-SS-6: "A local session found paired with a different ID MUST NOT
+    /// be cleared but marked stale, and queried later with its own FSQ"
+    /// (Appendix C). Runs from the timers; the FSR confirms (stale cleared)
+    /// or clears each session (F-SS-8).
+    pub(in crate::engine) fn query_stale(&mut self, now: Instant, id: u32) {
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        if t.stale_query_at.is_none_or(|at| at > now) {
+            return;
+        }
+        t.stale_query_at = None;
+        if t.state != TunnelState::Established {
+            return;
+        }
+        let mut stale: Vec<u32> =
+            t.sessions.values().filter(|s| s.stale && !s.unconfirmed).map(|s| s.local_id).collect();
+        stale.sort_unstable();
+        for chunk in stale.chunks(FSQ_BATCH) {
+            if let Err(e) = self.query_sessions(now, id, chunk) {
+                // Every session of the chunk exists on an established tunnel.
+                debug_assert!(false, "stale query: {e}");
+            }
+        }
+    }
+
     /// RFC 4951 3.3 Step III (F-SS-2, F-SS-3): queries the state of some
     /// of our sessions on the peer with one FSQ carrying one Failover
     /// Session State AVP per session.
@@ -91,6 +118,11 @@ impl Engine {
         t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Fsr, answers) });
         if !confirmed.is_empty() {
             self.events.push_back(Event::SessionsQueried { tunnel: id, sessions: confirmed });
+        }
+        if !stale.is_empty() {
+            // Appendix C: queried "some time later", so that the peer's own
+            // queries in flight are answered first.
+            t.stale_query_at.get_or_insert(now + STALE_QUERY_DELAY);
         }
         for local_session_id in stale {
             self.events.push_back(Event::SessionStale { tunnel: id, local_session_id });

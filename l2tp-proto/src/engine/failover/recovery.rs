@@ -10,7 +10,7 @@ use crate::{
     channel::Channel,
     wire::{
         types::{cdn, stopccn},
-        AvpValue, ControlHeader, Message, ResultCode, Transport, Version,
+        AvpValue, ControlHeader, Message, ResultCode, Transport,
     },
 };
 
@@ -83,6 +83,7 @@ impl Engine {
                 serial: 0,
                 recovers: None,
                 scs: None,
+                stale_query_at: None,
             },
         );
         let rec = self.open_recovery_tunnel(now, id);
@@ -201,19 +202,14 @@ impl Engine {
 
     /// The old tunnel a recovery SCCRQ names: ours is its Recover Remote
     /// Tunnel ID, the peer's its Recover Tunnel ID.
-    pub(in crate::engine) fn recovery_target(&self, m: &Message) -> Option<&Tunnel> {
-        let (theirs, ours) = m.find(|a| match a {
-            AvpValue::TunnelRecovery { recover_tunnel_id, recover_remote_tunnel_id } => {
-                Some((*recover_tunnel_id, *recover_remote_tunnel_id))
-            }
-            _ => None,
-        })?;
+    pub(in crate::engine) fn recovery_target(&self, theirs: u32, ours: u32) -> Option<&Tunnel> {
         self.tunnels.get(&ours).filter(|t| t.peer_id == theirs && t.recovers.is_none())
     }
 
     /// Remote endpoint (or the loser of a double failover): an SCCRQ with
-    /// Tunnel Recovery (RFC 4951 3.2.1).
-    #[allow(clippy::too_many_arguments)]
+    /// Tunnel Recovery (RFC 4951 3.2.1), `ids` its (Recover Tunnel ID,
+    /// Recover Remote Tunnel ID).
+    #[expect(clippy::too_many_arguments, reason = "the SCCRQ and what the pipeline learnt of it")]
     pub(in crate::engine) fn on_recovery_sccrq(
         &mut self,
         now: Instant,
@@ -222,62 +218,48 @@ impl Engine {
         header: ControlHeader,
         m: Message,
         peer_tid: u32,
-        (_, ours): (u32, u32),
+        (theirs, ours): (u32, u32),
+        sign: Option<RefusalKey>,
     ) {
         let v = header.version;
         // F-RT-8: validate the IDs, the capability of both ends and the
         // version; refuse with StopCCN.
-        struct Old {
-            local_id: u32,
-            state: TunnelState,
-            version: Version,
-            transport: Transport,
-            capable: bool,
-            peer: SocketAddr,
-            params: TunnelParams,
-        }
-        let old = self.recovery_target(&m).map(|o| Old {
-            local_id: o.local_id,
-            state: o.state,
-            version: o.params.version,
-            transport: o.params.transport,
-            capable: o.params.failover.is_some_and(|f| f.control) && o.peer_failover.is_some_and(|f| f.control),
-            peer: o.peer,
-            params: o.params.clone(),
-        });
-        let old = old.as_ref();
-        let refusal = match old {
+        let refusal = match self.recovery_target(theirs, ours) {
             None => Some("recovery of an unknown tunnel"),
-            Some(o) if o.version != v || o.transport != transport => {
+            Some(o) if o.params.version != v || o.params.transport != transport => {
                 Some("recovery with another version or transport than the old tunnel")
             }
-            Some(o) if !o.capable => Some("failover capability was not advertised by both ends for the old tunnel"),
+            Some(o)
+                if !(o.params.failover.is_some_and(|f| f.control) && o.peer_failover.is_some_and(|f| f.control)) =>
+            {
+                Some("failover capability was not advertised by both ends for the old tunnel")
+            }
             // F-SEC-2: only the peer, or a configured recovery peer.
             Some(o) if o.peer.ip() != from.ip() && !o.params.recovery_peers.contains(&from.ip()) => {
                 Some("this address may not recover the tunnel")
             }
             Some(_) => None,
         };
-        let params = match old {
-            Some(o) => TunnelParams { failover: None, pseudowires: Vec::new(), ..o.params.clone() },
-            None => match self.accept_params(from, v, transport) {
-                Some(p) => TunnelParams { failover: None, pseudowires: Vec::new(), ..p.clone() },
-                None => TunnelParams {
-                    version: v,
-                    transport,
-                    secret: None,
-                    hide_avps: false,
-                    failover: None,
-                    pw_types: Vec::new(),
-                    pseudowires: Vec::new(),
-                    recovery_peers: Vec::new(),
-                    timers: None,
-                },
-            },
-        };
-        let old_id = old.map(|o| o.local_id).unwrap_or(ours);
-        let old_recovering = old.is_some_and(|o| o.state == TunnelState::Recovering);
-        if refusal.is_none() && old_recovering {
+        if let Some(why) = refusal {
+            // A refusal is sent in the version and on the connection of the
+            // SCCRQ it refuses, without keeping state (nothing of the old
+            // tunnel's parameters is used).
+            self.stats.refused += 1;
+            self.events.push_back(Event::Rejected { peer: from, what: format!("recovery SCCRQ refused: {why}") });
+            self.refuse_sccrq(
+                from,
+                transport,
+                v,
+                peer_tid,
+                ResultCode::new(stopccn::GENERAL_ERROR, Some(0), why),
+                sign,
+            );
+            return;
+        }
+        let Some(old) = self.recovery_target(theirs, ours) else { return };
+        let (old_id, old_state) = (old.local_id, old.state);
+        let params = TunnelParams { failover: None, pseudowires: Vec::new(), ..old.params.clone() };
+        if old_state == TunnelState::Recovering {
             // Double failover (Appendix B): our own recovery tunnel for the
             // same old tunnel is outstanding. F-RT-6/F-RT-7: the tie breaker
             // decides between these two only.
@@ -306,13 +288,7 @@ impl Engine {
         // F-RT-9 / F-SEC-2: a suggested window nobody can predict.
         let scs = (self.rng.next_u32() as u16, self.rng.next_u32() as u16);
         let authenticated_now = cma.is_some() || params.secret.is_none();
-        let id = self.accept_tunnel(now, from, &header, &m, peer_tid, params, cma, old.map(|_| old_id), Some(scs));
-        if let Some(why) = refusal {
-            self.stats.refused += 1;
-            self.events.push_back(Event::Rejected { peer: from, what: format!("recovery SCCRQ refused: {why}") });
-            self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_ERROR, Some(0), why));
-            return;
-        }
+        let id = self.accept_tunnel(now, from, &header, peer_tid, params, cma, Some(old_id), Some(scs));
         if authenticated_now {
             // F-CAP-3: the Recovery Time stops once the recovering peer is
             // authenticated (here: its SCCRQ verified, or no secret); the
