@@ -183,10 +183,9 @@ impl Engine {
                     self.clear_tunnel(id, DownReason::Timeout);
                     continue;
                 }
-                if t.channel.retries() == 0 && t.channel.unacknowledged() == 0 {
-                    // "stops ... when a control message gets acknowledged
-                    // (the loss was temporary)".
-                    t.state = TunnelState::Established;
+                // "stops ... when a control message gets acknowledged (the
+                // loss was temporary)".
+                if t.channel.retries() == 0 && t.channel.unacknowledged() == 0 && t.move_to(TunnelState::Established) {
                     self.events.push_back(Event::TunnelResumed { tunnel: id });
                 }
             }
@@ -201,8 +200,7 @@ impl Engine {
                 };
                 match recovery_time {
                     Some(extra) => {
-                        if let TunnelState::Established = t.state {
-                            t.state = TunnelState::AwaitingRecovery { until: now + extra };
+                        if t.move_to(TunnelState::AwaitingRecovery { until: now + extra }) {
                             self.events.push_back(Event::FailureDetected { tunnel: id, recovery_time: extra });
                         }
                         t.channel.extend(now);

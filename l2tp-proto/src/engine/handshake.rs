@@ -464,11 +464,6 @@ impl Engine {
 
     pub(in crate::engine) fn on_sccrp(&mut self, now: Instant, id: u32, m: &Message) {
         let Some(mut t) = self.tunnels.remove(&id) else { return };
-        if t.state != TunnelState::WaitReply {
-            self.tunnels.insert(id, t);
-            self.stop_tunnel(now, id, ResultCode::new(stopccn::FSM_ERROR, None, "unexpected SCCRP"));
-            return;
-        }
         let peer_tid = match t.params.version {
             Version::V2 => m.find(|a| if let AvpValue::AssignedTunnelId(x) = a { Some(u32::from(*x)) } else { None }),
             Version::V3 => m.find(|a| if let AvpValue::AssignedConnectionId(x) = a { Some(*x) } else { None }),
@@ -497,8 +492,11 @@ impl Engine {
             }
             _ => {}
         }
+        if !t.move_to(TunnelState::Established) {
+            self.tunnels.insert(id, t);
+            return;
+        }
         t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Scccn, avps) });
-        t.state = TunnelState::Established;
         if let Some(old) = t.recovers {
             // F-CC-2: "With SCS in the SCCRP, the recovery endpoint MUST set
             // Ns and Nr of the recovered tunnel to Suggested Ns and
@@ -526,15 +524,13 @@ impl Engine {
 
     pub(in crate::engine) fn on_scccn(&mut self, now: Instant, id: u32, m: &Message) {
         let Some(t) = self.tunnels.get_mut(&id) else { return };
-        if t.state != TunnelState::WaitConnected {
-            self.stop_tunnel(now, id, ResultCode::new(stopccn::FSM_ERROR, None, "unexpected SCCCN"));
-            return;
-        }
         if !Self::answers_our_challenge(t, MessageType::Scccn, m) {
             self.refuse_unauthenticated(now, id);
             return;
         }
-        t.state = TunnelState::Established;
+        if !t.move_to(TunnelState::Established) {
+            return;
+        }
         if let Some(old) = t.recovers {
             // F-CC-1/F-CC-2: the remote endpoint resets on a valid SCCCN,
             // with the mirror image of what it suggested.

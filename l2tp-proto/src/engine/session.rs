@@ -4,11 +4,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::wire::{
-    avp::attr,
-    types::{cdn, stopccn},
-    Avp, AvpValue, Message, MessageType, ResultCode, Version,
-};
+use crate::wire::{avp::attr, types::cdn, Avp, AvpValue, Message, MessageType, ResultCode, Version};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(in crate::engine) enum SessionState {
@@ -35,6 +31,28 @@ pub(in crate::engine) struct Session {
     pub(in crate::engine) tx_cookie: Vec<u8>,
     pub(in crate::engine) peer_sublayer: bool,
     pub(in crate::engine) peer_sequencing: bool,
+}
+
+impl SessionState {
+    /// RFC 2661 7.4/7.5, RFC 3931 5: a call is established once, from
+    /// waiting for its reply (ICRQ/OCRQ sent) or for its connect (ICRP/OCRP
+    /// sent); it leaves the table when it goes.
+    fn may_move_to(self, next: SessionState) -> bool {
+        matches!((self, next), (SessionState::WaitReply | SessionState::WaitConnected, SessionState::Established))
+    }
+}
+
+impl Session {
+    /// Every change of a session's state goes through here; an illegal one
+    /// is refused (state unchanged, false).
+    #[must_use]
+    pub(in crate::engine) fn move_to(&mut self, next: SessionState) -> bool {
+        let ok = self.state.may_move_to(next);
+        if ok {
+            self.state = next;
+        }
+        ok
+    }
 }
 
 impl Engine {
@@ -247,10 +265,6 @@ impl Engine {
     }
 
     pub(in crate::engine) fn on_icrq(&mut self, now: Instant, id: u32, m: &Message) {
-        if !self.established(id) {
-            self.stop_tunnel(now, id, ResultCode::new(stopccn::FSM_ERROR, None, "call request before SCCCN"));
-            return;
-        }
         let Some(t) = self.tunnels.get(&id) else { return };
         let v = t.params.version;
         let peer_sid = match v {
@@ -412,7 +426,9 @@ impl Engine {
     pub(in crate::engine) fn session_up(&mut self, id: u32, sid: u32) {
         let Some(t) = self.tunnels.get_mut(&id) else { return };
         let Some(s) = t.sessions.get_mut(&sid) else { return };
-        s.state = SessionState::Established;
+        if !s.move_to(SessionState::Established) {
+            return;
+        }
         self.dataplane.push_back(DataplaneUpdate::SessionUp {
             tunnel: id,
             version: t.params.version,

@@ -32,6 +32,25 @@ pub(in crate::engine) enum TunnelState {
     Recovering,
 }
 
+impl TunnelState {
+    /// The transitions of the control connection state machine (RFC 2661
+    /// 7.2, RFC 3931 5) with RFC 4951's: awaiting recovery after a timeout
+    /// (F-CAP-3), recovering until the reset (F-RT-12), established again
+    /// at the reset (F-CC-1/F-CC-2).
+    fn may_move_to(self, next: TunnelState) -> bool {
+        use TunnelState::*;
+        matches!(
+            (self, next),
+            (WaitReply | WaitConnected, Established)
+                | (Established, AwaitingRecovery { .. })
+                | (AwaitingRecovery { .. }, Established)
+                | (Established | AwaitingRecovery { .. }, Recovering)
+                | (Recovering, Established)
+                | (WaitReply | WaitConnected | Established | AwaitingRecovery { .. } | Recovering, Closing { .. })
+        )
+    }
+}
+
 /// A message queued on the reliable channel, with the v2 header Session ID.
 #[derive(Clone, Debug)]
 pub(in crate::engine) struct Outgoing {
@@ -71,6 +90,25 @@ pub(in crate::engine) struct Tunnel {
     pub(in crate::engine) scs: Option<(u16, u16)>,
     /// RFC 4951 F-SS-6: when the sessions marked stale are queried.
     pub(in crate::engine) stale_query_at: Option<Instant>,
+}
+
+impl Tunnel {
+    /// Every change of a tunnel's state goes through here. An illegal one
+    /// is refused: the state is left as it is and the answer is false.
+    #[must_use]
+    pub(in crate::engine) fn move_to(&mut self, next: TunnelState) -> bool {
+        let ok = self.state.may_move_to(next);
+        if ok {
+            self.state = next;
+        }
+        ok
+    }
+
+    /// Up for messages: established, or established and waiting for a
+    /// lost peer (RFC 4951 F-CAP-3; a message from it ends the wait).
+    pub(in crate::engine) fn is_up(&self) -> bool {
+        matches!(self.state, TunnelState::Established | TunnelState::AwaitingRecovery { .. })
+    }
 }
 
 impl Engine {
@@ -185,7 +223,9 @@ impl Engine {
         t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::StopCcn, avps) });
         let was_established = t.state == TunnelState::Established;
         let recovers = t.recovers;
-        t.state = TunnelState::Closing { until };
+        if !t.move_to(TunnelState::Closing { until }) {
+            return;
+        }
         let sessions: Vec<Session> = t.sessions.drain().map(|(_, s)| s).collect();
         self.stats.stopccn_sent += 1;
         for s in &sessions {
@@ -209,12 +249,18 @@ impl Engine {
         Ok(())
     }
 
-    /// One in-order message of an existing tunnel.
+    /// Stage 6: one in-order, decoded message of an existing tunnel. It is
+    /// validated (RFC 2661 4.4.1, RFC 3931 5: the message table and the
+    /// M-bit rule), then handled by one exhaustive match on (state,
+    /// message type); what the state does not expect goes to
+    /// [`Engine::unexpected`].
     pub(in crate::engine) fn on_message(&mut self, now: Instant, id: u32, header_sid: u16, m: Message) {
+        use MessageType as M;
+        use TunnelState as S;
         let Some(t) = self.tunnels.get(&id) else { return };
-        let v = t.params.version;
-        if matches!(t.state, TunnelState::Closing { .. }) {
-            // Only acknowledging now.
+        let (v, state, up) = (t.params.version, t.state, t.is_up());
+        if let S::Closing { .. } = state {
+            // RFC 2661 5.8: after StopCCN, state is kept only to acknowledge.
             self.stats.ignored += 1;
             return;
         }
@@ -224,57 +270,107 @@ impl Engine {
             self.apply_reply(now, id, header_sid, vio.reply(), sid);
             return;
         }
-        match m.msg_type {
-            MessageType::Sccrq => {} // a retransmission, acknowledged by the channel
-            MessageType::Sccrp => self.on_sccrp(now, id, &m),
-            MessageType::Scccn => self.on_scccn(now, id, &m),
-            MessageType::StopCcn => {
-                let rc = m
-                    .find(|a| if let AvpValue::ResultCode(r) = a { Some(r.clone()) } else { None })
-                    .unwrap_or(ResultCode::new(0, None, ""));
-                let until = now + self.cfg.close_hold;
-                let Some(t) = self.tunnels.get_mut(&id) else { return };
-                let was_up = t.state == TunnelState::Established;
-                t.state = TunnelState::Closing { until };
-                let recovers = t.recovers;
-                let sessions: Vec<Session> = t.sessions.drain().map(|(_, s)| s).collect();
-                for s in &sessions {
-                    self.session_gone(id, s, DownReason::Peer(rc.clone()));
-                    self.release_session_id(s.local_id);
-                }
-                if let Some(old) = recovers {
-                    // F-CC-3: after the reset this only ends the recovery
-                    // tunnel; before it, the recovery failed.
-                    self.recovery_tunnel_gone(old);
-                } else if was_up {
-                    self.events.push_back(Event::TunnelDown { tunnel: id, reason: DownReason::Peer(rc) });
-                }
-            }
-            MessageType::Hello => {}
-            MessageType::Icrq | MessageType::Ocrq => self.on_icrq(now, id, &m),
-            MessageType::Icrp | MessageType::Ocrp => self.on_icrp(now, id, header_sid, &m),
-            MessageType::Iccn | MessageType::Occn => self.on_iccn(now, id, header_sid, &m),
-            MessageType::Cdn => self.on_cdn(id, header_sid, &m),
-            MessageType::Sli | MessageType::Wen => {
-                let known = self
-                    .session_of(id, header_sid, &m)
-                    .filter(|sid| self.tunnels.get(&id).is_some_and(|t| t.sessions.contains_key(sid)));
-                let Some(sid) = known else {
-                    self.stats.ignored += 1;
-                    return;
-                };
-                if m.msg_type == MessageType::Sli {
-                    let circuit_active =
-                        m.find(|a| if let AvpValue::CircuitStatus { active, .. } = a { Some(*active) } else { None });
-                    self.events.push_back(Event::LinkInfo { tunnel: id, local_session_id: sid, circuit_active });
-                } else {
-                    self.events.push_back(Event::WanError { tunnel: id, local_session_id: sid });
-                }
-            }
-            MessageType::Fsq => self.on_fsq(now, id, &m),
-            MessageType::Fsr => self.on_fsr(id, &m),
-            // Vendor-specific messages with M=0 are ignored.
-            _ => self.stats.ignored += 1,
+        match (state, m.msg_type) {
+            // Only acknowledging (returned above, before validation).
+            (S::Closing { .. }, _) => self.stats.ignored += 1,
+            // A retransmitted SCCRQ, acknowledged by the channel.
+            (_, M::Sccrq) => {}
+            (S::WaitReply, M::Sccrp) => self.on_sccrp(now, id, &m),
+            (S::WaitConnected, M::Scccn) => self.on_scccn(now, id, &m),
+            (_, M::StopCcn) => self.on_stopccn(now, id, &m),
+            // Keepalive: the channel acknowledged it.
+            (_, M::Hello) => {}
+            (_, M::Icrq | M::Ocrq) if up => self.on_icrq(now, id, &m),
+            (_, M::Icrp | M::Ocrp) if up => self.on_icrp(now, id, header_sid, &m),
+            (_, M::Iccn | M::Occn) if up => self.on_iccn(now, id, header_sid, &m),
+            (_, M::Cdn) if up => self.on_cdn(id, header_sid, &m),
+            (_, M::Sli | M::Wen) if up => self.on_link_info(id, header_sid, &m),
+            (_, M::Fsq) if up => self.on_fsq(now, id, &m),
+            (_, M::Fsr) if up => self.on_fsr(id, &m),
+            // RFC 2661 4.4.1 / RFC 3931 5.2: an unknown message type with
+            // M=0 "MUST be ignored" (M=1 failed to decode).
+            (_, M::Unknown(_)) => self.stats.ignored += 1,
+            // An ACK never enters the channel's delivery (it carries no
+            // sequenced message); counted if one ever does.
+            (_, M::Ack) => self.stats.ignored += 1,
+            (
+                S::WaitReply | S::WaitConnected | S::Established | S::AwaitingRecovery { .. } | S::Recovering,
+                M::Sccrp
+                | M::Scccn
+                | M::Icrq
+                | M::Ocrq
+                | M::Icrp
+                | M::Ocrp
+                | M::Iccn
+                | M::Occn
+                | M::Cdn
+                | M::Sli
+                | M::Wen
+                | M::Fsq
+                | M::Fsr,
+            ) => self.unexpected(now, id, &m),
+        }
+    }
+
+    /// A valid message that the tunnel's state does not expect: counted and
+    /// answered as the RFCs say. RFC 2661 7.2 / RFC 3931 5: an out-of-order
+    /// control connection message clears the tunnel with StopCCN result 2,
+    /// error 0 ... "FSM error"; a call message before the tunnel is up
+    /// likewise ("call request before SCCCN").
+    pub(in crate::engine) fn unexpected(&mut self, now: Instant, id: u32, m: &Message) {
+        self.stats.ignored += 1;
+        let Some(peer) = self.tunnels.get(&id).map(|t| t.peer) else { return };
+        self.events.push_back(Event::Rejected { peer, what: format!("unexpected {:?}", m.msg_type) });
+        let why = match m.msg_type {
+            MessageType::Sccrp => "unexpected SCCRP",
+            MessageType::Scccn => "unexpected SCCCN",
+            _ => "call request before SCCCN",
+        };
+        self.stop_tunnel(now, id, ResultCode::new(stopccn::FSM_ERROR, None, why));
+    }
+
+    /// StopCCN from the peer: the tunnel and its sessions are cleared; its
+    /// state is kept only to acknowledge (RFC 2661 5.8).
+    fn on_stopccn(&mut self, now: Instant, id: u32, m: &Message) {
+        let rc = m
+            .find(|a| if let AvpValue::ResultCode(r) = a { Some(r.clone()) } else { None })
+            .unwrap_or(ResultCode::new(0, None, ""));
+        let until = now + self.cfg.close_hold;
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        let was_up = t.state == TunnelState::Established;
+        if !t.move_to(TunnelState::Closing { until }) {
+            return;
+        }
+        let recovers = t.recovers;
+        let sessions: Vec<Session> = t.sessions.drain().map(|(_, s)| s).collect();
+        for s in &sessions {
+            self.session_gone(id, s, DownReason::Peer(rc.clone()));
+            self.release_session_id(s.local_id);
+        }
+        if let Some(old) = recovers {
+            // F-CC-3: after the reset this only ends the recovery tunnel;
+            // before it, the recovery failed.
+            self.recovery_tunnel_gone(old);
+        } else if was_up {
+            self.events.push_back(Event::TunnelDown { tunnel: id, reason: DownReason::Peer(rc) });
+        }
+    }
+
+    /// SLI and WEN of a known session: reported.
+    fn on_link_info(&mut self, id: u32, header_sid: u16, m: &Message) {
+        let known = self
+            .session_of(id, header_sid, m)
+            .filter(|sid| self.tunnels.get(&id).is_some_and(|t| t.sessions.contains_key(sid)));
+        let Some(sid) = known else {
+            self.stats.ignored += 1;
+            return;
+        };
+        if m.msg_type == MessageType::Sli {
+            let circuit_active =
+                m.find(|a| if let AvpValue::CircuitStatus { active, .. } = a { Some(*active) } else { None });
+            self.events.push_back(Event::LinkInfo { tunnel: id, local_session_id: sid, circuit_active });
+        } else {
+            self.events.push_back(Event::WanError { tunnel: id, local_session_id: sid });
         }
     }
 
@@ -303,9 +399,5 @@ impl Engine {
             peer_host_name: t.peer_host_name.clone(),
             peer_failover: t.peer_failover,
         }
-    }
-
-    pub(in crate::engine) fn established(&self, id: u32) -> bool {
-        self.tunnels.get(&id).is_some_and(|t| t.state == TunnelState::Established)
     }
 }

@@ -139,7 +139,15 @@ impl Engine {
         // F-CC-1/F-CC-2: windows flushed, Ns/Nr set to the suggested values
         // (or zero without Suggested Control Sequence).
         old.channel.reset(ns, nr);
-        old.state = TunnelState::Established;
+        // The old tunnel passes from recovering (F-RT-12) to established.
+        // On the remote endpoint of an L2TPv2 recovery with a secret it was
+        // not marked recovering yet (its peer authenticates in the SCCCN).
+        if old.state != TunnelState::Recovering && !old.move_to(TunnelState::Recovering) {
+            return;
+        }
+        if !old.move_to(TunnelState::Established) {
+            return;
+        }
         old.last_rx = now;
         // F-RT-10: "the recovered tunnel MUST then use the nonces exchanged
         // on the recovery tunnel (both ends)".
@@ -293,8 +301,11 @@ impl Engine {
             // F-CAP-3: the Recovery Time stops once the recovering peer is
             // authenticated (here: its SCCRQ verified, or no secret); the
             // old tunnel now waits for the reset (F-RT-12).
-            if let Some(o) = self.tunnels.get_mut(&old_id) {
-                o.state = TunnelState::Recovering;
+            // Already recovering on a double failover.
+            if let Some(o) = self.tunnels.get_mut(&old_id).filter(|o| o.state != TunnelState::Recovering) {
+                if !o.move_to(TunnelState::Recovering) {
+                    self.stats.ignored += 1;
+                }
             }
         }
         self.on_control_connection_request(now, id, &m);
