@@ -177,42 +177,10 @@ impl Engine {
                     continue;
                 }
             }
-            if let TunnelState::AwaitingRecovery { until } = t.state {
-                if now >= until {
-                    // F-CAP-3: the Recovery Time ran out: recovery failed.
-                    self.clear_tunnel(id, DownReason::Timeout);
-                    continue;
-                }
-                // "stops ... when a control message gets acknowledged (the
-                // loss was temporary)".
-                if t.channel.retries() == 0 && t.channel.unacknowledged() == 0 && t.move_to(TunnelState::Established) {
-                    self.events.push_back(Event::TunnelResumed { tunnel: id });
-                }
+            if self.failover_timers(now, id) == TimerOutcome::Cleared {
+                continue;
             }
-            if t.channel.handle_timeout(now).is_err() {
-                let recovery_time = match (t.state, t.params.failover, t.peer_failover) {
-                    // F-CAP-4: only when both ends advertised C.
-                    (TunnelState::Established, Some(ours), Some(theirs)) if ours.control && theirs.control => {
-                        Some(Duration::from_millis(u64::from(theirs.recovery_time_ms)))
-                    }
-                    (TunnelState::AwaitingRecovery { .. }, ..) => Some(Duration::ZERO),
-                    _ => None,
-                };
-                match recovery_time {
-                    Some(extra) => {
-                        if t.move_to(TunnelState::AwaitingRecovery { until: now + extra }) {
-                            self.events.push_back(Event::FailureDetected { tunnel: id, recovery_time: extra });
-                        }
-                        t.channel.extend(now);
-                    }
-                    None => {
-                        // RFC 2661 5.8: "the tunnel and all sessions within
-                        // MUST be cleared".
-                        self.clear_tunnel(id, DownReason::Timeout);
-                        continue;
-                    }
-                }
-            }
+            let Some(t) = self.tunnels.get_mut(&id) else { continue };
             if t.state == TunnelState::Established && now >= t.last_rx + hello && t.channel.is_idle() {
                 // RFC 2661 6.5 / RFC 3931 6.5: keepalive on an idle tunnel.
                 t.last_rx = now;

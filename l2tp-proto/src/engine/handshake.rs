@@ -151,18 +151,8 @@ impl Engine {
             if let Some(tb) = t.tie_breaker {
                 avps.push(avp(v, TieBreaker(tb)));
             }
-            // F-RT-2: the old tunnel's IDs as we see them.
-            if let Some(old) = t.recovers.and_then(|o| self.tunnels.get(&o)) {
-                avps.push(avp(
-                    v,
-                    TunnelRecovery { recover_tunnel_id: old.local_id, recover_remote_tunnel_id: old.peer_id },
-                ));
-            }
         }
-        // F-RT-9: the remote endpoint suggests the recovered Ns/Nr.
-        if let (MessageType::Sccrp, Some((ns, nr))) = (msg_type, t.scs) {
-            avps.push(avp(v, SuggestedControlSequence { ns, nr }));
-        }
+        avps.extend(self.failover_avps(t, msg_type));
         if let Some(r) = response {
             avps.push(avp(v, ChallengeResponse(r)));
         }
@@ -171,14 +161,6 @@ impl Engine {
         }
         if let Some(c) = &t.our_challenge {
             avps.push(avp(v, Challenge(c.clone())));
-        }
-        // RFC 4951 F-CAP-1: advertised per configuration, M=0 (W-1), never
-        // with both bits clear (W-7).
-        if let Some(f) = t.params.failover.filter(|f| f.control || f.data) {
-            avps.push(avp(
-                v,
-                FailoverCapability { control: f.control, data: f.data, recovery_time_ms: f.recovery_time_ms },
-            ));
         }
         // Nothing hidden while the control connection is set up: the peer
         // learns from these very messages who we are and so which secret to
@@ -497,29 +479,12 @@ impl Engine {
             return;
         }
         t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Scccn, avps) });
-        if let Some(old) = t.recovers {
-            // F-CC-2: "With SCS in the SCCRP, the recovery endpoint MUST set
-            // Ns and Nr of the recovered tunnel to Suggested Ns and
-            // Suggested Nr ... Without SCS both ends MUST reset Ns and Nr
-            // to 0."
-            let (ns, nr) = m
-                .find(|a| match a {
-                    AvpValue::SuggestedControlSequence { ns, nr } => Some((*ns, *nr)),
-                    _ => None,
-                })
-                .unwrap_or((0, 0));
-            self.tunnels.insert(id, t);
-            // The SCCCN leaves before anything on the reset old tunnel: the
-            // peer resets on it, and drops what comes before (F-RT-12).
-            self.flush(now, id);
-            self.reset_recovered(now, old, id, ns, nr, true);
-            // F-CC-3: the recovery tunnel has done its job (the SCCCN goes
-            // first on its channel).
-            self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_CLEAR, None, ""));
+        self.tunnels.insert(id, t);
+        if self.recovery_tunnel_up(now, id, Some(m)) {
             return;
         }
-        self.events.push_back(Self::tunnel_up_event(&t));
-        self.tunnels.insert(id, t);
+        let Some(t) = self.tunnels.get(&id) else { return };
+        self.events.push_back(Self::tunnel_up_event(t));
     }
 
     pub(in crate::engine) fn on_scccn(&mut self, now: Instant, id: u32, m: &Message) {
@@ -531,18 +496,10 @@ impl Engine {
         if !t.move_to(TunnelState::Established) {
             return;
         }
-        if let Some(old) = t.recovers {
-            // F-CC-1/F-CC-2: the remote endpoint resets on a valid SCCCN,
-            // with the mirror image of what it suggested.
-            let (ns, nr) = t.scs.map(|(ns, nr)| (nr, ns)).unwrap_or((0, 0));
-            if !self.tunnels.contains_key(&old) {
-                // The old tunnel timed out meanwhile: nothing to recover.
-                self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_ERROR, Some(0), "old tunnel gone"));
-                return;
-            }
-            self.reset_recovered(now, old, id, ns, nr, false);
+        if self.recovery_tunnel_up(now, id, None) {
             return;
         }
+        let Some(t) = self.tunnels.get(&id) else { return };
         let up = Self::tunnel_up_event(t);
         self.events.push_back(up);
     }

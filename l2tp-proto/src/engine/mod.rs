@@ -34,6 +34,7 @@ mod session;
 mod tunnel;
 pub mod types;
 
+use failover::TimerOutcome;
 pub use failover::FSQ_BATCH;
 pub use handshake::{challenge_response, ct_eq};
 use handshake::{Cma, RefusalKey};

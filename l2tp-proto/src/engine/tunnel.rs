@@ -382,14 +382,7 @@ impl Engine {
         if let Some(h) = m.find(|a| if let AvpValue::HostName(h) = a { Some(h.clone()) } else { None }) {
             t.peer_host_name = h;
         }
-        // RFC 4951 F-CAP-1: remembered per tunnel. W-7: both bits clear is
-        // not a capability.
-        t.peer_failover = m.find(|a| match a {
-            AvpValue::FailoverCapability { control, data, recovery_time_ms } if *control || *data => {
-                Some(FailoverCapability { control: *control, data: *data, recovery_time_ms: *recovery_time_ms })
-            }
-            _ => None,
-        });
+        t.peer_failover = failover::peer_capability(m);
     }
 
     pub(in crate::engine) fn tunnel_up_event(t: &Tunnel) -> Event {

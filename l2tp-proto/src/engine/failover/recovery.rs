@@ -15,6 +15,48 @@ use crate::{
 };
 
 impl Engine {
+    /// Hook: the handshake of tunnel `id` is done (our SCCCN sent for the
+    /// peer's `sccrp`, or the peer's SCCCN received: `None`). False unless
+    /// it is a recovery tunnel, which this handles: the control channel
+    /// reset of the old tunnel (RFC 4951 3.2.2).
+    pub(in crate::engine) fn recovery_tunnel_up(&mut self, now: Instant, id: u32, sccrp: Option<&Message>) -> bool {
+        let Some((old, scs)) = self.tunnels.get(&id).and_then(|t| Some((t.recovers?, t.scs))) else { return false };
+        match sccrp {
+            Some(m) => {
+                // F-CC-2: "With SCS in the SCCRP, the recovery endpoint MUST
+                // set Ns and Nr of the recovered tunnel to Suggested Ns and
+                // Suggested Nr ... Without SCS both ends MUST reset Ns and
+                // Nr to 0."
+                let (ns, nr) = m
+                    .find(|a| match a {
+                        AvpValue::SuggestedControlSequence { ns, nr } => Some((*ns, *nr)),
+                        _ => None,
+                    })
+                    .unwrap_or((0, 0));
+                // The SCCCN leaves before anything on the reset old tunnel:
+                // the peer resets on it, and drops what comes before
+                // (F-RT-12).
+                self.flush(now, id);
+                self.reset_recovered(now, old, id, ns, nr, true);
+                // F-CC-3: the recovery tunnel has done its job (the SCCCN
+                // goes first on its channel).
+                self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_CLEAR, None, ""));
+            }
+            None => {
+                // F-CC-1/F-CC-2: the remote endpoint resets on a valid SCCCN,
+                // with the mirror image of what it suggested.
+                let (ns, nr) = scs.map(|(ns, nr)| (nr, ns)).unwrap_or((0, 0));
+                if !self.tunnels.contains_key(&old) {
+                    // The old tunnel timed out meanwhile: nothing to recover.
+                    self.stop_tunnel(now, id, ResultCode::new(stopccn::GENERAL_ERROR, Some(0), "old tunnel gone"));
+                    return true;
+                }
+                self.reset_recovered(now, old, id, ns, nr, false);
+            }
+        }
+        true
+    }
+
     /// RFC 4951 3.2.1: takes over `old`, a tunnel persisted before a control
     /// channel failure, and starts recovering it: the old tunnel and its
     /// sessions are valid again (their IDs reserved, F-RT-5; control packets
