@@ -82,6 +82,12 @@ impl Engine {
         }
     }
 
+    pub(in crate::engine) fn random_array<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0; N];
+        self.rng.fill_bytes(&mut a);
+        a
+    }
+
     pub(in crate::engine) fn random_bytes(&mut self, n: usize) -> Vec<u8> {
         let mut v = vec![0; n];
         self.rng.fill_bytes(&mut v);
@@ -320,7 +326,7 @@ impl Engine {
         let theirs = match (&c.theirs, state, msg_type) {
             (Some(n), ..) => n.clone(),
             // The SCCRP brings the peer's nonce; it is kept once it verified.
-            (None, TunnelState::WaitReply, Some(MessageType::Sccrp)) => {
+            (None, TunnelState::WaitReply { .. }, Some(MessageType::Sccrp)) => {
                 match peek_avp(Version::V3, body, 0, attr::CONTROL_AUTH_NONCE) {
                     Some(AvpValue::ControlAuthNonce(n)) => n,
                     _ => return false,
@@ -328,7 +334,7 @@ impl Engine {
             }
             // A StopCCN that refuses our SCCRQ: the peer never sent a nonce
             // of its own, so it signs with an empty one (refuse_sccrq).
-            (None, TunnelState::WaitReply, Some(MessageType::StopCcn)) => Vec::new(),
+            (None, TunnelState::WaitReply { .. }, Some(MessageType::StopCcn)) => Vec::new(),
             _ => return false,
         };
         let ok = verify(transport, bytes, &c.key, Some((&theirs, &c.ours)));

@@ -4,7 +4,6 @@
 use std::{collections::HashMap, net::SocketAddr, time::Instant};
 
 use md5::{Digest, Md5};
-use rand::RngCore;
 
 use super::*;
 use crate::{
@@ -84,12 +83,11 @@ impl Engine {
         recovers: Option<u32>,
     ) -> u32 {
         let id = self.alloc_tunnel_id(params.version);
-        let challenge = params.secret.as_ref().filter(|_| params.version == Version::V2).map(|_| self.random_bytes(16));
-        let mut tie = [0u8; 8];
-        self.rng.fill_bytes(&mut tie);
+        let challenge = params.secret.as_ref().filter(|_| params.version == Version::V2).map(|_| self.random_array());
+        let tie_breaker = self.random_array();
         let cma = self.new_cma(&params);
         let mut t = Tunnel {
-            state: TunnelState::WaitReply,
+            state: TunnelState::WaitReply { tie_breaker, challenge },
             cma,
             local_id: id,
             peer_id: 0,
@@ -97,8 +95,6 @@ impl Engine {
             channel: Channel::new(self.channel_config(&params)),
             params,
             initiator: true,
-            our_challenge: challenge,
-            tie_breaker: Some(tie),
             peer_failover: None,
             peer_host_name: Vec::new(),
             last_rx: now,
@@ -148,7 +144,7 @@ impl Engine {
         avps.push(avp(v, ReceiveWindowSize(t.channel.receive_window())));
         avps.push(avp(v, VendorName(self.cfg.vendor_name.as_bytes().to_vec())));
         if msg_type == MessageType::Sccrq {
-            if let Some(tb) = t.tie_breaker {
+            if let Some(tb) = t.tie_breaker() {
                 avps.push(avp(v, TieBreaker(tb)));
             }
         }
@@ -159,8 +155,8 @@ impl Engine {
         if let Some(c) = &t.cma {
             avps.push(avp(v, ControlAuthNonce(c.ours.clone())));
         }
-        if let Some(c) = &t.our_challenge {
-            avps.push(avp(v, Challenge(c.clone())));
+        if let Some(c) = t.our_challenge() {
+            avps.push(avp(v, Challenge(c.to_vec())));
         }
         // Nothing hidden while the control connection is set up: the peer
         // learns from these very messages who we are and so which secret to
@@ -235,9 +231,9 @@ impl Engine {
             let ours: Vec<(u32, [u8; 8])> = self
                 .tunnels
                 .values()
-                .filter(|t| t.peer == from && t.state == TunnelState::WaitReply && t.params.version == v)
+                .filter(|t| t.peer == from && t.params.version == v)
                 .filter(|t| t.recovers.is_none())
-                .filter_map(|t| t.tie_breaker.map(|tb| (t.local_id, tb)))
+                .filter_map(|t| t.tie_breaker().map(|tb| (t.local_id, tb)))
                 .collect();
             for (our_id, tb) in ours {
                 if tb < theirs {
@@ -393,11 +389,13 @@ impl Engine {
         scs: Option<(u16, u16)>,
     ) -> u32 {
         let id = self.alloc_tunnel_id(params.version);
+        // RFC 2661 5.1.1: with a secret, our SCCRP challenges the peer.
+        let challenge = params.secret.as_ref().filter(|_| params.version == Version::V2).map(|_| self.random_array());
         let mut channel = Channel::new(self.channel_config(&params));
         // The SCCRQ takes Ns 0 (its caller handles it: nothing to deliver).
         let _ = channel.on_receive(now, header.ns, header.nr, Some(Incoming { session_id: 0, body: Vec::new() }));
         let t = Tunnel {
-            state: TunnelState::WaitConnected,
+            state: TunnelState::WaitConnected { challenge },
             cma,
             local_id: id,
             peer_id,
@@ -405,8 +403,6 @@ impl Engine {
             params,
             channel,
             initiator: false,
-            our_challenge: None,
-            tie_breaker: None,
             peer_failover: None,
             peer_host_name: Vec::new(),
             last_rx: now,
@@ -430,7 +426,6 @@ impl Engine {
             if let Some(c) = &their_challenge {
                 response = Some(challenge_response(MessageType::Sccrp, &secret, c));
             }
-            t.our_challenge = Some(self.random_bytes(16));
         } else if their_challenge.is_some() {
             // Challenged without a secret: "Requester is not authorized".
             self.tunnels.insert(id, t);
@@ -507,8 +502,8 @@ impl Engine {
     /// RFC 2661 5.1.1: true unless we challenged the peer and `m` (of type
     /// `answer_type`) lacks the right Challenge Response. Constant time.
     pub(in crate::engine) fn answers_our_challenge(t: &Tunnel, answer_type: MessageType, m: &Message) -> bool {
-        let (Some(secret), Some(ours)) = (&t.params.secret, &t.our_challenge) else { return true };
-        let want = challenge_response(answer_type, secret, ours);
+        let (Some(secret), Some(ours)) = (&t.params.secret, t.our_challenge()) else { return true };
+        let want = challenge_response(answer_type, secret, &ours);
         let got = m.find(|a| if let AvpValue::ChallengeResponse(r) = a { Some(*r) } else { None });
         got.is_some_and(|g| ct_eq(&g, &want))
     }

@@ -11,10 +11,17 @@ use crate::{
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(in crate::engine) enum TunnelState {
-    /// Sent SCCRQ, waiting for SCCRP.
-    WaitReply,
-    /// Sent SCCRP, waiting for SCCCN.
-    WaitConnected,
+    /// Sent SCCRQ, waiting for SCCRP: with the Tie Breaker it carried
+    /// (RFC 2661 4.4.3, RFC 3931 5.4.3) and our v2 challenge, if any (RFC
+    /// 2661 5.1.1).
+    WaitReply {
+        tie_breaker: [u8; 8],
+        challenge: Option<[u8; 16]>,
+    },
+    /// Sent SCCRP, waiting for SCCCN: with our v2 challenge, if any.
+    WaitConnected {
+        challenge: Option<[u8; 16]>,
+    },
     Established,
     /// The control channel timed out, but both ends are failover capable:
     /// the peer gets its Recovery Time on top (RFC 4951 F-CAP-3) before the
@@ -41,12 +48,15 @@ impl TunnelState {
         use TunnelState::*;
         matches!(
             (self, next),
-            (WaitReply | WaitConnected, Established)
+            (WaitReply { .. } | WaitConnected { .. }, Established)
                 | (Established, AwaitingRecovery { .. })
                 | (AwaitingRecovery { .. }, Established)
                 | (Established | AwaitingRecovery { .. }, Recovering)
                 | (Recovering, Established)
-                | (WaitReply | WaitConnected | Established | AwaitingRecovery { .. } | Recovering, Closing { .. })
+                | (
+                    WaitReply { .. } | WaitConnected { .. } | Established | AwaitingRecovery { .. } | Recovering,
+                    Closing { .. }
+                )
         )
     }
 }
@@ -76,8 +86,6 @@ pub(in crate::engine) struct Tunnel {
     pub(in crate::engine) params: TunnelParams,
     pub(in crate::engine) channel: Channel<Outgoing, Incoming>,
     pub(in crate::engine) initiator: bool,
-    pub(in crate::engine) our_challenge: Option<Vec<u8>>,
-    pub(in crate::engine) tie_breaker: Option<[u8; 8]>,
     pub(in crate::engine) peer_failover: Option<FailoverCapability>,
     pub(in crate::engine) peer_host_name: Vec<u8>,
     pub(in crate::engine) last_rx: Instant,
@@ -102,6 +110,22 @@ impl Tunnel {
             self.state = next;
         }
         ok
+    }
+
+    /// The Tie Breaker of our outstanding SCCRQ.
+    pub(in crate::engine) fn tie_breaker(&self) -> Option<[u8; 8]> {
+        match self.state {
+            TunnelState::WaitReply { tie_breaker, .. } => Some(tie_breaker),
+            _ => None,
+        }
+    }
+
+    /// The v2 challenge we sent and wait to see answered.
+    pub(in crate::engine) fn our_challenge(&self) -> Option<[u8; 16]> {
+        match self.state {
+            TunnelState::WaitReply { challenge, .. } | TunnelState::WaitConnected { challenge } => challenge,
+            _ => None,
+        }
     }
 
     /// Up for messages: established, or established and waiting for a
@@ -161,8 +185,8 @@ impl Engine {
             .collect();
         sessions.sort_by_key(|s| s.local_id);
         let (state, closing) = match t.state {
-            TunnelState::WaitReply => (TunnelStatus::WaitReply, false),
-            TunnelState::WaitConnected => (TunnelStatus::WaitConnect, false),
+            TunnelState::WaitReply { .. } => (TunnelStatus::WaitReply, false),
+            TunnelState::WaitConnected { .. } => (TunnelStatus::WaitConnect, false),
             TunnelState::Established => (TunnelStatus::Established, false),
             TunnelState::AwaitingRecovery { .. } => (TunnelStatus::AwaitingRecovery, false),
             TunnelState::Closing { .. } => (TunnelStatus::Closing, true),
@@ -275,8 +299,8 @@ impl Engine {
             (S::Closing { .. }, _) => self.stats.ignored += 1,
             // A retransmitted SCCRQ, acknowledged by the channel.
             (_, M::Sccrq) => {}
-            (S::WaitReply, M::Sccrp) => self.on_sccrp(now, id, &m),
-            (S::WaitConnected, M::Scccn) => self.on_scccn(now, id, &m),
+            (S::WaitReply { .. }, M::Sccrp) => self.on_sccrp(now, id, &m),
+            (S::WaitConnected { .. }, M::Scccn) => self.on_scccn(now, id, &m),
             (_, M::StopCcn) => self.on_stopccn(now, id, &m),
             // Keepalive: the channel acknowledged it.
             (_, M::Hello) => {}
@@ -294,7 +318,11 @@ impl Engine {
             // sequenced message); counted if one ever does.
             (_, M::Ack) => self.stats.ignored += 1,
             (
-                S::WaitReply | S::WaitConnected | S::Established | S::AwaitingRecovery { .. } | S::Recovering,
+                S::WaitReply { .. }
+                | S::WaitConnected { .. }
+                | S::Established
+                | S::AwaitingRecovery { .. }
+                | S::Recovering,
                 M::Sccrp
                 | M::Scccn
                 | M::Icrq

@@ -116,8 +116,6 @@ impl Engine {
                 channel: Channel::new(self.channel_config(&old.params)),
                 params: old.params,
                 initiator: old.initiator,
-                our_challenge: None,
-                tie_breaker: None,
                 peer_failover: old.peer_failover,
                 peer_host_name: old.peer_host_name,
                 last_rx: now,
@@ -317,8 +315,8 @@ impl Engine {
             let mine: Vec<(u32, Option<[u8; 8]>)> = self
                 .tunnels
                 .values()
-                .filter(|t| t.recovers == Some(old_id) && t.state == TunnelState::WaitReply)
-                .map(|t| (t.local_id, t.tie_breaker))
+                .filter(|t| t.recovers == Some(old_id))
+                .filter_map(|t| Some((t.local_id, Some(t.tie_breaker()?))))
                 .collect();
             for (rec, tb) in mine {
                 if let (Some(tb), Some(theirs)) = (tb, theirs) {
