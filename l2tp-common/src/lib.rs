@@ -30,7 +30,11 @@ pub enum GlobalCounter {
     Control = 3,
     /// L2TP data messages.
     Data = 4,
-    /// L2TP frames too short to hold the header they announce.
+    /// L2TP frames whose outer headers are unsound (IPv4 header checksum,
+    /// IPv4/IPv6/UDP lengths beyond the frame or below their header) or
+    /// whose declared length is too short for the L2TP header they
+    /// announce. Those of a session of ours are dropped (and counted in its
+    /// `rx_malformed` too), the others are the kernel's.
     Malformed = 5,
     /// IPv4 fragments and packets with IP options (never parsed, passed).
     IpUnparsed = 6,

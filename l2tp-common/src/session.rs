@@ -2,6 +2,13 @@
 //! state (owned by the data path), commands (posted by the daemon with an
 //! epoch, applied by the data path on the next packet) and counters.
 //!
+//! Every field of the data path's state has one writer. Receive state
+//! ([`SessionRxState`], `SESSION_RX_STATE`) is written only by
+//! `l2tp_uplink`, transmit state ([`SessionTxState`], `SESSION_TX_STATE`)
+//! only by `l2tp_attach`; each has its own command slot
+//! (`SESSION_RX_CMD`, `SESSION_TX_CMD`), so a command is applied by the
+//! program that owns what it changes ([`cmd`] says which).
+//!
 //! Sessions live in array maps indexed by a local session index
 //! (`0..MAX_SESSIONS`); `SESSION_BY_ID` maps a received L2TPv3 Session ID to
 //! that index and `SESSION_BY_ATTACH` maps an attachment circuit (an interface,
@@ -25,8 +32,14 @@ pub const MAP_SESSION_BY_ATTACH: &str = "SESSION_BY_ATTACH";
 pub const MAP_ATTACH_PORT: &str = "ATTACH_PORT";
 pub const ATTACH_PORT_MAX: u32 = 4096;
 pub const MAP_SESSION_CFG: &str = "SESSION_CFG";
-pub const MAP_SESSION_STATE: &str = "SESSION_STATE";
-pub const MAP_SESSION_CMD: &str = "SESSION_CMD";
+/// [`SessionRxState`] by slot: written by `l2tp_uplink` only.
+pub const MAP_SESSION_RX_STATE: &str = "SESSION_RX_STATE";
+/// [`SessionTxState`] by slot: written by `l2tp_attach` only.
+pub const MAP_SESSION_TX_STATE: &str = "SESSION_TX_STATE";
+/// [`SessionCommand`] for the receive side, applied by `l2tp_uplink`.
+pub const MAP_SESSION_RX_CMD: &str = "SESSION_RX_CMD";
+/// [`SessionCommand`] for the transmit side, applied by `l2tp_attach`.
+pub const MAP_SESSION_TX_CMD: &str = "SESSION_TX_CMD";
 pub const MAP_SESSION_STATS: &str = "SESSION_STATS";
 /// `DEVMAP[port]`: the interfaces the data plane redirects to, by port
 /// slot (an array index, cheaper to redirect through than a hash).
@@ -116,16 +129,21 @@ pub struct SessionConfig {
     /// `TX_PORTS` slots of `uplink_ifindex` and `attach_ifindex`.
     pub uplink_port: u16,
     pub attach_port: u16,
+    /// Our address (the outer destination of every frame of the session),
+    /// in network byte order read as native 16-bit words, so that the data
+    /// path compares it word by word with the frame; IPv4 in the first two
+    /// words, the rest zero.
+    pub local_addr: [u16; 8],
     /// Outer Ethernet + IP (+ UDP) header; length fields zero.
     pub hdr: [u8; HDR_TEMPLATE_MAX],
+    pub _pad1: [u8; 2],
 }
 
-/// Data-path-owned per-session state.
+/// Receive state of a session: written only by `l2tp_uplink` (and by
+/// userspace before the session is published).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SessionState {
-    /// Next Ns to send (24-bit space; incremented atomically).
-    pub tx_ns: u32,
+pub struct SessionRxState {
     /// Next Ns expected.
     pub rx_nr: u32,
     /// 1 once a first sequenced packet set `rx_nr`.
@@ -137,7 +155,7 @@ pub struct SessionState {
     /// Effective receive mode and run length (set by config or command).
     pub mode: u32,
     pub resync_n: u32,
-    /// Epoch of the last applied command.
+    /// Epoch of the last receive command applied (`SESSION_RX_CMD`).
     pub applied_epoch: u32,
     /// After ENTER_RESYNC: packets accepted in sequence still to see before
     /// the configured mode comes back (0: not in a temporary resync). A
@@ -145,7 +163,20 @@ pub struct SessionState {
     pub resync_left: u32,
 }
 
-/// Command kinds (`SessionCommand::op`).
+/// Transmit state of a session: written only by `l2tp_attach`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionTxState {
+    /// Next Ns to send (24-bit space; incremented atomically, every CPU
+    /// encapsulating for the session shares it).
+    pub tx_ns: u32,
+    /// Epoch of the last transmit command applied (`SESSION_TX_CMD`).
+    pub applied_epoch: u32,
+}
+
+/// Command kinds (`SessionCommand::op`). `RESET_NS` changes transmit state
+/// and goes to `SESSION_TX_CMD`; the others change receive state and go to
+/// `SESSION_RX_CMD`. A program ignores a command of the other side.
 pub mod cmd {
     /// Set the next Ns to send to `value` (F-DC-1: 0 after recovery).
     pub const RESET_NS: u32 = 1;
@@ -157,11 +188,19 @@ pub mod cmd {
     pub const SET_MODE: u32 = 3;
     /// Forget the receive state: the next packet sets Nr.
     pub const RESET_NR: u32 = 4;
+
+    /// Whether `op` is applied by the transmit side (`l2tp_attach`).
+    pub const fn is_tx(op: u32) -> bool {
+        op == RESET_NS
+    }
 }
 
-/// A command posted by the daemon. The data path applies it once, on the
-/// next packet of the session, when `epoch_end == epoch_begin` and both
-/// differ from `SessionState::applied_epoch` (a torn write is never applied).
+/// A command posted by the daemon. The program owning the side it changes
+/// applies it once, on that side's next good packet of the session, when
+/// `epoch_end == epoch_begin` and both differ from that side's
+/// `applied_epoch` (a torn write is never applied). The side's
+/// `applied_epoch` moves by compare-and-swap: of several CPUs seeing the
+/// command, exactly one applies it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionCommand {
@@ -197,8 +236,9 @@ pub struct SessionStats {
     pub tx_no_route: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SessionConfig>() == 120);
-const _: () = assert!(core::mem::size_of::<SessionState>() == 36);
+const _: () = assert!(core::mem::size_of::<SessionConfig>() == 136);
+const _: () = assert!(core::mem::size_of::<SessionRxState>() == 32);
+const _: () = assert!(core::mem::size_of::<SessionTxState>() == 8);
 const _: () = assert!(core::mem::size_of::<SessionCommand>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionStats>() == 104);
 
@@ -207,7 +247,8 @@ mod pod {
     // SAFETY: plain #[repr(C)] integers and byte arrays, no padding holes
     // (checked by the size asserts above), valid for any bit pattern.
     unsafe impl aya::Pod for super::SessionConfig {}
-    unsafe impl aya::Pod for super::SessionState {}
+    unsafe impl aya::Pod for super::SessionRxState {}
+    unsafe impl aya::Pod for super::SessionTxState {}
     unsafe impl aya::Pod for super::SessionCommand {}
     unsafe impl aya::Pod for super::SessionStats {}
 }

@@ -14,7 +14,7 @@ use l2tp_common::{session::SessionStats, wire::V3_SEQ_MASK as SEQ_MASK};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{SessionConfig, TunnelConfig},
+    config::{Encapsulation, SessionConfig, TunnelConfig},
     dataplane::SessionTable,
 };
 
@@ -125,7 +125,7 @@ pub struct TunnelView {
     pub peer_id: Option<u32>,
     pub peer: String,
     pub version: u8,
-    pub encapsulation: String,
+    pub encapsulation: Encapsulation,
     pub initiator: Option<bool>,
     pub peer_host_name: Option<String>,
     pub local_failover: Option<FailoverBits>,

@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, path::PathBuf};
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 
 use crate::{
     api::{Client, EventView, Reply, Request, SessionView, TunnelView},
@@ -34,12 +34,6 @@ pub enum TunnelCmd {
     Delete { name: String },
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum CliEncap {
-    Udp,
-    Ip,
-}
-
 #[derive(Args, Debug)]
 pub struct TunnelAddArgs {
     /// Unique name.
@@ -51,8 +45,8 @@ pub struct TunnelAddArgs {
     /// L2TP version: 2 or 3.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub version: u8,
-    #[arg(long, value_enum, default_value_t = CliEncap::Udp)]
-    pub encap: CliEncap,
+    #[arg(long, value_enum, default_value_t = Encapsulation::Udp)]
+    pub encap: Encapsulation,
     /// Peer's UDP port.
     #[arg(long, default_value_t = 1701)]
     pub port: u16,
@@ -112,16 +106,6 @@ pub enum SessionCmd {
     Delete { tunnel: String, name: String },
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum CliRxMode {
-    /// RFC 3931 default: accept packets ahead of Nr, drop older ones.
-    AcceptNew,
-    /// Drop out-of-sequence packets until --resync-n in-sequence ones arrive.
-    Strict,
-    /// Failover mode: --resync-n consecutive packets move Nr to them.
-    Resync,
-}
-
 #[derive(Args, Debug)]
 pub struct SessionAddArgs {
     /// Tunnel name.
@@ -149,8 +133,8 @@ pub struct SessionAddArgs {
     /// No L2-Specific Sublayer (not with --sequencing).
     #[arg(long, conflicts_with = "sequencing")]
     pub no_sublayer: bool,
-    #[arg(long, value_enum, default_value_t = CliRxMode::AcceptNew)]
-    pub rx_mode: CliRxMode,
+    #[arg(long, value_enum, default_value_t = ReceiveMode::AcceptNew)]
+    pub rx_mode: ReceiveMode,
     /// Run length of the strict and resync modes (packets).
     #[arg(long, default_value_t = 5)]
     pub resync_n: u16,
@@ -221,7 +205,7 @@ fn tunnel_rows(ts: &[TunnelView]) {
                     t.state.clone(),
                     t.peer.clone(),
                     t.version.to_string(),
-                    t.encapsulation.clone(),
+                    t.encapsulation.to_string(),
                     opt(&t.local_id),
                     opt(&t.peer_id),
                     format!("{}/{}", t.sessions.iter().filter(|s| s.state == "established").count(), t.sessions.len()),
@@ -303,10 +287,7 @@ pub fn tunnel(conn: &Conn, cmd: TunnelCmd) -> anyhow::Result<()> {
                 port: a.port,
                 local: a.local,
                 version: a.version,
-                encapsulation: match a.encap {
-                    CliEncap::Udp => Encapsulation::Udp,
-                    CliEncap::Ip => Encapsulation::Ip,
-                },
+                encapsulation: a.encap,
                 initiate: !a.passive,
                 secret: None,
                 // Read by the daemon; the secret never crosses the socket.
@@ -368,11 +349,7 @@ pub fn session(conn: &Conn, cmd: SessionCmd) -> anyhow::Result<()> {
                 cookie_len: a.cookie_len,
                 sublayer: !a.no_sublayer,
                 sequencing: a.sequencing,
-                receive_mode: match a.rx_mode {
-                    CliRxMode::AcceptNew => ReceiveMode::AcceptNew,
-                    CliRxMode::Strict => ReceiveMode::Strict,
-                    CliRxMode::Resync => ReceiveMode::Resync,
-                },
+                receive_mode: a.rx_mode,
                 resync_n: a.resync_n,
                 resync_deliver: a.resync_deliver,
             };

@@ -20,7 +20,7 @@ use l2tp_proto::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::{self, RxMode};
+use crate::dataplane::{self, AttachMode, Encap, RxMode};
 
 /// A configuration error, said once and clearly (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -151,14 +151,29 @@ impl Serialize for RouterId {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+/// How XDP programs are attached: the `dataplane.xdp_mode` key and the
+/// `--mode` of `l2tp-ctl dataplane attach`; [`AttachMode`] is the data
+/// plane's side of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum XdpMode {
-    /// Native XDP, generic if the driver refuses.
+    /// Native (driver) XDP, generic XDP if the driver refuses.
     #[default]
     Auto,
+    /// Native (driver) XDP only.
     Native,
+    /// Generic (skb) XDP only.
     Generic,
+}
+
+impl From<XdpMode> for AttachMode {
+    fn from(m: XdpMode) -> Self {
+        match m {
+            XdpMode::Auto => Self::Auto,
+            XdpMode::Native => Self::Native,
+            XdpMode::Generic => Self::Generic,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -190,12 +205,53 @@ impl Default for Dataplane {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+/// How L2TP is carried: the `encapsulation` key of a tunnel, the
+/// `--encap` of the CLI, the stored tunnel record and the API's views.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Encapsulation {
+    /// L2TP over UDP (port 1701).
     #[default]
     Udp,
+    /// L2TPv3 over IP protocol 115.
     Ip,
+}
+
+impl Encapsulation {
+    /// The data plane's form: over UDP from port 1701 to `peer_port`.
+    pub fn dataplane(self, peer_port: u16) -> Encap {
+        match self {
+            Self::Udp => Encap::Udp { local_port: 1701, peer_port },
+            Self::Ip => Encap::Ip,
+        }
+    }
+
+    pub fn transport(self) -> Transport {
+        match self {
+            Self::Udp => Transport::Udp,
+            Self::Ip => Transport::Ip,
+        }
+    }
+}
+
+impl From<Transport> for Encapsulation {
+    fn from(t: Transport) -> Self {
+        match t {
+            Transport::Udp => Self::Udp,
+            Transport::Ip => Self::Ip,
+        }
+    }
+}
+
+impl fmt::Display for Encapsulation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Udp => "udp",
+            Self::Ip => "ip",
+        })
+    }
 }
 
 /// One control connection to one peer.
@@ -359,13 +415,31 @@ impl Default for Failover {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+/// Receive behaviour of a sequenced session: the `receive_mode` key, the
+/// `--rx-mode` of the CLI and the stored session record. [`RxMode`] is
+/// the data plane's form, with its parameters ([`ReceiveMode::rx_mode`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReceiveMode {
+    /// RFC 3931 default: accept packets ahead of Nr, drop older ones.
     #[default]
     AcceptNew,
+    /// Drop out-of-sequence packets until --resync-n in-sequence ones arrive.
     Strict,
+    /// Failover mode: --resync-n consecutive packets move Nr to them.
     Resync,
+}
+
+impl ReceiveMode {
+    /// The data plane's receive mode: run length `n`, and whether the
+    /// packets of an unconfirmed run are delivered.
+    pub fn rx_mode(self, n: u16, deliver_unconfirmed: bool) -> RxMode {
+        match self {
+            Self::AcceptNew => RxMode::AcceptNew,
+            Self::Strict => RxMode::Strict { n },
+            Self::Resync => RxMode::Resync { n, deliver_unconfirmed },
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -427,10 +501,13 @@ pub struct SessionConfig {
 }
 
 fn default_resync_n() -> u16 {
-    5
+    SessionConfig::DEFAULT_RESYNC_N
 }
 
 impl SessionConfig {
+    /// `resync_n` when not given.
+    pub const DEFAULT_RESYNC_N: u16 = 5;
+
     /// The attachment circuit: interface and VLAN (0: the whole interface).
     pub fn circuit(&self) -> (&str, u16) {
         (&self.interface, self.vlan.unwrap_or(0))
@@ -460,11 +537,7 @@ impl SessionConfig {
     }
 
     pub fn rx_mode(&self) -> RxMode {
-        match self.receive_mode {
-            ReceiveMode::AcceptNew => RxMode::AcceptNew,
-            ReceiveMode::Strict => RxMode::Strict { n: self.resync_n },
-            ReceiveMode::Resync => RxMode::Resync { n: self.resync_n, deliver_unconfirmed: self.resync_deliver },
-        }
+        self.receive_mode.rx_mode(self.resync_n, self.resync_deliver)
     }
 
     /// Checks the values; `key` is the path used in errors.
@@ -510,10 +583,7 @@ impl TunnelConfig {
     }
 
     pub fn transport(&self) -> Transport {
-        match self.encapsulation {
-            Encapsulation::Udp => Transport::Udp,
-            Encapsulation::Ip => Transport::Ip,
-        }
+        self.encapsulation.transport()
     }
 
     /// Where the peer's control messages come from / go to.
@@ -586,7 +656,7 @@ impl TunnelConfig {
     }
 
     pub fn next_hop_mac(&self) -> Option<[u8; 6]> {
-        self.next_hop_mac.as_deref().and_then(parse_mac)
+        self.next_hop_mac.as_deref().and_then(|m| parse_mac(m).ok())
     }
 
     /// Checks the values; `key` is the path used in errors (`tunnel[0]`).
@@ -622,8 +692,8 @@ impl TunnelConfig {
             }
         }
         if let Some(m) = &self.next_hop_mac {
-            if parse_mac(m).is_none() {
-                return bad("next_hop_mac", "a MAC address like 02:00:00:00:00:01".into());
+            if let Err(e) = parse_mac(m) {
+                return bad("next_hop_mac", e);
             }
         }
         if self.failover.resync_n == 0 {
@@ -651,19 +721,54 @@ impl TunnelConfig {
     }
 }
 
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+/// A MAC address as people write it, `02:00:00:00:00:01`: the
+/// `next_hop_mac` key and every MAC option of the CLI.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bad = || "expected a MAC address like 02:00:00:00:00:01".to_owned();
     let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 6 || parts.iter().any(|p| p.len() != 2) {
-        return None;
+    if parts.len() != 6 || parts.iter().any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(bad());
     }
     let mut m = [0; 6];
     for (d, p) in m.iter_mut().zip(parts) {
-        *d = u8::from_str_radix(p, 16).ok()?;
+        *d = u8::from_str_radix(p, 16).map_err(|_| bad())?;
     }
-    Some(m)
+    Ok(m)
+}
+
+/// The smallest retransmission cap the RFCs ask for: RFC 3931 4.2 "SHOULD
+/// be no less than 8 seconds", RFC 2661 5.8 "MUST" for L2TPv2. A smaller
+/// `retransmit.max_ms` is the operator's choice and is honoured; `config
+/// check` and the daemon warn about it ([`Config::warnings`]).
+pub const RFC_RETRANSMIT_CAP_MS: u64 = 8000;
+
+fn retransmit_cap_warning(key: &str, max_ms: u64) -> Option<String> {
+    (max_ms < RFC_RETRANSMIT_CAP_MS).then(|| {
+        format!(
+            "{key}.retransmit.max_ms = {max_ms}: below the {RFC_RETRANSMIT_CAP_MS} ms the RFCs ask for \
+             (RFC 3931 4.2 SHOULD, RFC 2661 5.8 MUST for L2TPv2); used as configured"
+        )
+    })
+}
+
+impl TunnelConfig {
+    /// Legal values worth a warning (`key`: `tunnel[0]` or the tunnel's
+    /// name); the global ones are [`Config::warnings`]'.
+    pub fn warnings(&self, key: &str) -> Vec<String> {
+        self.retransmit.max_ms.and_then(|ms| retransmit_cap_warning(key, ms)).into_iter().collect()
+    }
 }
 
 impl Config {
+    /// Legal values worth a warning: a retransmission cap under 8 s.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w: Vec<String> = retransmit_cap_warning("global", self.global.retransmit.max_ms).into_iter().collect();
+        for (i, t) in self.tunnels.iter().enumerate() {
+            w.extend(t.warnings(&format!("tunnel[{i}]")));
+        }
+        w
+    }
+
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
@@ -832,6 +937,35 @@ mod tests {
         ] {
             let e = parse(&format!("[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n{extra}")).expect_err(key);
             assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn retransmit_cap_under_8_s_is_legal_and_warned_about() {
+        let c = parse(
+            "[global.retransmit]\nmax_ms = 4000\n[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n\
+             [tunnel.retransmit]\nmax_ms = 2000\n[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.3\"\n",
+        )
+        .expect("legal");
+        assert_eq!(c.tunnels[0].timers(&c.global).channel.retransmit_cap, Duration::from_millis(2000), "honoured");
+        assert_eq!(c.tunnels[1].timers(&c.global).channel.retransmit_cap, Duration::from_millis(4000));
+        let w = c.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("global.retransmit.max_ms = 4000") && w[0].contains("8000"), "{w:?}");
+        assert!(w[1].starts_with("tunnel[0].retransmit.max_ms = 2000"), "{w:?}");
+        let quiet = parse("[global.retransmit]\nmax_ms = 8000\n[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n")
+            .expect("legal");
+        assert!(quiet.warnings().is_empty(), "{:?}", quiet.warnings());
+        assert!(parse("").expect("defaults").warnings().is_empty(), "the default cap is not warned about");
+    }
+
+    #[test]
+    fn one_mac_parser() {
+        assert_eq!(parse_mac("02:00:00:00:0a:FF"), Ok([2, 0, 0, 0, 0x0a, 0xff]));
+        for bad in
+            ["", "02:00:00:00:00", "02:00:00:00:00:01:02", "2:00:00:00:00:01", "+2:00:00:00:00:01", "zz:00:00:00:00:01"]
+        {
+            assert!(parse_mac(bad).is_err(), "{bad}");
         }
     }
 

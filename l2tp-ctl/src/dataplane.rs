@@ -23,8 +23,9 @@ use aya::{
 };
 use l2tp_common::{
     session::{
-        MAP_ATTACH_PORT, MAP_PORT_SLOTS, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_CMD,
-        MAP_SESSION_STATE, MAP_SESSION_STATS, MAP_TX_PORTS, PROG_ATTACH, PROG_UPLINK,
+        MAP_ATTACH_PORT, MAP_PORT_SLOTS, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_RX_CMD,
+        MAP_SESSION_RX_STATE, MAP_SESSION_STATS, MAP_SESSION_TX_CMD, MAP_SESSION_TX_STATE, MAP_TX_PORTS, PROG_ATTACH,
+        PROG_UPLINK,
     },
     GlobalCounter, MAP_GLOBAL_STATS,
 };
@@ -38,14 +39,16 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/l2tp";
 
 /// Every map of the object, pinned as `map_<name>`.
-pub const MAPS: [&str; 10] = [
+pub const MAPS: [&str; 12] = [
     MAP_GLOBAL_STATS,
     MAP_ATTACH_PORT,
     MAP_SESSION_BY_ID,
     MAP_SESSION_BY_ATTACH,
     MAP_SESSION_CFG,
-    MAP_SESSION_STATE,
-    MAP_SESSION_CMD,
+    MAP_SESSION_RX_STATE,
+    MAP_SESSION_TX_STATE,
+    MAP_SESSION_RX_CMD,
+    MAP_SESSION_TX_CMD,
     MAP_SESSION_STATS,
     MAP_TX_PORTS,
     MAP_PORT_SLOTS,

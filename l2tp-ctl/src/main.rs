@@ -8,9 +8,9 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use l2tp_ctl::{
     api::{DataplaneView, Request},
     client,
-    config::{Config, ConfigError},
+    config::{parse_mac, Config, ConfigError, Encapsulation, ReceiveMode, XdpMode},
     daemon,
-    dataplane::{self, AttachMode, Cookie, Encap, Pinned, Role, RxMode, SessionParams},
+    dataplane::{self, Cookie, Pinned, Role, SessionParams},
 };
 
 #[derive(Parser, Debug)]
@@ -125,7 +125,7 @@ struct PktgenArgs {
     #[arg(long)]
     ethernet: bool,
     #[arg(long, value_enum, default_value = "udp")]
-    encap: CliEncap,
+    encap: Encapsulation,
     /// Cookie of the frames, in hex (4 or 8 bytes).
     #[arg(long, value_parser = parse_cookie)]
     cookie: Option<Cookie>,
@@ -173,8 +173,9 @@ struct PktgenArgs {
 
 #[derive(Subcommand, Debug)]
 enum ConfigCmd {
-    /// Check a configuration file: exit 0 when valid, 2 with the key at
-    /// fault when not.
+    /// Check a configuration file: exit 0 when valid (legal values worth a
+    /// word, such as a retransmission cap under 8 s, are warned about on
+    /// stderr), 2 with the key at fault when not.
     Check { file: PathBuf },
 }
 
@@ -182,37 +183,9 @@ enum ConfigCmd {
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum Mode {
-    /// Native (driver) XDP, generic XDP if the driver refuses.
-    Auto,
-    /// Native (driver) XDP only.
-    Native,
-    /// Generic (skb) XDP only.
-    Generic,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
 enum CliRole {
     Uplink,
     Attachment,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum CliEncap {
-    /// L2TPv3 over UDP (port 1701).
-    Udp,
-    /// L2TPv3 over IP protocol 115.
-    Ip,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum CliRxMode {
-    /// RFC 3931 default: accept packets ahead of Nr, drop older ones.
-    AcceptNew,
-    /// Drop out-of-sequence packets until --resync-n in-sequence ones arrive.
-    Strict,
-    /// Failover mode: --resync-n consecutive packets move Nr to them.
-    Resync,
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
@@ -227,15 +200,6 @@ fn parse_cookie(s: &str) -> Result<Cookie, String> {
     Cookie::new(&parse_hex(s)?).ok_or_else(|| "a cookie has 4 or 8 bytes (8 or 16 hex digits)".into())
 }
 
-fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let bytes: Result<Vec<u8>, _> = parts.iter().map(|p| u8::from_str_radix(p, 16)).collect();
-    match bytes {
-        Ok(b) if b.len() == 6 && parts.iter().all(|p| p.len() == 2) => Ok([b[0], b[1], b[2], b[3], b[4], b[5]]),
-        _ => Err("expected a MAC address like 02:00:00:00:00:01".into()),
-    }
-}
-
 /// A static L2TPv3 Ethernet pseudowire (no control connection).
 #[derive(clap::Args, Debug)]
 struct SessionArgs {
@@ -245,8 +209,8 @@ struct SessionArgs {
     /// Session ID the peer receives on (non-zero).
     #[arg(long)]
     peer_session_id: u32,
-    #[arg(long, value_enum, default_value_t = CliEncap::Udp)]
-    encap: CliEncap,
+    #[arg(long, value_enum, default_value_t = Encapsulation::Udp)]
+    encap: Encapsulation,
     /// Our address on the uplink.
     #[arg(long)]
     local: IpAddr,
@@ -283,8 +247,8 @@ struct SessionArgs {
     /// Use the default L2-Specific Sublayer without sequencing.
     #[arg(long)]
     sublayer: bool,
-    #[arg(long, value_enum, default_value_t = CliRxMode::AcceptNew)]
-    rx_mode: CliRxMode,
+    #[arg(long, value_enum, default_value_t = ReceiveMode::AcceptNew)]
+    rx_mode: ReceiveMode,
     /// Packets in a row that resynchronise Nr (strict and resync modes).
     #[arg(long, default_value_t = 5)]
     resync_n: u16,
@@ -341,8 +305,8 @@ enum DataplaneCmd {
         #[arg(long, value_enum, default_value_t = CliRole::Uplink)]
         role: CliRole,
         /// XDP attach mode.
-        #[arg(long, value_enum, default_value_t = Mode::Auto)]
-        mode: Mode,
+        #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
+        mode: XdpMode,
         /// bpffs directory holding the pinned programs, maps and links.
         #[arg(long, default_value = dataplane::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
@@ -411,6 +375,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events { follow, conn } => client::events(&conn, follow),
         Command::Config(ConfigCmd::Check { file }) => {
             let c = Config::load(&file)?;
+            // Legal but worth a word: warnings, and still exit 0.
+            for w in c.warnings() {
+                eprintln!("l2tp-ctl: warning: {}: {w}", file.display());
+            }
             let sessions: usize = c.tunnels.iter().map(|t| t.sessions.len()).sum();
             println!("{}: valid ({} tunnel(s), {sessions} session(s))", file.display(), c.tunnels.len());
             Ok(())
@@ -444,10 +412,7 @@ fn run_pktgen(a: PktgenArgs) -> anyhow::Result<()> {
     let payload = match a.session_id {
         Some(session_id) if !a.ethernet => Payload::L2tp {
             session_id,
-            encap: match a.encap {
-                CliEncap::Udp => Encap::Udp { local_port: 1701, peer_port: 1701 },
-                CliEncap::Ip => Encap::Ip,
-            },
+            encap: a.encap.dataplane(1701),
             cookie: a.cookie.map(|c| c.as_bytes().to_vec()).unwrap_or_default(),
             sequence: a.sequence,
         },
@@ -512,11 +477,7 @@ fn run_dataplane(cmd: DataplaneCmd) -> anyhow::Result<()> {
             for iface in &interfaces {
                 dataplane::validate_ifname(iface)?;
             }
-            let mode = match mode {
-                Mode::Auto => AttachMode::Auto,
-                Mode::Native => AttachMode::Native,
-                Mode::Generic => AttachMode::Generic,
-            };
+            let mode = mode.into();
             let created = !pin_dir.exists();
             let dp = Pinned::open_or_create(&pin_dir)?;
             let mut done = Vec::new();
@@ -586,10 +547,7 @@ fn run_session(cmd: SessionCmd) -> anyhow::Result<()> {
             let params = SessionParams {
                 local_session_id: a.session_id,
                 peer_session_id: a.peer_session_id,
-                encap: match a.encap {
-                    CliEncap::Udp => Encap::Udp { local_port: 1701, peer_port: 1701 },
-                    CliEncap::Ip => Encap::Ip,
-                },
+                encap: a.encap.dataplane(1701),
                 local_addr: a.local,
                 peer_addr: a.peer,
                 local_mac: dataplane::hwaddr(&a.uplink)?,
@@ -603,11 +561,7 @@ fn run_session(cmd: SessionCmd) -> anyhow::Result<()> {
                 tx_cookie: a.peer_cookie.unwrap_or(Cookie::NONE),
                 sublayer: a.sublayer || a.sequencing,
                 sequencing: a.sequencing,
-                rx_mode: match a.rx_mode {
-                    CliRxMode::AcceptNew => RxMode::AcceptNew,
-                    CliRxMode::Strict => RxMode::Strict { n: a.resync_n },
-                    CliRxMode::Resync => RxMode::Resync { n: a.resync_n, deliver_unconfirmed: a.resync_deliver },
-                },
+                rx_mode: a.rx_mode.rx_mode(a.resync_n, a.resync_deliver),
                 resync_deliver: a.resync_deliver,
                 udp6_zero_checksum: a.udp6_zero_checksum,
             };

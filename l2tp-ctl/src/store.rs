@@ -10,6 +10,8 @@ use std::{net::SocketAddr, path::Path};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{Encapsulation, ReceiveMode};
+
 /// Key: local tunnel ID. Value: JSON [`TunnelRecord`].
 const TUNNELS: TableDefinition<'static, u32, &'static [u8]> = TableDefinition::new("tunnels");
 /// Key: (local tunnel ID, local session ID). Value: JSON [`SessionRecord`].
@@ -53,8 +55,8 @@ pub struct TunnelRecord {
     pub peer_id: u32,
     pub peer: SocketAddr,
     pub version: u8,
-    /// "udp" or "ip".
-    pub encapsulation: String,
+    /// Stored as "udp" or "ip".
+    pub encapsulation: Encapsulation,
     pub initiator: bool,
     pub local_failover: Option<FailoverRecord>,
     pub peer_failover: Option<FailoverRecord>,
@@ -78,8 +80,8 @@ pub struct SessionRecord {
     pub tx_cookie: Vec<u8>,
     pub sublayer: bool,
     pub sequencing: bool,
-    /// "accept-new", "strict" or "resync".
-    pub receive_mode: String,
+    /// Stored as "accept-new", "strict" or "resync".
+    pub receive_mode: ReceiveMode,
     pub resync_n: u16,
     pub established_ms: u64,
 }
@@ -210,7 +212,7 @@ mod tests {
             peer_id: id + 100,
             peer: "198.18.0.2:1701".parse().expect("addr"),
             version: 3,
-            encapsulation: "udp".into(),
+            encapsulation: Encapsulation::Udp,
             initiator: true,
             local_failover: Some(FailoverRecord { control: true, data: true, recovery_time_ms: 3000 }),
             peer_failover: None,
@@ -232,10 +234,26 @@ mod tests {
             tx_cookie: vec![],
             sublayer: true,
             sequencing: true,
-            receive_mode: "accept-new".into(),
+            receive_mode: ReceiveMode::AcceptNew,
             resync_n: 5,
             established_ms: 2,
         }
+    }
+
+    /// Records written before the enums were typed read back the same.
+    #[test]
+    fn records_keep_their_json_form() {
+        let t = serde_json::to_value(tunnel(1)).expect("json");
+        assert_eq!(t["encapsulation"], "udp");
+        let s = serde_json::to_value(session(1, 2)).expect("json");
+        assert_eq!(s["receive_mode"], "accept-new");
+        let mut old = s.clone();
+        old["receive_mode"] = "resync".into();
+        let back: SessionRecord = serde_json::from_value(old).expect("typed");
+        assert_eq!(back.receive_mode, ReceiveMode::Resync);
+        let mut bad = s;
+        bad["receive_mode"] = "sometimes".into();
+        assert!(serde_json::from_value::<SessionRecord>(bad).is_err(), "an unknown mode is an error, not a default");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use l2tp_common::{tools::MAX_STAMP_OFFSET, wire::*};
 
-use crate::{attach_entry, ptr_at, uplink_entry};
+use crate::{attach_entry, parse::ptr_at, uplink_entry};
 
 #[map(name = "PKTGEN_CFG")]
 static PKTGEN_CFG: Array<u32> = Array::with_max_entries(1, 0);

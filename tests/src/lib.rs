@@ -10,6 +10,8 @@ pub mod netns;
 pub mod pcap;
 pub mod topology;
 pub mod traffic;
+#[cfg(feature = "ctl")]
+pub mod xdp;
 pub mod xl2tpd;
 
 /// Test-frame builders (shared with `l2tp-ctl pktgen`).

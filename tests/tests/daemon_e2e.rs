@@ -308,3 +308,62 @@ fn invalid_config_names_the_key_exits_2_and_starts_nothing() {
     assert!(!out.status.success());
     assert!(err.contains("not running") && err.lines().count() == 1, "{err}");
 }
+
+/// Defect 5: a retransmission cap under 8 s is the operator's choice:
+/// `config check` accepts it (exit 0) and warns on stderr, naming the key;
+/// a cap of 8 s or more gets no warning.
+#[test]
+fn config_check_warns_about_a_retransmit_cap_under_8_s_and_accepts_it() {
+    let dir = l2tp_tests::daemon::TempDir::new("cap").expect("dir");
+    let check = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        let out = std::process::Command::new(l2tp_tests::daemon::ctl_bin())
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let tunnel = "[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n";
+    let (code, out, err) = check("short.toml", &format!("[global.retransmit]\nmax_ms = 2000\n{tunnel}"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("valid"), "{out}");
+    assert!(
+        err.contains("warning") && err.contains("global.retransmit.max_ms = 2000") && err.contains("8000"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one warning: {err}");
+    let (code, _, err) =
+        check("tunnel.toml", &format!("{tunnel}[tunnel.retransmit]\nmax_ms = 500\ninitial_ms = 100\n"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("tunnel[0].retransmit.max_ms = 500"), "{err}");
+    let (code, _, err) = check("ok.toml", &format!("[global.retransmit]\nmax_ms = 8000\n{tunnel}"));
+    assert_eq!((code, err.as_str()), (Some(0), ""), "no warning at 8 s");
+}
+
+/// Defect 5, the daemon's side: the cap is logged as a warning at start
+/// and again at a reload, and the daemon runs with it.
+#[test]
+#[ignore = "privileged: needs root and network namespaces; run by `cargo xtask test`"]
+fn daemon_warns_about_a_retransmit_cap_under_8_s_at_start_and_reload() {
+    let ns = NetNs::new("cap").expect("netns");
+    let cfg = "[global]\nlisten = [\"0.0.0.0:1701\"]\nlisten_ip = false\n[global.retransmit]\nmax_ms = 3000\n\
+               [dataplane]\nenabled = false\n";
+    let mut d = Daemon::start(&ns, "cap", cfg).expect("daemon");
+    let warned = |d: &Daemon| d.log().matches("global.retransmit.max_ms = 3000").count();
+    assert_eq!(warned(&d), 1, "{}", d.log());
+    d.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + WAIT;
+    while warned(&d) < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(warned(&d), 2, "warned again at the reload: {}", d.log());
+    assert!(d.log().contains("WARN"), "{}", d.log());
+    d.signal(libc::SIGTERM);
+    assert!(d.wait(Duration::from_secs(10)).expect("exits").success());
+}

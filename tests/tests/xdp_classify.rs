@@ -1,23 +1,14 @@
 //! BPF_PROG_TEST_RUN tests of the `l2tp_classify` XDP program.
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use l2tp_common::GlobalCounter::{self, *};
 use l2tp_ctl::dataplane::{GlobalStats, Loaded, Role, EBPF_OBJECT};
-use l2tp_tests::frames::*;
-
-const XDP_PASS: u32 = 2;
+use l2tp_tests::{frames::*, xdp::test_run, xdp::XDP_PASS};
 
 /// Expected non-zero counter increments.
 type Counts = Vec<(GlobalCounter, u64)>;
 
 fn run(dp: &mut Loaded, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    let res = dp.program(Role::Uplink).expect("program").test_run(opts).expect("BPF_PROG_TEST_RUN");
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
+    test_run(dp.program(Role::Uplink).expect("program"), frame)
 }
 
 fn delta(before: &GlobalStats, after: &GlobalStats) -> Counts {

@@ -3,175 +3,12 @@
 //! (`l2tp_attach`), with the expected action and output bytes, diffed on
 //! failure; then the sequence-number receive modes packet by packet.
 //!
-//! The loopback interface (ifindex 1) stands in for both the uplink and the
-//! attachment circuit: test runs need an existing device, never traffic.
+//! The rig, the frame builders and the test-run wrapper are
+//! `l2tp_tests::xdp`'s; malformed and foreign frames are
+//! `xdp_validation.rs`'s.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-use aya::programs::{TestRun as _, TestRunOptions};
-use l2tp_common::session::SessionStats;
-use l2tp_ctl::dataplane::{
-    session::Command, Cookie, Encap, Loaded, Role, RxMode, SessionParams, SessionTable, EBPF_OBJECT,
-};
-use l2tp_tests::frames::*;
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_REDIRECT: u32 = 4;
-const LO: u32 = 1;
-const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
-const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
-
-/// A customer frame (what crosses the pseudowire).
-fn inner() -> Vec<u8> {
-    eth(
-        [0x02, 0, 0, 0, 0, 0x11],
-        [0x02, 0, 0, 0, 0, 0x22],
-        0x0800,
-        &ipv4([198, 19, 0, 1], [198, 19, 0, 2], 17, &[0x5a; 40]),
-    )
-}
-
-fn v4(a: [u8; 4]) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(a))
-}
-fn v6(a: [u8; 16]) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::from(a))
-}
-
-fn params(local_id: u32, encap: Encap, ipv6: bool) -> SessionParams {
-    SessionParams {
-        local_session_id: local_id,
-        peer_session_id: local_id + 0x1000,
-        encap,
-        local_addr: if ipv6 { v6(IP6_B) } else { v4(IP4_B) },
-        peer_addr: if ipv6 { v6(IP6_A) } else { v4(IP4_A) },
-        local_mac: OUR_MAC,
-        next_hop_mac: PEER_MAC,
-        fib_lookup: false,
-        uplink_ifindex: LO,
-        attach_ifindex: LO,
-        attach_vlan: 0,
-        uplink_mtu: 1500,
-        rx_cookie: Cookie::NONE,
-        tx_cookie: Cookie::NONE,
-        sublayer: false,
-        sequencing: false,
-        rx_mode: RxMode::AcceptNew,
-        resync_deliver: false,
-        udp6_zero_checksum: ipv6,
-    }
-}
-
-const UDP: Encap = Encap::Udp { local_port: 1701, peer_port: 1701 };
-
-/// L2TPv3 data header bytes: session ID, cookie, optional sublayer word.
-fn l2tp(session: u32, cookie: &[u8], sublayer: Option<u32>) -> Vec<u8> {
-    let mut h = session.to_be_bytes().to_vec();
-    h.extend_from_slice(cookie);
-    if let Some(w) = sublayer {
-        h.extend_from_slice(&w.to_be_bytes());
-    }
-    h
-}
-
-/// The frame a peer sends us (from A to B) for this session.
-fn wire_in(encap: Encap, ipv6: bool, l2tp_hdr: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut body = l2tp_hdr.to_vec();
-    body.extend_from_slice(payload);
-    match (encap, ipv6) {
-        (Encap::Ip, false) => ip4_l2tp_frame(&body),
-        (Encap::Ip, true) => ip6_l2tp_frame(&body),
-        (Encap::Udp { .. }, v6) => {
-            let mut u = vec![0x00, 0x03, 0, 0];
-            u.extend_from_slice(&body);
-            if v6 {
-                udp6_frame(1701, 1701, &u)
-            } else {
-                udp4_frame(1701, 1701, &u)
-            }
-        }
-    }
-}
-
-/// The frame we must send (B to A) for this session: our template with
-/// checksum 0 UDP (IPv4 and zero-checksum IPv6) and DF set on IPv4.
-fn wire_out(encap: Encap, ipv6: bool, l2tp_hdr: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut body = l2tp_hdr.to_vec();
-    body.extend_from_slice(payload);
-    let (proto, l4) = match encap {
-        Encap::Ip => (IPPROTO_L2TP, body),
-        Encap::Udp { .. } => {
-            let mut u = Vec::new();
-            u.extend_from_slice(&1701u16.to_be_bytes());
-            u.extend_from_slice(&1701u16.to_be_bytes());
-            u.extend_from_slice(&((8 + 4 + body.len()) as u16).to_be_bytes());
-            u.extend_from_slice(&[0, 0, 0x00, 0x03, 0, 0]);
-            u.extend_from_slice(&body);
-            (IPPROTO_UDP, u)
-        }
-    };
-    if ipv6 {
-        eth(PEER_MAC, OUR_MAC, ETH_P_IPV6, &ipv6_hdr(IP6_B, IP6_A, proto, &l4))
-    } else {
-        let mut ip = ipv4(IP4_B, IP4_A, proto, &l4);
-        // DF, checksum recomputed.
-        ip[6] = 0x40;
-        ip[10] = 0;
-        ip[11] = 0;
-        let c = csum_finish(csum_fold(0, &ip[..20]));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        eth(PEER_MAC, OUR_MAC, ETH_P_IP, &ip)
-    }
-}
-
-fn ipv6_hdr(src: [u8; 16], dst: [u8; 16], next: u8, payload: &[u8]) -> Vec<u8> {
-    ipv6(src, dst, next, payload)
-}
-
-struct Rig {
-    dp: Loaded,
-    table: SessionTable,
-}
-
-impl Rig {
-    fn new() -> Self {
-        let dp = Loaded::load(EBPF_OBJECT).expect("object loads and verifies");
-        let table = dp.sessions().expect("session maps");
-        Self { dp, table }
-    }
-
-    fn run(&mut self, role: Role, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 256];
-        // xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue, egress.
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_le_bytes());
-        ctx[12..16].copy_from_slice(&LO.to_le_bytes());
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
-        let res = self.dp.program(role).expect("program").test_run(opts).expect("BPF_PROG_TEST_RUN");
-        out.truncate(res.data_size_out as usize);
-        (res.return_value, out)
-    }
-
-    fn stats(&self, local_id: u32) -> SessionStats {
-        let idx = self.table.index_of(local_id).expect("installed");
-        self.table.stats(idx).expect("stats")
-    }
-}
-
-fn hexdiff(got: &[u8], want: &[u8]) -> String {
-    let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-    format!(
-        "lengths {} vs {}, first difference at byte {first}\n got  {:02x?}\n want {:02x?}",
-        got.len(),
-        want.len(),
-        got,
-        want
-    )
-}
+use l2tp_ctl::dataplane::{session::Command, Cookie, Encap, Role, RxMode, SessionParams};
+use l2tp_tests::{frames::*, xdp::*};
 
 struct Case {
     what: &'static str,
@@ -431,7 +268,7 @@ fn f_dc_3_resync_mode_follows_a_peer_ns_reset() {
     // The peer restarted at 0: two dropped, the third resyncs, then normal.
     assert_eq!(deliveries(&mut rig, 0x400, &[0, 1, 2, 3, 4]), [false, false, true, true, true]);
     let st = rig.table.state(idx).expect("state");
-    assert_eq!(st.applied_epoch, epoch);
+    assert_eq!(st.rx_applied_epoch, epoch);
     assert_eq!(st.rx_nr, 5);
     assert_eq!(rig.stats(0x400).rx_resyncs, 1);
     // Forward distance is accepted at once in resync mode.

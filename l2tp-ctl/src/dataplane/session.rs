@@ -1,13 +1,14 @@
 //! Typed API over the per-session maps: add, remove, read state and
-//! counters, post commands.
+//! counters, post commands (each to the program that owns what it changes).
 
 use std::{collections::BTreeSet, net::IpAddr};
 
 use aya::maps::{xdp::DevMap, Array, HashMap, Map, MapData, PerCpuArray};
 use l2tp_common::session::{
-    attach_key, cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionState, SessionStats, ATTACH_PORT_MAX,
-    HDR_TEMPLATE_MAX, MAP_ATTACH_PORT, MAP_PORT_SLOTS, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG,
-    MAP_SESSION_CMD, MAP_SESSION_STATE, MAP_SESSION_STATS, MAP_TX_PORTS, MAX_PORTS, MAX_SESSIONS,
+    attach_key, cmd, flags, rx_mode, SessionCommand, SessionConfig, SessionRxState, SessionStats, SessionTxState,
+    ATTACH_PORT_MAX, HDR_TEMPLATE_MAX, MAP_ATTACH_PORT, MAP_PORT_SLOTS, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID,
+    MAP_SESSION_CFG, MAP_SESSION_RX_CMD, MAP_SESSION_RX_STATE, MAP_SESSION_STATS, MAP_SESSION_TX_CMD,
+    MAP_SESSION_TX_STATE, MAP_TX_PORTS, MAX_PORTS, MAX_SESSIONS,
 };
 
 use super::{DataplaneError, Result};
@@ -99,11 +100,7 @@ pub struct SessionParams {
 }
 
 fn ip4_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    crate::frames::csum_finish(crate::frames::csum_fold(0, h))
 }
 
 impl SessionParams {
@@ -173,6 +170,14 @@ impl SessionParams {
         hdr.extend_from_slice(&self.next_hop_mac);
         hdr.extend_from_slice(&self.local_mac);
         let mut ip4_csum_base = 0;
+        let mut local_addr = [0u16; 8];
+        let local_octets = match self.local_addr {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        for (w, b) in local_addr.iter_mut().zip(local_octets.chunks_exact(2)) {
+            *w = u16::from_ne_bytes([b[0], b[1]]);
+        }
         match (self.local_addr, self.peer_addr) {
             (IpAddr::V4(l), IpAddr::V4(p)) => {
                 hdr.extend_from_slice(&0x0800u16.to_be_bytes());
@@ -219,8 +224,51 @@ impl SessionParams {
             attach_vlan: self.attach_vlan,
             uplink_port: 0,
             attach_port: 0,
+            local_addr,
             hdr: hdr_arr,
+            _pad1: [0; 2],
         })
+    }
+}
+
+/// A session's data-path state as [`SessionTable::state`] reads it: the
+/// receive side (`SESSION_RX_STATE`, written by `l2tp_uplink`) and the
+/// transmit side (`SESSION_TX_STATE`, written by `l2tp_attach`) side by
+/// side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// Next Ns to send.
+    pub tx_ns: u32,
+    /// Next Ns expected.
+    pub rx_nr: u32,
+    /// 1 once a first sequenced packet set `rx_nr`.
+    pub rx_valid: u32,
+    pub run_len: u32,
+    pub run_next: u32,
+    /// Effective receive mode (an `rx_mode`) and run length.
+    pub mode: u32,
+    pub resync_n: u32,
+    /// Packets in sequence left in a temporary resync (0: none).
+    pub resync_left: u32,
+    /// Epochs of the last receive and transmit commands applied.
+    pub rx_applied_epoch: u32,
+    pub tx_applied_epoch: u32,
+}
+
+impl SessionState {
+    fn new(rx: SessionRxState, tx: SessionTxState) -> Self {
+        Self {
+            tx_ns: tx.tx_ns,
+            rx_nr: rx.rx_nr,
+            rx_valid: rx.rx_valid,
+            run_len: rx.run_len,
+            run_next: rx.run_next,
+            mode: rx.mode,
+            resync_n: rx.resync_n,
+            resync_left: rx.resync_left,
+            rx_applied_epoch: rx.applied_epoch,
+            tx_applied_epoch: tx.applied_epoch,
+        }
     }
 }
 
@@ -236,6 +284,14 @@ pub enum Command {
     SetMode(RxMode),
     /// Forget Nr: the next packet sets it.
     ResetNr,
+}
+
+impl Command {
+    /// Whether the transmit side (`l2tp_attach`) owns what the command
+    /// changes; else the receive side (`l2tp_uplink`) does.
+    pub fn is_tx(self) -> bool {
+        matches!(self, Self::ResetNs(_))
+    }
 }
 
 /// Summed per-CPU session counters.
@@ -264,8 +320,10 @@ pub struct SessionTable {
     by_attach: HashMap<MapData, u64, u32>,
     whole_port: Array<MapData, u32>,
     cfg: Array<MapData, SessionConfig>,
-    state: Array<MapData, SessionState>,
-    cmd: Array<MapData, SessionCommand>,
+    rx_state: Array<MapData, SessionRxState>,
+    tx_state: Array<MapData, SessionTxState>,
+    rx_cmd: Array<MapData, SessionCommand>,
+    tx_cmd: Array<MapData, SessionCommand>,
     stats: PerCpuArray<MapData, SessionStats>,
     tx_ports: DevMap<MapData>,
     port_slots: HashMap<MapData, u32, u32>,
@@ -293,8 +351,10 @@ impl SessionTable {
             by_attach: HashMap::try_from(get(MAP_SESSION_BY_ATTACH)?)?,
             whole_port: Array::try_from(get(MAP_ATTACH_PORT)?)?,
             cfg: Array::try_from(get(MAP_SESSION_CFG)?)?,
-            state: Array::try_from(get(MAP_SESSION_STATE)?)?,
-            cmd: Array::try_from(get(MAP_SESSION_CMD)?)?,
+            rx_state: Array::try_from(get(MAP_SESSION_RX_STATE)?)?,
+            tx_state: Array::try_from(get(MAP_SESSION_TX_STATE)?)?,
+            rx_cmd: Array::try_from(get(MAP_SESSION_RX_CMD)?)?,
+            tx_cmd: Array::try_from(get(MAP_SESSION_TX_CMD)?)?,
             stats: PerCpuArray::try_from(get(MAP_SESSION_STATS)?)?,
             tx_ports: DevMap::try_from(get(MAP_TX_PORTS)?)?,
             ports: port_slots.iter().filter_map(|r| r.ok()).collect(),
@@ -326,13 +386,16 @@ impl SessionTable {
             .chain(0..self.next_free)
             .find(|i| !self.used.contains(i))
             .ok_or_else(|| DataplaneError::Session(format!("all {MAX_SESSIONS} session slots in use")))?;
-        let state =
-            SessionState { mode: u32::from(cfg.rx_mode), resync_n: u32::from(cfg.resync_n), ..Default::default() };
+        let rx =
+            SessionRxState { mode: u32::from(cfg.rx_mode), resync_n: u32::from(cfg.resync_n), ..Default::default() };
         cfg.uplink_port = self.port(p.uplink_ifindex)?;
         cfg.attach_port = self.port(p.attach_ifindex)?;
         self.cfg.set(idx, cfg, 0)?;
-        self.state.set(idx, state, 0)?;
-        self.cmd.set(idx, SessionCommand::default(), 0)?;
+        // Before the session is published: no program runs on it yet.
+        self.rx_state.set(idx, rx, 0)?;
+        self.tx_state.set(idx, SessionTxState::default(), 0)?;
+        self.rx_cmd.set(idx, SessionCommand::default(), 0)?;
+        self.tx_cmd.set(idx, SessionCommand::default(), 0)?;
         let zero = vec![
             SessionStats::default();
             aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io {
@@ -453,23 +516,41 @@ impl SessionTable {
         Ok(self.cfg.get(&idx, 0)?)
     }
 
+    /// Both sides' state of slot `idx` (two map reads, not one snapshot).
     pub fn state(&self, idx: u32) -> Result<SessionState> {
-        Ok(self.state.get(&idx, 0)?)
+        Ok(SessionState::new(self.rx_state(idx)?, self.tx_state(idx)?))
+    }
+
+    /// Receive state of slot `idx`, as `l2tp_uplink` keeps it.
+    pub fn rx_state(&self, idx: u32) -> Result<SessionRxState> {
+        Ok(self.rx_state.get(&idx, 0)?)
+    }
+
+    /// Transmit state of slot `idx`, as `l2tp_attach` keeps it.
+    pub fn tx_state(&self, idx: u32) -> Result<SessionTxState> {
+        Ok(self.tx_state.get(&idx, 0)?)
     }
 
     pub fn stats(&self, idx: u32) -> Result<SessionStats> {
         Ok(sum_stats(self.stats.get(&idx, 0)?.iter()))
     }
 
-    /// Posts a command; the data path applies it on the session's next
-    /// packet (either direction), exactly once. A session holds one pending
-    /// command: a new one replaces one not applied yet (the daemon never
-    /// needs two at once: a rebuilt session starts with Ns 0, so recovery
-    /// only posts ENTER_RESYNC). Returns the command's epoch, which the
-    /// session's `applied_epoch` shows once applied.
+    /// Posts a command to the program that owns what it changes: receive
+    /// commands (ENTER_RESYNC, SET_MODE, RESET_NR) to `l2tp_uplink`, which
+    /// applies them on the session's next good received frame; RESET_NS to
+    /// `l2tp_attach`, on the next customer frame. Each is applied exactly
+    /// once. Each side holds one pending command: a new one replaces one of
+    /// the same side not applied yet (the daemon never needs two at once: a
+    /// rebuilt session starts with Ns 0, so recovery only posts
+    /// ENTER_RESYNC). Returns the command's epoch, which that side's
+    /// `applied_epoch` shows once applied.
     pub fn post(&mut self, idx: u32, command: Command) -> Result<u32> {
-        let applied = self.state.get(&idx, 0)?.applied_epoch;
-        let current = self.cmd.get(&idx, 0)?.epoch_end;
+        let (applied, slot) = if command.is_tx() {
+            (self.tx_state.get(&idx, 0)?.applied_epoch, &mut self.tx_cmd)
+        } else {
+            (self.rx_state.get(&idx, 0)?.applied_epoch, &mut self.rx_cmd)
+        };
+        let current = slot.get(&idx, 0)?.epoch_end;
         let epoch = current.max(applied).wrapping_add(1).max(1);
         let (op, value, n) = match command {
             Command::ResetNs(ns) => (cmd::RESET_NS, ns, 0),
@@ -481,7 +562,8 @@ impl SessionTable {
             }
             Command::ResetNr => (cmd::RESET_NR, 0, 0),
         };
-        self.cmd.set(idx, SessionCommand { epoch_begin: epoch, op, value, n, epoch_end: epoch, _pad: 0 }, 0)?;
+        debug_assert_eq!(cmd::is_tx(op), command.is_tx());
+        slot.set(idx, SessionCommand { epoch_begin: epoch, op, value, n, epoch_end: epoch, _pad: 0 }, 0)?;
         Ok(epoch)
     }
 
@@ -513,6 +595,8 @@ fn zeroed_config() -> SessionConfig {
         attach_vlan: 0,
         uplink_port: 0,
         attach_port: 0,
+        local_addr: [0; 8],
         hdr: [0; HDR_TEMPLATE_MAX],
+        _pad1: [0; 2],
     }
 }

@@ -4,7 +4,10 @@
 
 use std::io::Write;
 
-use l2tp_ctl::store::{FailoverRecord, SessionRecord, Store, TunnelRecord};
+use l2tp_ctl::{
+    config::{Encapsulation, ReceiveMode},
+    store::{FailoverRecord, SessionRecord, Store, TunnelRecord},
+};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -19,7 +22,7 @@ fn main() -> anyhow::Result<()> {
             peer_id: i ^ 0xffff,
             peer: "198.18.0.2:1701".parse()?,
             version: 3,
-            encapsulation: "udp".into(),
+            encapsulation: Encapsulation::Udp,
             initiator: true,
             local_failover: Some(FailoverRecord { control: true, data: true, recovery_time_ms: i }),
             peer_failover: None,
@@ -38,7 +41,7 @@ fn main() -> anyhow::Result<()> {
             tx_cookie: vec![],
             sublayer: true,
             sequencing: true,
-            receive_mode: "resync".into(),
+            receive_mode: ReceiveMode::Resync,
             resync_n: 5,
             established_ms: u64::from(i),
         })?;

@@ -1,0 +1,250 @@
+//! Data-plane programming: the pinned XDP programs and maps, the session
+//! table opened once over them, and the interface and route facts that
+//! installing a session needs. Every change goes through `&mut self`.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
+};
+
+use anyhow::Context as _;
+use l2tp_proto::wire::Transport;
+use tracing::{error, info};
+
+use super::registry::SessionSlot;
+use crate::{
+    api::DataplaneView,
+    config::{self, Encapsulation, SessionConfig, TunnelConfig},
+    dataplane::{self, session::Command, AttachMode, Cookie, Pinned, Role, SessionParams, SessionTable},
+};
+
+/// What the wire says about one session, for [`DataPlane::install`].
+#[derive(Debug)]
+pub(super) struct Wire<'a> {
+    pub peer: SocketAddr,
+    pub transport: Transport,
+    pub local_session_id: u32,
+    pub peer_session_id: u32,
+    pub rx_cookie: &'a [u8],
+    pub tx_cookie: &'a [u8],
+    pub sublayer: bool,
+    pub sequencing: bool,
+}
+
+/// Facts about interfaces and routes that every session of a tunnel needs
+/// when it is installed, read once per burst instead of per session (a
+/// few syscalls each); forgotten at every tick, so a changed interface or
+/// route is seen within `reconnect_interval`.
+#[derive(Debug, Default)]
+struct NetFacts {
+    /// uplink name -> (MAC, ifindex, MTU)
+    uplinks: HashMap<String, ([u8; 6], u32, u16)>,
+    ifindex: HashMap<String, u32>,
+    source: HashMap<IpAddr, IpAddr>,
+}
+
+impl NetFacts {
+    fn source(&mut self, peer: IpAddr) -> anyhow::Result<IpAddr> {
+        if let Some(l) = self.source.get(&peer) {
+            return Ok(*l);
+        }
+        let l = source_for(peer)?;
+        self.source.insert(peer, l);
+        Ok(l)
+    }
+
+    fn uplink(&mut self, uplink: &str) -> anyhow::Result<([u8; 6], u32, u16)> {
+        if let Some(f) = self.uplinks.get(uplink) {
+            return Ok(*f);
+        }
+        let f = (
+            dataplane::hwaddr(uplink)?,
+            dataplane::ifindex(uplink)?,
+            dataplane::mtu(uplink)?.min(u32::from(u16::MAX)) as u16,
+        );
+        self.uplinks.insert(uplink.to_owned(), f);
+        Ok(f)
+    }
+
+    fn ifindex(&mut self, iface: &str) -> anyhow::Result<u32> {
+        if let Some(i) = self.ifindex.get(iface) {
+            return Ok(*i);
+        }
+        let i = dataplane::ifindex(iface)?;
+        self.ifindex.insert(iface.to_owned(), i);
+        Ok(i)
+    }
+}
+
+/// Our address towards `peer`, as the kernel would choose it.
+fn source_for(peer: IpAddr) -> anyhow::Result<IpAddr> {
+    let any: IpAddr = if peer.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+    let s = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
+    s.connect(SocketAddr::new(peer, 1701)).with_context(|| format!("no route to {peer}"))?;
+    Ok(s.local_addr()?.ip())
+}
+
+/// The pinned data plane as the daemon programs it.
+pub(super) struct DataPlane {
+    pinned: Pinned,
+    /// The session maps of `pinned`, opened once (opening reads every entry).
+    table: SessionTable,
+    facts: NetFacts,
+    mode: AttachMode,
+    enable_forwarding: bool,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane").field("dir", &self.pinned.dir()).finish_non_exhaustive()
+    }
+}
+
+impl DataPlane {
+    /// Opens the pinned data plane, or creates it. The flag says it had to
+    /// be created: it did not survive the previous run.
+    pub fn open(cfg: &config::Dataplane) -> anyhow::Result<(Self, bool)> {
+        let created = Pinned::open(&cfg.pin_dir).is_err();
+        let pinned = Pinned::open_or_create(&cfg.pin_dir).context("data plane")?;
+        let table = pinned.sessions().context("data plane session maps")?;
+        let dp = Self {
+            pinned,
+            table,
+            facts: NetFacts::default(),
+            mode: cfg.xdp_mode.into(),
+            enable_forwarding: cfg.enable_forwarding,
+        };
+        Ok((dp, created))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.pinned.dir()
+    }
+
+    /// The pins are gone (removed under us: a data channel failure).
+    pub fn is_lost(&self) -> bool {
+        Pinned::open(self.pinned.dir()).is_err()
+    }
+
+    /// Loads and pins the data plane afresh (empty maps).
+    pub fn recreate(&mut self) -> anyhow::Result<()> {
+        let pinned = Pinned::open_or_create(self.pinned.dir())?;
+        let table = pinned.sessions()?;
+        self.pinned = pinned;
+        self.table = table;
+        self.facts = NetFacts::default();
+        Ok(())
+    }
+
+    /// Forgets the interface and route facts (read again on next use).
+    pub fn forget_facts(&mut self) {
+        self.facts = NetFacts::default();
+    }
+
+    /// Attaches `role`'s program to `iface` unless it already is.
+    pub fn ensure_attached(&mut self, iface: &str, role: Role) -> anyhow::Result<()> {
+        if self.pinned.attached()?.iter().any(|a| a == iface) {
+            return Ok(());
+        }
+        let mode = self.pinned.attach(iface, role, self.mode).with_context(|| format!("attaching XDP to {iface}"))?;
+        if role == Role::Uplink && self.enable_forwarding {
+            dataplane::enable_forwarding(iface)?;
+        }
+        info!(iface, ?role, ?mode, "XDP attached");
+        Ok(())
+    }
+
+    /// Detaches from `iface` if attached.
+    pub fn detach(&mut self, iface: &str) -> anyhow::Result<()> {
+        if self.pinned.attached()?.iter().any(|a| a == iface) {
+            self.pinned.detach(iface)?;
+        }
+        Ok(())
+    }
+
+    /// Installs one pseudowire.
+    pub fn install(&mut self, uplink: &str, t: &TunnelConfig, s: &SessionConfig, w: &Wire<'_>) -> anyhow::Result<()> {
+        let local = match t.local {
+            Some(l) => l,
+            None => self.facts.source(w.peer.ip())?,
+        };
+        let (uplink_mac, uplink_ifindex, uplink_mtu) = self.facts.uplink(uplink)?;
+        let attach_ifindex = self.facts.ifindex(&s.interface)?;
+        let p = SessionParams {
+            local_session_id: w.local_session_id,
+            peer_session_id: w.peer_session_id,
+            encap: Encapsulation::from(w.transport).dataplane(w.peer.port()),
+            local_addr: local,
+            peer_addr: w.peer.ip(),
+            local_mac: uplink_mac,
+            next_hop_mac: t.next_hop_mac().unwrap_or_default(),
+            fib_lookup: true,
+            uplink_ifindex,
+            attach_ifindex,
+            attach_vlan: s.vlan.unwrap_or(0),
+            uplink_mtu,
+            rx_cookie: Cookie::new(w.rx_cookie).ok_or_else(|| anyhow::anyhow!("bad cookie"))?,
+            tx_cookie: Cookie::new(w.tx_cookie)
+                .ok_or_else(|| anyhow::anyhow!("peer's cookie is not 0, 4 or 8 bytes"))?,
+            sublayer: w.sublayer,
+            sequencing: w.sequencing,
+            rx_mode: s.rx_mode(),
+            resync_deliver: s.resync_deliver,
+            udp6_zero_checksum: t.udp6_zero_checksum,
+        };
+        self.table.add(&p)?;
+        Ok(())
+    }
+
+    /// Whether a session receiving on `sid` is installed.
+    pub fn has(&self, sid: u32) -> bool {
+        self.table.index_of(sid).is_some()
+    }
+
+    /// Removes the installed ones of `sessions`; errors are logged.
+    pub fn uninstall<'a>(&mut self, sessions: impl IntoIterator<Item = (u32, &'a SessionSlot)>) {
+        for (sid, s) in sessions.into_iter().filter(|(_, s)| s.installed) {
+            if let Err(e) = self.table.remove(sid) {
+                error!(session = %s.name, "removing from the data plane: {e}");
+            }
+        }
+    }
+
+    /// Removes every installed session `keep` does not want.
+    pub fn remove_unless(&mut self, keep: impl Fn(u32) -> bool) -> anyhow::Result<()> {
+        for (_, sid) in self.table.list() {
+            if !keep(sid) {
+                self.table.remove(sid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// F-DC-3: the installed sessions among `sids` that check sequence
+    /// numbers follow the peer's Ns after `n` packets (ENTER_RESYNC).
+    /// Returns how many.
+    pub fn enter_resync(&mut self, sids: &[u32], n: u16) -> usize {
+        let sequenced: Vec<u32> = sids
+            .iter()
+            .filter_map(|sid| self.table.index_of(*sid))
+            .filter(|idx| self.table.config(*idx).is_ok_and(|c| c.flags & l2tp_common::session::flags::SEQ_RX != 0))
+            .collect();
+        sequenced.into_iter().filter(|idx| self.table.post(*idx, Command::EnterResync { n }).is_ok()).count()
+    }
+
+    /// Counters and sequence state of the session receiving on `sid`.
+    pub fn view(&self, sid: u32) -> Option<DataplaneView> {
+        DataplaneView::read(&self.table, sid)
+    }
+
+    pub fn global_stats(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        Ok(self.pinned.global_stats()?.iter().map(|(n, v)| (n.to_owned(), v)).collect())
+    }
+
+    /// Detaches everything and removes the pins.
+    pub fn destroy(self) -> anyhow::Result<()> {
+        drop(self.table);
+        self.pinned.destroy().context("removing the data plane")
+    }
+}

@@ -1,0 +1,379 @@
+//! What the engine reports: data-plane updates (sessions installed,
+//! persisted, removed) and events (logged, recorded on the tunnel, and
+//! streamed to `events` clients).
+
+use std::time::Duration;
+
+use l2tp_proto::{
+    engine::{DataplaneUpdate, DownReason, Event},
+    wire::Version,
+};
+use tracing::{debug, error, info, warn};
+
+use super::{
+    dataplane::Wire,
+    persist::{self, UpSession},
+    registry::SessionSlot,
+    Daemon,
+};
+use crate::{api::EventView, store};
+
+fn reason_text(r: &DownReason) -> String {
+    match r {
+        DownReason::Local(rc) => format!("we closed it (result {})", rc.result),
+        DownReason::Peer(rc) => format!(
+            "the peer closed it (result {}{})",
+            rc.result,
+            rc.error.map(|e| format!(", error {e}")).unwrap_or_default()
+        ),
+        DownReason::Timeout => "control channel timed out".into(),
+        DownReason::LostTie => "lost the tie breaker to the peer's own request".into(),
+        DownReason::RecoveryFailed => "RFC 4951 recovery failed: cleared silently".into(),
+        DownReason::Cleared => "cleared silently by RFC 4951 session synchronisation".into(),
+    }
+}
+
+impl Daemon {
+    /// Writes the sessions that came up since the last call in one store
+    /// transaction (one fsync for a burst of sessions); a session that
+    /// cannot be persisted is not up: it is removed from the data plane and
+    /// closed.
+    pub(super) fn persist_pending(&mut self) {
+        if !self.reg.has_pending() {
+            return;
+        }
+        let pending = self.reg.take_pending();
+        let records: Vec<&store::SessionRecord> = pending.iter().map(|(r, _)| r).collect();
+        match self.store.put_sessions(&records) {
+            Ok(()) => {
+                for (rec, slot) in pending {
+                    self.reg.insert_session(rec.tunnel_id, rec.local_id, slot);
+                }
+            }
+            Err(e) => {
+                error!("{} session(s) not persisted, closing them: {e}", pending.len());
+                for (rec, slot) in pending {
+                    if let Some(dp) = &mut self.dp {
+                        dp.uninstall([(rec.local_id, &slot)]);
+                    }
+                    self.close_session(rec.tunnel_id, rec.local_id);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_dataplane(&mut self, u: DataplaneUpdate) {
+        match u {
+            DataplaneUpdate::SessionUp {
+                tunnel,
+                version,
+                transport,
+                peer,
+                remote_end_id,
+                pw_type,
+                local_session_id,
+                peer_session_id,
+                rx_cookie,
+                tx_cookie,
+                rx_sublayer,
+                tx_sublayer,
+                rx_sequencing,
+                tx_sequencing,
+            } => {
+                let Some(tname) = self.reg.name_of(tunnel).map(str::to_owned) else { return };
+                let Some(slot) = self.reg.get(&tname) else { return };
+                let rid = String::from_utf8_lossy(&remote_end_id).into_owned();
+                let scfg = slot.cfg.sessions.iter().find(|s| s.remote_end_id() == rid).cloned();
+                let name = scfg.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| format!("{local_session_id}"));
+                let mut installed = false;
+                if let (Version::V3, Some(s), Some(dp)) = (version, &scfg, self.dp.as_mut()) {
+                    let r = if rx_sublayer != tx_sublayer || rx_sequencing != tx_sequencing {
+                        Err(anyhow::anyhow!(
+                            "asymmetric sublayer/sequencing (peer {tx_sublayer}/{tx_sequencing}, us {rx_sublayer}/{rx_sequencing}): the data plane needs both ends to agree"
+                        ))
+                    } else {
+                        match self.cfg.uplink_of(&slot.cfg) {
+                            None => Err(anyhow::anyhow!("no uplink")),
+                            Some(uplink) => dp.install(
+                                uplink,
+                                &slot.cfg,
+                                s,
+                                &Wire {
+                                    peer,
+                                    transport,
+                                    local_session_id,
+                                    peer_session_id,
+                                    rx_cookie: &rx_cookie,
+                                    tx_cookie: &tx_cookie,
+                                    sublayer: rx_sublayer,
+                                    sequencing: rx_sequencing,
+                                },
+                            ),
+                        }
+                    };
+                    match r {
+                        Ok(()) => installed = true,
+                        Err(e) => {
+                            self.emit(
+                                "session-failed",
+                                Some(&tname),
+                                Some(tunnel),
+                                Some((&name, local_session_id)),
+                                format!("data plane: {e:#}"),
+                            );
+                            self.close_session(tunnel, local_session_id);
+                            return;
+                        }
+                    }
+                }
+                let rec = persist::session_record(
+                    UpSession {
+                        tunnel,
+                        name: name.clone(),
+                        local_id: local_session_id,
+                        peer_id: peer_session_id,
+                        remote_end_id: rid,
+                        pw_type,
+                        rx_cookie,
+                        tx_cookie,
+                        sublayer: rx_sublayer,
+                        sequencing: rx_sequencing,
+                    },
+                    scfg.as_ref(),
+                );
+                // Persisted in one transaction with the others of this
+                // round (`persist_pending`), before any event reports it up.
+                self.reg.stage(rec, SessionSlot { name, interface: scfg.map(|s| s.interface), installed });
+            }
+            DataplaneUpdate::SessionDown { tunnel, local_session_id } => {
+                self.session_gone(tunnel, local_session_id);
+            }
+        }
+    }
+
+    /// A session is down: out of the registry, the data plane and the
+    /// store; its tunnel may want it again. Returns its name.
+    fn session_gone(&mut self, tunnel: u32, sid: u32) -> Option<String> {
+        let gone = self.reg.remove_session(tunnel, sid);
+        if let Some(dp) = &mut self.dp {
+            dp.uninstall(gone.iter().map(|s| (sid, s)));
+        }
+        self.store.remove_session(tunnel, sid);
+        self.reg.want_sessions(tunnel);
+        gone.into_iter().next_back().map(|s| s.name)
+    }
+
+    /// Records `what` as the last event of the tunnel `tunnel` is bound to.
+    fn note(&mut self, tunnel: u32, what: &str) {
+        if let Some(s) = self.reg.slot_of(tunnel) {
+            s.last_event = Some(what.into());
+        }
+    }
+
+    fn tunnel_name(&self, id: u32) -> Option<String> {
+        self.reg.name_of(id).map(str::to_owned)
+    }
+
+    fn session_label(&self, tunnel: u32, sid: u32) -> String {
+        self.reg.session_name(tunnel, sid).unwrap_or_else(|| sid.to_string())
+    }
+
+    pub(super) fn on_event(&mut self, e: Event) {
+        match e {
+            Event::TunnelUp { tunnel, peer, peer_host_name, peer_failover } => {
+                let Some(info) = self.engine.tunnel_info(tunnel) else { return };
+                // Responder: the tunnel is the configured one for this peer.
+                let name = match self.tunnel_name(tunnel) {
+                    Some(n) => n,
+                    None => match self.reg.find_peer(peer.ip(), info.version, info.transport) {
+                        Some(n) => n,
+                        None => {
+                            warn!(%peer, "tunnel from an unconfigured peer; closing");
+                            self.close_tunnel(tunnel);
+                            return;
+                        }
+                    },
+                };
+                let Some(slot) = self.reg.get(&name) else { return };
+                // The peer opened one while ours was pending (and won), or
+                // the peer restarted without failover and opened a new one:
+                // one tunnel per configured peer, so the old one goes
+                // (StopCCN; its sessions leave the data plane before the
+                // new ones ask for the same circuits).
+                let superseded = slot.id().filter(|o| *o != tunnel);
+                let stale = superseded.filter(|o| self.engine.tunnel_info(*o).is_some_and(|i| !i.closing));
+                self.reg.bind(&name, tunnel);
+                let rec = persist::tunnel_record(&name, &info, peer, &peer_host_name, peer_failover);
+                if let Err(e) = self.store.put_tunnel(&rec) {
+                    error!(tunnel = %name, "not persisted, closing: {e}");
+                    self.close_tunnel(tunnel);
+                    return;
+                }
+                self.emit(
+                    "tunnel-up",
+                    Some(&name),
+                    Some(tunnel),
+                    None,
+                    format!("peer {peer} ({}), peer tunnel {}", rec.peer_host_name, info.peer_id),
+                );
+                if let Some(old) = stale {
+                    info!(tunnel = %name, old, new = tunnel, "a new tunnel from the peer supersedes the old one: closing it");
+                    self.close_tunnel(old);
+                    self.forget_tunnel(old);
+                }
+                if info.initiator {
+                    self.reg.want_sessions(tunnel);
+                    self.open_missing_sessions();
+                }
+            }
+            Event::TunnelDown { tunnel, reason } => {
+                let name = self.tunnel_name(tunnel);
+                self.forget_tunnel(tunnel);
+                if let Some(slot) = name.as_ref().and_then(|n| self.reg.get_mut(n)) {
+                    // `forget_tunnel` unbound it if it was this tunnel.
+                    if slot.id().is_none() && slot.cfg.initiate {
+                        slot.retry_at = Some(Self::now() + Duration::from_secs(self.cfg.global.reconnect_interval));
+                    }
+                    slot.last_event = Some(format!("down: {}", reason_text(&reason)));
+                }
+                self.emit("tunnel-down", name.as_deref(), Some(tunnel), None, reason_text(&reason));
+            }
+            Event::SessionUp { tunnel, local_session_id, peer_session_id } => {
+                let name = self.tunnel_name(tunnel);
+                let Some(sname) = self.reg.session_name(tunnel, local_session_id) else { return };
+                self.emit(
+                    "session-up",
+                    name.as_deref(),
+                    Some(tunnel),
+                    Some((&sname, local_session_id)),
+                    format!("peer session {peer_session_id}"),
+                );
+            }
+            Event::SessionDown { tunnel, local_session_id, reason } => {
+                let name = self.tunnel_name(tunnel);
+                let sname = self.session_gone(tunnel, local_session_id).unwrap_or_else(|| local_session_id.to_string());
+                let cleared = matches!(reason, DownReason::Cleared | DownReason::RecoveryFailed);
+                self.emit(
+                    if cleared { "session-cleared" } else { "session-down" },
+                    name.as_deref(),
+                    Some(tunnel),
+                    Some((&sname, local_session_id)),
+                    reason_text(&reason),
+                );
+            }
+            Event::FailureDetected { tunnel, recovery_time } => {
+                self.note(tunnel, "failure detected");
+                self.emit(
+                    "failure-detected",
+                    self.tunnel_name(tunnel).as_deref(),
+                    Some(tunnel),
+                    None,
+                    format!("peer silent; waiting its Recovery Time of {} ms", recovery_time.as_millis()),
+                );
+            }
+            Event::RecoveryStarted { tunnel, recovery_tunnel } => {
+                self.note(tunnel, "recovery started");
+                self.emit(
+                    "recovery-started",
+                    self.tunnel_name(tunnel).as_deref(),
+                    Some(tunnel),
+                    None,
+                    format!("recovery tunnel {recovery_tunnel} to the peer (RFC 4951 3.2.1)"),
+                );
+            }
+            Event::TunnelRecovered { tunnel, recovery_endpoint, ns, nr, sessions } => {
+                let name = self.tunnel_name(tunnel);
+                let n = self.resync_n(name.as_deref());
+                // RFC 4951 3.2.3, sessions with sequence numbers. A data
+                // plane that survived keeps its Ns (nothing was lost, the
+                // peer sees no jump); a rebuilt one was installed from the
+                // store with Ns 0 (F-DC-1).
+                // Either way Nr follows the peer after n packets in sequence
+                // (F-DC-3); the remote end keeps its Ns (F-DC-2).
+                let sids: Vec<u32> = sessions.iter().map(|s| s.local_session_id).collect();
+                let reset = self.dp.as_mut().map_or(0, |dp| dp.enter_resync(&sids, n));
+                self.note(tunnel, "recovered");
+                self.reg.want_sessions(tunnel);
+                self.emit(
+                    "tunnel-recovered",
+                    name.as_deref(),
+                    Some(tunnel),
+                    None,
+                    format!(
+                        "as {} endpoint: control channel Ns {ns} Nr {nr}, {} session(s) kept, {reset} data channel(s) resyncing after {n} packets{}",
+                        if recovery_endpoint { "recovery" } else { "remote" },
+                        sessions.len(),
+                        match (recovery_endpoint, self.dp_rebuilt) {
+                            (true, true) => ", data plane rebuilt from the store (Ns restarted at 0)",
+                            (true, false) => ", data plane kept forwarding",
+                            _ => "",
+                        }
+                    ),
+                );
+            }
+            Event::TunnelResumed { tunnel } => {
+                self.note(tunnel, "resumed");
+                self.reg.want_sessions(tunnel);
+                let name = self.tunnel_name(tunnel);
+                self.emit("tunnel-resumed", name.as_deref(), Some(tunnel), None, "peer answered again".into());
+            }
+            Event::SessionsQueried { tunnel, sessions } => {
+                // F-DC-5/F-DC-3: the peer's data channel may have restarted
+                // (its data plane was rebuilt): our Nr follows its Ns after
+                // n packets in sequence.
+                let n = self.resync_n(self.tunnel_name(tunnel).as_deref());
+                if let Some(dp) = &mut self.dp {
+                    dp.enter_resync(&sessions, n);
+                }
+            }
+            Event::SessionStale { tunnel, local_session_id } => {
+                self.emit(
+                    "session-stale",
+                    self.tunnel_name(tunnel).as_deref(),
+                    Some(tunnel),
+                    Some((&self.session_label(tunnel, local_session_id), local_session_id)),
+                    "the peer pairs it with another session (RFC 4951 Appendix C); queried with FSQ".into(),
+                );
+            }
+            Event::SessionConfirmed { tunnel, local_session_id } => {
+                self.emit(
+                    "session-confirmed",
+                    self.tunnel_name(tunnel).as_deref(),
+                    Some(tunnel),
+                    Some((&self.session_label(tunnel, local_session_id), local_session_id)),
+                    "confirmed by FSR".into(),
+                );
+            }
+            Event::LinkInfo { tunnel, local_session_id, circuit_active } => {
+                self.emit(
+                    "link-info",
+                    self.tunnel_name(tunnel).as_deref(),
+                    Some(tunnel),
+                    Some((&local_session_id.to_string(), local_session_id)),
+                    format!("circuit active: {circuit_active:?}"),
+                );
+            }
+            Event::WanError { tunnel, local_session_id } => {
+                self.emit(
+                    "wan-error",
+                    self.tunnel_name(tunnel).as_deref(),
+                    Some(tunnel),
+                    Some((&local_session_id.to_string(), local_session_id)),
+                    "peer reported circuit errors".into(),
+                );
+            }
+            Event::Rejected { peer, what } => {
+                debug!(%peer, "rejected: {what}");
+                self.events.send(EventView {
+                    time_ms: store::now_ms(),
+                    event: "rejected".into(),
+                    tunnel: None,
+                    tunnel_id: None,
+                    session: None,
+                    session_id: None,
+                    detail: format!("{peer}: {what}"),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! RFC 4951 orchestration in the daemon: recovery of the previous run's
+//! tunnels at start-up, the rebuild of a data plane lost under a running
+//! daemon, and FSQ queries on demand. The protocol itself is the engine's.
+
+use std::collections::HashSet;
+
+use l2tp_proto::engine::TunnelId;
+use tracing::{error, info, warn};
+
+use super::{
+    dataplane::Wire,
+    persist,
+    registry::{SessionSlot, TunnelSlot},
+    Daemon,
+};
+use crate::{
+    config::TunnelConfig,
+    dataplane::Role,
+    store::{SessionRecord, TunnelRecord},
+};
+
+/// Sessions named in one FSQ (Failover Session State AVPs of 16 bytes
+/// each): the batch the engine uses after a recovery.
+const FSQ_BATCH: usize = 64;
+
+impl Daemon {
+    /// State left by an earlier run (a crash, SIGKILL or `stop --keep`):
+    /// every tunnel in the store whose failover capability both ends
+    /// advertised is recovered (RFC 4951 3.2); the others are cleared (and
+    /// brought up anew if configured). When the data plane did not survive,
+    /// the recovered sessions are put back into it from the store before
+    /// recovery starts. Data-plane sessions the store does not know are
+    /// removed.
+    pub(super) fn previous_run(&mut self) -> anyhow::Result<()> {
+        let now = Self::now();
+        let mut keep: HashSet<u32> = HashSet::new();
+        for rec in self.store.tunnels()? {
+            let sessions = self.store.sessions(rec.local_id)?;
+            let slot = self
+                .reg
+                .get(&rec.name)
+                .filter(|s| s.cfg.peer == rec.peer.ip() && s.cfg.version == rec.version && s.id().is_none());
+            let recoverable = rec.local_failover.is_some_and(|f| f.control)
+                && rec.peer_failover.is_some_and(|f| f.control)
+                && slot.is_some();
+            let Some(slot) = slot.filter(|_| recoverable) else {
+                info!(tunnel = %rec.name, id = rec.local_id, "tunnel of the previous run is not recoverable: cleared");
+                self.store.remove_tunnel(rec.local_id);
+                continue;
+            };
+            let tcfg = slot.cfg.clone();
+            let params = tcfg.tunnel_params(slot.secret.as_ref(), &self.cfg.global);
+            let mut restored = Vec::new();
+            let mut slots = Vec::new();
+            for s in &sessions {
+                let configured = tcfg.sessions.iter().any(|c| c.remote_end_id() == s.remote_end_id);
+                let mut installed = false;
+                if configured && s.interface.is_some() {
+                    if let Some(dp) = &self.dp {
+                        if dp.has(s.local_id) {
+                            installed = true;
+                        } else {
+                            // The data plane did not survive: rebuilt from
+                            // the store before recovery starts.
+                            match self.reinstall(&tcfg, &rec, s) {
+                                Ok(()) => installed = true,
+                                Err(e) => warn!(tunnel = %rec.name, session = %s.name, "not reinstalled: {e:#}"),
+                            }
+                        }
+                    }
+                }
+                restored.push(persist::restored_session(s));
+                slots.push((
+                    s.local_id,
+                    SessionSlot { name: s.name.clone(), interface: s.interface.clone(), installed },
+                ));
+            }
+            match self.engine.recover_tunnel(now, persist::restored_tunnel(&rec, params, restored)) {
+                Ok(_) => {
+                    keep.extend(slots.iter().map(|(sid, _)| *sid));
+                    self.reg.bind(&rec.name, rec.local_id);
+                    for (sid, slot) in slots {
+                        self.reg.insert_session(rec.local_id, sid, slot);
+                    }
+                }
+                Err(e) => {
+                    warn!(tunnel = %rec.name, "cannot recover: {e}");
+                    if let Some(dp) = &mut self.dp {
+                        dp.uninstall(slots.iter().map(|(sid, s)| (*sid, s)));
+                    }
+                    self.store.remove_tunnel(rec.local_id);
+                }
+            }
+        }
+        // Orphans: in the data plane, not in a recovered tunnel.
+        if let Some(dp) = &mut self.dp {
+            dp.remove_unless(|sid| keep.contains(&sid))?;
+        }
+        Ok(())
+    }
+
+    /// Reinstalls a session of the store in the data plane.
+    fn reinstall(&mut self, tcfg: &TunnelConfig, rec: &TunnelRecord, s: &SessionRecord) -> anyhow::Result<()> {
+        let c = tcfg
+            .sessions
+            .iter()
+            .find(|c| c.remote_end_id() == s.remote_end_id)
+            .ok_or_else(|| anyhow::anyhow!("no longer configured"))?;
+        let uplink = self.cfg.uplink_of(tcfg).ok_or_else(|| anyhow::anyhow!("no uplink"))?;
+        let Some(dp) = &mut self.dp else { anyhow::bail!("no data plane") };
+        let w = Wire {
+            peer: rec.peer,
+            transport: tcfg.transport(),
+            local_session_id: s.local_id,
+            peer_session_id: s.peer_id,
+            rx_cookie: &s.rx_cookie,
+            tx_cookie: &s.tx_cookie,
+            sublayer: s.sublayer,
+            sequencing: s.sequencing,
+        };
+        dp.install(uplink, tcfg, c, &w)
+    }
+
+    /// The resync run length of a tunnel's sessions (F-DC-3 `n`).
+    pub(super) fn resync_n(&self, tunnel: Option<&str>) -> u16 {
+        tunnel
+            .and_then(|n| self.reg.get(n))
+            .map_or(crate::config::Failover::default().resync_n, |s| s.cfg.failover.resync_n)
+    }
+
+    /// RFC 4951 data channel failure while the control plane runs: the
+    /// pinned data plane is gone (pins removed, programs detached). It is
+    /// rebuilt from the store, Ns restarting at 0 (F-DC-1) and Nr
+    /// following the peer after n packets (F-DC-3); every session is then
+    /// queried with FSQ (F-DC-5), which also tells the peer to resync to
+    /// our restarted Ns.
+    pub(super) fn check_dataplane(&mut self) {
+        let Some(dp) = &mut self.dp else { return };
+        if !dp.is_lost() {
+            return;
+        }
+        warn!(dir = %dp.dir().display(), "the pinned data plane is gone: rebuilding it (RFC 4951 data channel failure)");
+        if let Err(e) = dp.recreate() {
+            return error!("rebuilding the data plane: {e:#}");
+        }
+        let configs: Vec<TunnelConfig> = self.reg.iter().map(|(_, s)| s.cfg.clone()).collect();
+        for t in configs.iter().filter(|t| t.version == 3 && !t.sessions.is_empty()) {
+            if let Some(u) = self.cfg.uplink_of(t) {
+                if let Err(e) = dp.ensure_attached(u, Role::Uplink) {
+                    error!(tunnel = %t.name, "uplink: {e:#}");
+                }
+            }
+            for s in &t.sessions {
+                if let Err(e) = dp.ensure_attached(&s.interface, Role::Attachment) {
+                    error!(tunnel = %t.name, session = %s.name, "{e:#}");
+                }
+            }
+        }
+        let records = match self.store.tunnels() {
+            Ok(r) => r,
+            Err(e) => return error!("data plane rebuilt empty: the state store cannot be read: {e}"),
+        };
+        let mut rebuilt = 0;
+        let mut queries: Vec<(TunnelId, Vec<u32>)> = Vec::new();
+        for rec in records {
+            let Some(tcfg) =
+                self.reg.get(&rec.name).filter(|s| s.id() == Some(rec.local_id)).map(|s: &TunnelSlot| s.cfg.clone())
+            else {
+                continue;
+            };
+            let stored = match self.store.sessions(rec.local_id) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(tunnel = %rec.name, "sessions not rebuilt: the state store cannot be read: {e}");
+                    continue;
+                }
+            };
+            let mut sids = Vec::new();
+            for s in stored {
+                let Some(slot) = self.reg.session(rec.local_id, s.local_id) else { continue };
+                sids.push(s.local_id);
+                if !slot.installed {
+                    continue;
+                }
+                match self.reinstall(&tcfg, &rec, &s) {
+                    Ok(()) => rebuilt += 1,
+                    Err(e) => error!(tunnel = %rec.name, session = %s.name, "not reinstalled: {e:#}"),
+                }
+                if let Some(dp) = &mut self.dp {
+                    dp.enter_resync(&[s.local_id], tcfg.failover.resync_n);
+                }
+            }
+            if !sids.is_empty() {
+                queries.push((rec.local_id, sids));
+            }
+        }
+        for (id, sids) in queries {
+            if let Err(e) = self.query_sessions(id, &sids) {
+                warn!(id, "FSQ after the rebuild: {e}");
+            }
+            self.emit(
+                "dataplane-rebuilt",
+                self.reg.name_of(id),
+                Some(id),
+                None,
+                "data plane lost and rebuilt from the store; sessions queried with FSQ (RFC 4951 F-DC-5)".into(),
+            );
+        }
+        info!(sessions = rebuilt, "data plane rebuilt");
+    }
+
+    /// FSQ for `sids` of tunnel `id`, [`FSQ_BATCH`] sessions per message.
+    fn query_sessions(&mut self, id: TunnelId, sids: &[u32]) -> anyhow::Result<()> {
+        let now = Self::now();
+        for chunk in sids.chunks(FSQ_BATCH) {
+            self.engine.query_sessions(now, id, chunk).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(())
+    }
+
+    /// RFC 4951 F-SS-2/F-SS-3 on demand: FSQ for the named sessions of a
+    /// tunnel (all of them when none is named); the answers show as
+    /// session-confirmed, session-cleared and session-stale events.
+    pub(super) fn query(&mut self, tunnel: &str, names: &[String]) -> anyhow::Result<String> {
+        let id = self
+            .reg
+            .get(tunnel)
+            .ok_or_else(|| anyhow::anyhow!("no tunnel named {tunnel:?}"))?
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("tunnel {tunnel:?} is not up"))?;
+        let mine: Vec<(u32, &str)> = self.reg.sessions_of(id).map(|(sid, s)| (sid, s.name.as_str())).collect();
+        let mut sids = Vec::new();
+        for n in names {
+            let (sid, _) = mine
+                .iter()
+                .find(|(_, name)| name == n)
+                .ok_or_else(|| anyhow::anyhow!("tunnel {tunnel:?} has no established session named {n:?}"))?;
+            sids.push(*sid);
+        }
+        if names.is_empty() {
+            sids = mine.iter().map(|(sid, _)| *sid).collect();
+        }
+        if sids.is_empty() {
+            anyhow::bail!("tunnel {tunnel:?} has no established session to query");
+        }
+        sids.sort_unstable();
+        self.query_sessions(id, &sids)?;
+        Ok(format!("queried {} session(s) of {tunnel:?}; the answers come as events", sids.len()))
+    }
+}

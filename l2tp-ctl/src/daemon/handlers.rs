@@ -1,0 +1,212 @@
+//! API requests: one handler per request, and the views they answer with.
+
+use l2tp_proto::engine::{FailoverCapability, SessionStatus, TunnelInfo, TunnelStatus};
+
+use super::Daemon;
+use crate::api::{
+    ControlStats, FailoverBits, FailoverView, Reply, Request, Response, SessionView, StatsView, StatusView, TunnelView,
+};
+
+fn failover_bits(f: Option<FailoverCapability>) -> Option<FailoverBits> {
+    f.map(|f| FailoverBits { control: f.control, data: f.data, recovery_time_ms: f.recovery_time_ms })
+}
+
+impl Daemon {
+    pub(super) fn handle(&mut self, req: Request) -> Response {
+        match self.answer(req) {
+            Ok(r) => Response::Ok(r),
+            Err(e) => Response::Error(format!("{e:#}")),
+        }
+    }
+
+    fn answer(&mut self, req: Request) -> anyhow::Result<Reply> {
+        Ok(match req {
+            Request::Status => Reply::Status(self.status()),
+            Request::TunnelList => Reply::Tunnels { tunnels: self.tunnel_views() },
+            Request::TunnelShow { name } => Reply::Tunnel(
+                self.tunnel_views()
+                    .into_iter()
+                    .find(|t| t.name == name)
+                    .ok_or_else(|| anyhow::anyhow!("no tunnel named {name:?}"))?,
+            ),
+            Request::TunnelAdd { tunnel } => {
+                let name = tunnel.name.clone();
+                self.add_tunnel(*tunnel, true, true)?;
+                Reply::Done { message: format!("tunnel {name:?} added") }
+            }
+            Request::TunnelDelete { name } => {
+                self.delete_tunnel(&name)?;
+                Reply::Done { message: format!("tunnel {name:?} deleted") }
+            }
+            Request::SessionList { tunnel } => {
+                if let Some(t) = &tunnel {
+                    if !self.reg.contains(t) {
+                        anyhow::bail!("no tunnel named {t:?}");
+                    }
+                }
+                let sessions = self
+                    .tunnel_views()
+                    .into_iter()
+                    .filter(|t| tunnel.as_ref().is_none_or(|n| *n == t.name))
+                    .flat_map(|t| t.sessions)
+                    .collect();
+                Reply::Sessions { sessions }
+            }
+            Request::SessionShow { tunnel, name } => Reply::Session(
+                self.tunnel_views()
+                    .into_iter()
+                    .filter(|t| t.name == tunnel)
+                    .flat_map(|t| t.sessions)
+                    .find(|s| s.name == name)
+                    .ok_or_else(|| anyhow::anyhow!("no session {name:?} on tunnel {tunnel:?}"))?,
+            ),
+            Request::SessionAdd { tunnel, session } => Reply::Done { message: self.add_session(&tunnel, session)? },
+            Request::SessionDelete { tunnel, name } => {
+                self.delete_session(&tunnel, &name)?;
+                Reply::Done { message: format!("session {name:?} deleted") }
+            }
+            Request::Stats => Reply::Stats(self.stats()?),
+            Request::FailoverStatus => Reply::Failover { tunnels: self.failover_views() },
+            Request::FailoverQuery { tunnel, sessions } => Reply::Done { message: self.query(&tunnel, &sessions)? },
+            Request::Reload => Reply::Done { message: self.reload()? },
+            Request::Events | Request::Shutdown { .. } => anyhow::bail!("not handled here"),
+        })
+    }
+
+    fn status(&self) -> StatusView {
+        let infos = self.engine.tunnel_infos();
+        StatusView {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs(),
+            config: self.config_path.display().to_string(),
+            tunnels_configured: self.reg.len(),
+            tunnels_established: infos.iter().filter(|t| t.state == TunnelStatus::Established).count(),
+            sessions_established: infos
+                .iter()
+                .map(|t| t.sessions.iter().filter(|s| s.state == SessionStatus::Established).count())
+                .sum(),
+            dataplane: self.dp.as_ref().map(|d| d.dir().display().to_string()),
+        }
+    }
+
+    fn tunnel_views(&self) -> Vec<TunnelView> {
+        self.reg
+            .iter()
+            .map(|(name, slot)| {
+                let info: Option<TunnelInfo> = slot.id().and_then(|id| self.engine.tunnel_info(id));
+                let mut sessions: Vec<SessionView> = Vec::new();
+                if let Some(i) = &info {
+                    for s in &i.sessions {
+                        let rid = String::from_utf8_lossy(&s.remote_end_id).into_owned();
+                        let cfg = slot.cfg.sessions.iter().find(|c| c.remote_end_id() == rid);
+                        let local = self.reg.session(i.local_id, s.local_id);
+                        sessions.push(SessionView {
+                            tunnel: name.clone(),
+                            name: local
+                                .map(|l| l.name.clone())
+                                .or(cfg.map(|c| c.name.clone()))
+                                .unwrap_or_else(|| s.local_id.to_string()),
+                            state: s.state.as_str().into(),
+                            local_id: Some(s.local_id),
+                            peer_id: Some(s.peer_id).filter(|p| *p != 0),
+                            remote_end_id: rid,
+                            interface: local.and_then(|l| l.interface.clone()).or(cfg.map(|c| c.interface.clone())),
+                            vlan: cfg.and_then(|c| c.vlan),
+                            pw_type: s.pw_type,
+                            sequencing: s.sequencing,
+                            stale: s.stale,
+                            dataplane: self
+                                .dp
+                                .as_ref()
+                                .filter(|_| local.is_some_and(|l| l.installed))
+                                .and_then(|dp| dp.view(s.local_id)),
+                        });
+                    }
+                }
+                for c in &slot.cfg.sessions {
+                    if !sessions.iter().any(|s| s.remote_end_id == c.remote_end_id()) {
+                        sessions.push(SessionView {
+                            tunnel: name.clone(),
+                            name: c.name.clone(),
+                            state: "down".into(),
+                            remote_end_id: c.remote_end_id().into(),
+                            interface: Some(c.interface.clone()),
+                            vlan: c.vlan,
+                            pw_type: c.pw_type.code(),
+                            sequencing: c.sequencing,
+                            ..SessionView::default()
+                        });
+                    }
+                }
+                TunnelView {
+                    name: name.clone(),
+                    state: info.as_ref().map_or("down", |i| i.state.as_str()).into(),
+                    local_id: info.as_ref().map(|i| i.local_id),
+                    peer_id: info.as_ref().map(|i| i.peer_id).filter(|p| *p != 0),
+                    peer: slot.cfg.peer_addr().to_string(),
+                    version: slot.cfg.version,
+                    encapsulation: slot.cfg.encapsulation,
+                    initiator: info.as_ref().map(|i| i.initiator),
+                    peer_host_name: info.as_ref().map(|i| i.peer_host_name.clone()).filter(|h| !h.is_empty()),
+                    local_failover: failover_bits(info.as_ref().and_then(|i| i.local_failover)),
+                    peer_failover: failover_bits(info.as_ref().and_then(|i| i.peer_failover)),
+                    ns: info.as_ref().map(|i| i.ns),
+                    nr: info.as_ref().map(|i| i.nr),
+                    sessions,
+                }
+            })
+            .collect()
+    }
+
+    fn stats(&self) -> anyhow::Result<StatsView> {
+        let c = self.engine.stats();
+        let dataplane_global = match &self.dp {
+            Some(dp) => dp.global_stats()?,
+            None => Vec::new(),
+        };
+        Ok(StatsView {
+            control: ControlStats {
+                datagrams: c.datagrams,
+                malformed: c.malformed,
+                unknown_tunnel: c.unknown_tunnel,
+                auth_failures: c.auth_failures,
+                refused: c.refused,
+                stopccn_sent: c.stopccn_sent,
+                cdn_sent: c.cdn_sent,
+                ignored: c.ignored,
+            },
+            dataplane_global,
+            sessions: self
+                .tunnel_views()
+                .into_iter()
+                .flat_map(|t| t.sessions)
+                .filter(|s| s.local_id.is_some())
+                .collect(),
+        })
+    }
+
+    fn failover_views(&self) -> Vec<FailoverView> {
+        self.reg
+            .iter()
+            .map(|(name, slot)| {
+                let info = slot.id().and_then(|id| self.engine.tunnel_info(id));
+                let local = info.as_ref().and_then(|i| i.local_failover);
+                let peer = info.as_ref().and_then(|i| i.peer_failover);
+                FailoverView {
+                    tunnel: name.clone(),
+                    state: info.as_ref().map_or("down", |i| i.state.as_str()).into(),
+                    control_recovery: local.is_some_and(|l| l.control) && peer.is_some_and(|p| p.control),
+                    data_recovery: local.is_some_and(|l| l.data) && peer.is_some_and(|p| p.data),
+                    local: failover_bits(local),
+                    peer: failover_bits(peer),
+                    stale_sessions: slot.id().map(|id| self.engine.stale_sessions(id)).unwrap_or_default(),
+                    unconfirmed_sessions: info
+                        .as_ref()
+                        .map_or(0, |i| i.sessions.iter().filter(|s| s.unconfirmed).count()),
+                    last_event: slot.last_event.clone(),
+                }
+            })
+            .collect()
+    }
+}

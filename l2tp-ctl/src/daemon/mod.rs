@@ -1,0 +1,383 @@
+//! `l2tp-ctl daemon`: the tokio driver around the sans-IO protocol engine.
+//!
+//! One task owns the engine, the data plane, the store and the registry;
+//! socket readers and API connections talk to it through channels. The
+//! engine's outputs are drained in a fixed order after every input:
+//! datagrams out, data-plane updates (programmed into the maps and written
+//! to the store), then events (logged and streamed to `events` clients), so
+//! that nothing is reported up before it is persisted.
+//!
+//! One concern per file:
+//! - [`io`]: control sockets and their readers, the API socket, the event
+//!   log;
+//! - [`registry`]: tunnel and session names, engine IDs and slots;
+//! - [`dataplane`]: programming the pinned XDP maps;
+//! - [`persist`]: the state store and its records;
+//! - [`tunnels`]: adding, deleting, connecting and reloading tunnels and
+//!   sessions;
+//! - [`events`]: what the engine reports (data-plane updates and events);
+//! - [`failover`]: start-up recovery, data-plane rebuild, FSQ queries;
+//! - [`handlers`]: API requests.
+
+mod dataplane;
+mod events;
+mod failover;
+mod handlers;
+mod io;
+mod persist;
+mod registry;
+mod tunnels;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use l2tp_proto::engine::{Engine, TunnelId};
+use rand::{rngs::StdRng, SeedableRng};
+use tokio::{
+    net::UnixStream,
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
+use tracing::{error, info, warn};
+
+use self::{
+    dataplane::DataPlane,
+    io::{ApiCall, Datagram, EventLog, Sockets},
+    persist::Persistence,
+    registry::Registry,
+};
+use crate::{
+    api::{EventView, Reply, Request, Response},
+    config::Config,
+    store,
+};
+
+/// Command-line options of the daemon.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config: PathBuf,
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+}
+
+/// How the daemon ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT or `daemon stop`: tunnels torn down.
+    Orderly,
+    /// `daemon stop --keep`: tunnels, sessions and the data plane left in
+    /// place for the next start.
+    Kept,
+}
+
+/// Datagrams handled before one flush, at most.
+const BURST: usize = 256;
+
+struct Daemon {
+    config_path: PathBuf,
+    cfg: Config,
+    engine: Engine,
+    store: Persistence,
+    dp: Option<DataPlane>,
+    sockets: Sockets,
+    reg: Registry,
+    events: EventLog,
+    started: Instant,
+    socket_path: PathBuf,
+    /// The data plane did not survive the previous run (no pins): it was
+    /// rebuilt from the store, so recovered sequenced sessions restart
+    /// their Ns at 0 (RFC 4951 F-DC-1).
+    dp_rebuilt: bool,
+}
+
+/// Runs the daemon until it is told to stop.
+pub fn run(opts: Options) -> anyhow::Result<Exit> {
+    let mut cfg = Config::load(&opts.config)?;
+    if let Some(d) = &opts.state_dir {
+        cfg.global.state_dir = d.clone();
+    }
+    if let Some(s) = &opts.socket {
+        cfg.global.socket = s.clone();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    rt.block_on(async move {
+        let (daemon, rx, api_rx) = Daemon::start(opts.config, cfg).await?;
+        daemon.run(rx, api_rx).await
+    })
+}
+
+/// Logs the warnings of a configuration (legal values worth a word).
+fn warn_about(cfg: &Config) {
+    for w in cfg.warnings() {
+        warn!("configuration: {w}");
+    }
+}
+
+impl Daemon {
+    async fn start(
+        config_path: PathBuf,
+        cfg: Config,
+    ) -> anyhow::Result<(Self, mpsc::Receiver<Datagram>, mpsc::Receiver<ApiCall>)> {
+        let socket_path = cfg.global.socket.clone();
+        // One daemon per socket: a live one answers.
+        if UnixStream::connect(&socket_path).await.is_ok() {
+            anyhow::bail!("another daemon is already serving {}", socket_path.display());
+        }
+        warn_about(&cfg);
+        let store = Persistence::open(&cfg.global.state_dir)?;
+        let (tx, rx) = mpsc::channel(4096);
+        let sockets = Sockets::open(&cfg.global.listen, cfg.global.listen_ip, &tx)?;
+        let (dp, dp_rebuilt) = match cfg.dataplane.enabled {
+            true => DataPlane::open(&cfg.dataplane).map(|(d, created)| (Some(d), created))?,
+            false => (None, false),
+        };
+        let engine = Engine::new(cfg.engine(), Box::new(StdRng::from_entropy()));
+        let mut d = Self {
+            config_path,
+            cfg: cfg.clone(),
+            engine,
+            store,
+            dp,
+            sockets,
+            reg: Registry::default(),
+            events: EventLog::new(),
+            started: Instant::now(),
+            socket_path: socket_path.clone(),
+            dp_rebuilt,
+        };
+        for t in &cfg.tunnels {
+            d.add_tunnel(t.clone(), false, false)?;
+        }
+        d.previous_run()?;
+        let idle: Vec<String> =
+            d.reg.iter().filter(|(_, s)| s.id().is_none() && s.cfg.initiate).map(|(n, _)| n.clone()).collect();
+        for name in idle {
+            d.connect(&name);
+        }
+        let (api_tx, api_rx) = mpsc::channel(64);
+        io::serve_api(&socket_path, api_tx, d.events.clone()).await?;
+        info!(config = %d.config_path.display(), socket = %socket_path.display(), tunnels = cfg.tunnels.len(), "started");
+        Ok((d, rx, api_rx))
+    }
+
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    /// One event: a log line and a line to every `events` client (RFC 4951
+    /// F-CFG-2: notifications of failover and recovery events, in our own
+    /// format: `recovery-started`, `tunnel-recovered`, `failure-detected`,
+    /// `tunnel-resumed`, `session-confirmed`, ...).
+    fn emit(
+        &self,
+        event: &str,
+        tunnel: Option<&str>,
+        tunnel_id: Option<u32>,
+        session: Option<(&str, u32)>,
+        detail: String,
+    ) {
+        let v = EventView {
+            time_ms: store::now_ms(),
+            event: event.into(),
+            tunnel: tunnel.map(str::to_owned),
+            tunnel_id,
+            session: session.map(|s| s.0.to_owned()),
+            session_id: session.map(|s| s.1),
+            detail,
+        };
+        info!(
+            event,
+            tunnel = tunnel.unwrap_or("-"),
+            tunnel_id = tunnel_id.unwrap_or(0),
+            session = session.map(|s| s.0).unwrap_or("-"),
+            session_id = session.map(|s| s.1).unwrap_or(0),
+            "{}",
+            v.detail
+        );
+        self.events.send(v);
+    }
+
+    /// Sends everything the engine has queued and handles its updates and
+    /// events, until it has nothing more to say.
+    async fn flush(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some((to, transport, bytes)) = self.engine.poll_transmit() {
+                busy = true;
+                self.sockets.send(to, transport, &bytes).await;
+            }
+            while let Some(u) = self.engine.poll_dataplane() {
+                busy = true;
+                self.on_dataplane(u);
+            }
+            self.persist_pending();
+            while let Some(e) = self.engine.poll_event() {
+                busy = true;
+                self.on_event(e);
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    /// Periodic work: retry store removals, reconnect tunnels that are
+    /// down, re-request sessions that were refused or dropped, notice a
+    /// lost data plane.
+    fn tick(&mut self) {
+        self.store.retry();
+        if let Some(dp) = &mut self.dp {
+            dp.forget_facts();
+        }
+        self.check_dataplane();
+        let now = Self::now();
+        let reconnect = Duration::from_secs(self.cfg.global.reconnect_interval);
+        for name in self.reg.names() {
+            let Some(id) = self.reg.get(&name).map(|s| s.id()) else { continue };
+            // An attempt that died before it was up leaves no event.
+            if let Some(id) = id {
+                if self.engine.tunnel_info(id).is_none_or(|i| i.closing) {
+                    self.reg.unbind(id);
+                    if let Some(slot) = self.reg.get_mut(&name) {
+                        if slot.cfg.initiate && slot.retry_at.is_none() {
+                            slot.retry_at = Some(now + reconnect);
+                        }
+                    }
+                }
+            }
+            let Some(slot) = self.reg.get(&name) else { continue };
+            if slot.id().is_none() && slot.retry_at.is_some_and(|t| t <= now) {
+                self.connect(&name);
+            }
+        }
+        self.open_missing_sessions();
+    }
+
+    fn next_tick(&self) -> Instant {
+        let periodic = Self::now() + Duration::from_secs(self.cfg.global.reconnect_interval);
+        self.reg.next_retry().map_or(periodic, |r| r.min(periodic))
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Datagram>,
+        mut api_rx: mpsc::Receiver<ApiCall>,
+    ) -> anyhow::Result<Exit> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut next_tick = self.next_tick();
+        loop {
+            self.flush().await;
+            let deadline = self.engine.poll_timeout().map_or(next_tick, |t| t.min(next_tick));
+            tokio::select! {
+                Some(d) = rx.recv() => {
+                    self.engine.handle_datagram(Self::now(), d.from, d.transport, &d.bytes);
+                    // Whatever else has arrived too, so that one flush (and
+                    // one store commit) covers a burst.
+                    for _ in 0..BURST {
+                        let Ok(d) = rx.try_recv() else { break };
+                        self.engine.handle_datagram(Self::now(), d.from, d.transport, &d.bytes);
+                    }
+                }
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                    let now = Self::now();
+                    self.engine.handle_timeout(now);
+                    if now >= next_tick {
+                        self.tick();
+                        next_tick = self.next_tick();
+                    }
+                }
+                Some((req, reply)) = api_rx.recv() => {
+                    let stop = match &req {
+                        Request::Shutdown { keep } => Some(*keep),
+                        _ => None,
+                    };
+                    let resp = match stop {
+                        Some(_) => Response::Ok(Reply::Done { message: "stopping".into() }),
+                        None => self.handle(req),
+                    };
+                    // A client that hung up does not want its answer.
+                    let _ = reply.send(resp);
+                    next_tick = next_tick.min(self.next_tick());
+                    if stop.is_some() {
+                        // Let the connection task write the reply first.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    match stop {
+                        Some(true) => return Ok(self.stop_kept()),
+                        Some(false) => return self.shutdown(&mut rx).await,
+                        None => {}
+                    }
+                }
+                _ = sigterm.recv() => return self.shutdown(&mut rx).await,
+                _ = sigint.recv() => return self.shutdown(&mut rx).await,
+                _ = sighup.recv() => {
+                    match self.reload() {
+                        Ok(m) => info!("reloaded: {m}"),
+                        Err(e) => error!("reload refused, nothing changed: {e:#}"),
+                    }
+                    next_tick = next_tick.min(self.next_tick());
+                }
+            }
+        }
+    }
+
+    /// Maintenance stop: nothing is torn down.
+    fn stop_kept(self) -> Exit {
+        info!("stopping, keeping tunnels, sessions and the data plane for the next start");
+        io::remove_socket(&self.socket_path);
+        Exit::Kept
+    }
+
+    /// Orderly shutdown: StopCCN on every tunnel, acknowledged (or given
+    /// up after a few seconds), then the data plane removed.
+    async fn shutdown(mut self, rx: &mut mpsc::Receiver<Datagram>) -> anyhow::Result<Exit> {
+        info!("shutting down: closing all tunnels");
+        io::remove_socket(&self.socket_path);
+        let ids: Vec<TunnelId> = self.engine.tunnel_infos().iter().map(|t| t.local_id).collect();
+        for id in ids {
+            self.forget_tunnel(id);
+            self.close_tunnel(id);
+        }
+        let give_up = Instant::now() + Duration::from_secs(3);
+        loop {
+            self.flush().await;
+            let pending = self.engine.tunnel_infos().iter().any(|t| t.unacknowledged > 0);
+            if !pending || Instant::now() >= give_up {
+                break;
+            }
+            let deadline = self.engine.poll_timeout().map_or(give_up, |t| t.min(give_up));
+            tokio::select! {
+                Some(d) = rx.recv() => self.engine.handle_datagram(Self::now(), d.from, d.transport, &d.bytes),
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => self.engine.handle_timeout(Self::now()),
+            }
+        }
+        self.store.clear()?;
+        if let Some(dp) = self.dp.take() {
+            if self.cfg.dataplane.remove_on_shutdown {
+                dp.destroy()?;
+                info!("data plane removed");
+            }
+        }
+        info!("stopped");
+        Ok(Exit::Orderly)
+    }
+
+    /// Closes a tunnel in the engine (StopCCN); one already gone is fine.
+    fn close_tunnel(&mut self, id: TunnelId) {
+        if let Err(e) = self.engine.close_tunnel(Self::now(), id) {
+            tracing::debug!(id, "close tunnel: {e}");
+        }
+    }
+
+    /// Closes a session in the engine (CDN); one already gone is fine.
+    fn close_session(&mut self, id: TunnelId, sid: u32) {
+        if let Err(e) = self.engine.close_session(Self::now(), id, sid) {
+            tracing::debug!(id, sid, "close session: {e}");
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Every map of the data plane. A map's name in the object is the name of
+//! its static, which is the `MAP_*` constant of `l2tp_common` the loader
+//! pins it by (a test checks the two lists agree).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMap, HashMap, PerCpuArray},
+};
+use l2tp_common::{
+    session::{
+        SessionCommand, SessionConfig, SessionRxState, SessionStats, SessionTxState, ATTACH_PORT_MAX, MAX_PORTS,
+        MAX_SESSIONS,
+    },
+    GlobalCounter,
+};
+
+/// All global counters of one CPU: one lookup per frame.
+pub type Global = [u64; GlobalCounter::COUNT as usize];
+
+/// One slot per CPU holding every global counter.
+#[map]
+pub static GLOBAL_STATS: PerCpuArray<Global> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static SESSION_BY_ID: HashMap<u32, u32> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+#[map]
+pub static SESSION_BY_ATTACH: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+#[map]
+pub static ATTACH_PORT: Array<u32> = Array::with_max_entries(ATTACH_PORT_MAX, 0);
+#[map]
+pub static SESSION_CFG: Array<SessionConfig> = Array::with_max_entries(MAX_SESSIONS, 0);
+/// Receive state: `l2tp_uplink` is its only writer.
+#[map]
+pub static SESSION_RX_STATE: Array<SessionRxState> = Array::with_max_entries(MAX_SESSIONS, 0);
+/// Transmit state: `l2tp_attach` is its only writer.
+#[map]
+pub static SESSION_TX_STATE: Array<SessionTxState> = Array::with_max_entries(MAX_SESSIONS, 0);
+#[map]
+pub static SESSION_RX_CMD: Array<SessionCommand> = Array::with_max_entries(MAX_SESSIONS, 0);
+#[map]
+pub static SESSION_TX_CMD: Array<SessionCommand> = Array::with_max_entries(MAX_SESSIONS, 0);
+#[map]
+pub static SESSION_STATS: PerCpuArray<SessionStats> = PerCpuArray::with_max_entries(MAX_SESSIONS, 0);
+/// Per-CPU scratch for the tail of a UDP checksum.
+#[map]
+pub static CSUM_SCRATCH: PerCpuArray<[u8; 512]> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static TX_PORTS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
+#[map]
+pub static PORT_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// This CPU's global counters (null if the map has no slot, never in
+/// practice).
+#[inline(always)]
+pub fn global() -> *mut Global {
+    GLOBAL_STATS.get_ptr_mut(0).unwrap_or_default()
+}
+
+#[inline(always)]
+pub fn count(g: *mut Global, c: GlobalCounter) {
+    if !g.is_null() {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { (*g)[c as usize] += 1 };
+    }
+}
