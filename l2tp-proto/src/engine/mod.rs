@@ -53,9 +53,14 @@ pub struct Engine {
     transmits: VecDeque<(SocketAddr, Transport, Vec<u8>)>,
     events: VecDeque<Event>,
     dataplane: VecDeque<DataplaneUpdate>,
+    /// Session IDs held by a session of any tunnel, with how many hold
+    /// each (v3 IDs are unique per endpoint; found here in O(1)).
+    session_ids: HashMap<u32, u32>,
     /// Recently released session IDs, avoided when allocating (IDs are
     /// chosen least-recently-used, RFC 4951 F-SS-4).
     released_sessions: VecDeque<u32>,
+    /// The same IDs, counted, for an O(1) check.
+    released_set: HashMap<u32, u32>,
     stats: EngineStats,
 }
 
@@ -81,7 +86,9 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             dataplane: VecDeque::new(),
+            session_ids: HashMap::new(),
             released_sessions: VecDeque::new(),
+            released_set: HashMap::new(),
             stats: EngineStats::default(),
         }
     }

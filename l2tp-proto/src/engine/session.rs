@@ -65,18 +65,39 @@ impl Engine {
             let in_use = match version {
                 // v2 session IDs are per tunnel; v3 per endpoint.
                 Version::V2 => self.tunnels.get(&tunnel).is_some_and(|t| t.sessions.contains_key(&id)),
-                Version::V3 => self.tunnels.values().any(|t| t.sessions.contains_key(&id)),
+                Version::V3 => self.session_ids.contains_key(&id),
             };
-            if id != 0 && !in_use && !self.released_sessions.contains(&id) {
+            if id != 0 && !in_use && !self.released_set.contains_key(&id) {
+                self.hold_session_id(id);
                 return id;
             }
         }
     }
 
+    /// Counts `id` as held by a session (allocated or restored).
+    pub(in crate::engine) fn hold_session_id(&mut self, id: u32) {
+        *self.session_ids.entry(id).or_insert(0) += 1;
+    }
+
+    /// A session that held `id` is gone: the ID is kept from reuse for a
+    /// while (F-SS-4).
     pub(in crate::engine) fn release_session_id(&mut self, id: u32) {
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.session_ids.entry(id) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
         self.released_sessions.push_back(id);
+        *self.released_set.entry(id).or_insert(0) += 1;
         while self.released_sessions.len() > RELEASED_KEEP {
-            self.released_sessions.pop_front();
+            let Some(old) = self.released_sessions.pop_front() else { break };
+            if let std::collections::hash_map::Entry::Occupied(mut e) = self.released_set.entry(old) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
         }
     }
 

@@ -81,6 +81,10 @@ impl Engine {
         if !(ours && theirs) {
             return Err(CommandError::Invalid("control channel failover was not negotiated by both ends"));
         }
+        for s in &old.sessions {
+            // F-RT-5: the old sessions' IDs are reserved again.
+            self.hold_session_id(s.local_id);
+        }
         let sessions = old
             .sessions
             .iter()
