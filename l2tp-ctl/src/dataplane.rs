@@ -199,6 +199,24 @@ pub fn enable_forwarding(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether IP forwarding is on for the uplink `name` in the caller's network
+/// namespace, for IPv6 or IPv4: the per-interface setting `bpf_fib_lookup`
+/// checks. Without it the lookup answers "forwarding disabled"
+/// (`BPF_FIB_LKUP_RET_FWD_DISABLED`) and a session without a fallback
+/// next-hop MAC drops every frame as `tx_no_route`.
+pub fn forwarding_enabled(name: &str, ipv6: bool) -> Result<bool> {
+    validate_ifname(name)?;
+    let family = if ipv6 { "ipv6" } else { "ipv4" };
+    let path = PathBuf::from(format!("/proc/sys/net/{family}/conf/{name}/forwarding"));
+    match fs::read_to_string(&path) {
+        Ok(v) => Ok(v.trim() != "0"),
+        // No IPv6 on the interface: nothing forwards IPv6 there.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && ipv6 => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(DataplaneError::UnknownInterface(name.to_owned())),
+        Err(source) => Err(DataplaneError::Io { what: "reading", path, source }),
+    }
+}
+
 /// One SIOCGIF* ioctl on `name` in the caller's network namespace
 /// (/sys/class/net may show another namespace).
 fn ifreq(name: &str, request: libc::Ioctl, what: &'static str) -> Result<libc::ifreq> {

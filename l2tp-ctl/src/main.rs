@@ -228,13 +228,22 @@ struct SessionArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4094))]
     vlan: Option<u16>,
     /// MAC of the next hop towards the peer. Without it the next hop is
-    /// looked up in the kernel's FIB and neighbour tables for every frame.
+    /// looked up in the kernel's FIB and neighbour tables for every frame,
+    /// which needs IP forwarding on the uplink (the lookup answers
+    /// "forwarding disabled" otherwise, and every frame would be dropped as
+    /// tx_no_route): the command turns it on, as the daemon does, and says
+    /// so, unless --no-enable-forwarding.
     #[arg(long, value_parser = parse_mac)]
     next_hop_mac: Option<[u8; 6]>,
     /// Look the next hop up in the kernel even with --next-hop-mac (which
     /// is then the fallback when the neighbour is not known).
     #[arg(long)]
     fib_lookup: bool,
+    /// Leave IP forwarding on the uplink as it is: a session that looks its
+    /// next hop up (no --next-hop-mac) is then refused while forwarding is
+    /// off.
+    #[arg(long)]
+    no_enable_forwarding: bool,
     /// Cookie the peer sends (checked), hex, 4 or 8 bytes.
     #[arg(long, value_parser = parse_cookie)]
     cookie: Option<Cookie>,
@@ -270,6 +279,11 @@ struct SessionArgs {
 #[derive(Subcommand, Debug)]
 enum SessionCmd {
     /// Install a static pseudowire in the data plane.
+    ///
+    /// Without --next-hop-mac the next hop is looked up in the kernel for
+    /// every frame, which needs IP forwarding on the uplink: this command
+    /// turns it on (as the daemon does) and says so, or with
+    /// --no-enable-forwarding refuses while it is off.
     Add(SessionArgs),
     /// Remove a pseudowire by its (local) session ID.
     Remove {
@@ -540,6 +554,36 @@ fn run_dataplane(cmd: DataplaneCmd) -> anyhow::Result<()> {
     }
 }
 
+/// A session without a next-hop MAC looks its next hop up with
+/// `bpf_fib_lookup`, which answers "forwarding disabled" on an uplink
+/// without IP forwarding: every frame would be dropped as `tx_no_route`.
+/// Turns forwarding on (as the daemon's `dataplane.enable_forwarding`
+/// does) and says so, or, when told not to, refuses.
+fn next_hop_lookup_needs_forwarding(uplink: &str, ipv6: bool, enable: bool) -> anyhow::Result<()> {
+    if dataplane::forwarding_enabled(uplink, ipv6)? {
+        return Ok(());
+    }
+    let family = if ipv6 { "IPv6" } else { "IPv4" };
+    if !enable {
+        anyhow::bail!(
+            "{family} forwarding is off on {uplink}: without --next-hop-mac the next hop is looked up in the \
+             kernel (bpf_fib_lookup), which answers \"forwarding disabled\" there, so every frame would be \
+             dropped and counted as tx_no_route; give --next-hop-mac, or drop --no-enable-forwarding to turn \
+             forwarding on"
+        );
+    }
+    dataplane::enable_forwarding(uplink)?;
+    if !dataplane::forwarding_enabled(uplink, ipv6)? {
+        anyhow::bail!("{family} forwarding stays off on {uplink} (is {family} disabled there?): give --next-hop-mac");
+    }
+    eprintln!(
+        "l2tp-ctl: turned {family} forwarding on for {uplink}: the next-hop lookup (bpf_fib_lookup) answers \
+         \"forwarding disabled\" without it and every frame would be dropped as tx_no_route \
+         (--next-hop-mac needs no lookup; --no-enable-forwarding refuses instead)"
+    );
+    Ok(())
+}
+
 fn run_session(cmd: SessionCmd) -> anyhow::Result<()> {
     match cmd {
         SessionCmd::Add(a) => {
@@ -565,6 +609,9 @@ fn run_session(cmd: SessionCmd) -> anyhow::Result<()> {
                 resync_deliver: a.resync_deliver,
                 udp6_zero_checksum: a.udp6_zero_checksum,
             };
+            if params.fib_lookup && params.next_hop_mac == [0; 6] {
+                next_hop_lookup_needs_forwarding(&a.uplink, a.local.is_ipv6(), !a.no_enable_forwarding)?;
+            }
             let idx = dp.sessions()?.add(&params)?;
             println!("session {} installed (slot {idx}): {} <-> {}", a.session_id, a.attachment, a.peer);
             Ok(())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use l2tp_ctl::dataplane::{self, AttachMode, Cookie, Encap, Pinned, Role, RxMode, SessionParams};
 use l2tp_tests::{
+    daemon::ctl_bin,
     netns::run,
     topology::{self, TwoSites},
     traffic::Stream,
@@ -159,4 +160,99 @@ fn pseudowire_with_fib_next_hop_drops_until_the_neighbour_is_known() {
 #[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
 fn pseudowire_over_ip_carries_ping_and_streams_with_exact_counters() {
     pseudowire(Encap::Ip, false);
+}
+
+/// `net.ipv4.conf.<iface>.forwarding` inside `ns`.
+fn ipv4_forwarding(ns: &NetNs, iface: &str) -> String {
+    let out = run(ns.command("sysctl").args(["-n", &format!("net.ipv4.conf.{iface}.forwarding")])).expect("sysctl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Issue 13, defect 13: `l2tp-ctl dataplane session add` without
+/// `--next-hop-mac` on an uplink with forwarding off (where bpf_fib_lookup
+/// answers "forwarding disabled" and every frame would be dropped as
+/// tx_no_route) turns forwarding on and says so, as the daemon does; with
+/// `--no-enable-forwarding` it refuses, naming the cause, and installs
+/// nothing. The session then carries traffic with no tx_no_route.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn dataplane_session_add_without_next_hop_mac_turns_forwarding_on_and_says_so() {
+    let t = TwoSites::new().expect("topology");
+    let (pins_a, pins_b) = (PinDir::new("fwd-a"), PinDir::new("fwd-b"));
+    let dp_b = endpoint(
+        &t.pe_b,
+        &pins_b,
+        topology::PE_B_UP,
+        topology::PE_A_UP,
+        NextHop::Static(topology::PE_A_UP_MAC),
+        (ID_B, ID_A),
+        Encap::Udp { local_port: 1701, peer_port: 1701 },
+    );
+    let pin_a = pins_a.path().to_str().expect("utf-8 path").to_owned();
+    let ctl = |args: &[&str]| t.pe_a.command(ctl_bin()).args(args).output().expect("l2tp-ctl runs");
+    for (iface, role) in [("up0", "uplink"), ("ac0", "attachment")] {
+        let out = ctl(&["dataplane", "attach", "-i", iface, "--role", role, "--pin-dir", &pin_a]);
+        assert!(out.status.success(), "attach {iface}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(ipv4_forwarding(&t.pe_a, "up0"), "0", "a fresh namespace does not forward");
+    let cookie = |id: u32| id.to_be_bytes().repeat(2).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let (rx_cookie, tx_cookie) = (cookie(ID_A), cookie(ID_B));
+    let (id_a, id_b) = (ID_A.to_string(), ID_B.to_string());
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "dataplane",
+            "session",
+            "add",
+            "--session-id",
+            &id_a,
+            "--peer-session-id",
+            &id_b,
+            "--local",
+            topology::PE_A_UP,
+            "--peer",
+            topology::PE_B_UP,
+            "--uplink",
+            "up0",
+            "--attachment",
+            "ac0",
+            "--cookie",
+            &rx_cookie,
+            "--peer-cookie",
+            &tx_cookie,
+            "--sequencing",
+            "--pin-dir",
+            &pin_a,
+        ];
+        args.extend_from_slice(extra);
+        ctl(&args)
+    };
+
+    // Told not to touch forwarding: refused, with the cause, nothing installed.
+    let out = add(&["--no-enable-forwarding"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted with forwarding off: {err}");
+    for word in ["forwarding is off on up0", "tx_no_route", "--next-hop-mac"] {
+        assert!(err.contains(word), "the refusal names {word:?}: {err}");
+    }
+    let dp_a = Pinned::open(pins_a.path()).expect("pins");
+    assert!(dp_a.sessions().expect("maps").list().is_empty(), "nothing installed");
+    assert_eq!(ipv4_forwarding(&t.pe_a, "up0"), "0");
+
+    // The default: forwarding turned on, and said.
+    let out = add(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "session add: {err}");
+    assert!(err.contains("turned IPv4 forwarding on for up0"), "says so: {err}");
+    assert_eq!(ipv4_forwarding(&t.pe_a, "up0"), "1");
+
+    // Traffic crosses; the next hop is found (control traffic resolves
+    // the neighbour, as the daemon's does), nothing dropped as no route.
+    run(t.pe_a.command("ping").args(["-c", "1", "-W", "2", topology::PE_B_UP])).expect("uplink ping");
+    let ping = run(t.cust_a.command("ping").args(["-c", "3", "-i", "0.05", "-W", "2", topology::CUST_B]));
+    let table = dp_a.sessions().expect("maps");
+    let s = table.stats(table.index_of(ID_A).expect("session")).expect("stats");
+    assert!(ping.is_ok(), "ping across the pseudowire: {ping:?}, {s:?}");
+    assert_eq!((s.tx_packets, s.tx_no_route), (3, 0), "{s:?}");
+    dp_a.destroy().expect("destroy a");
+    dp_b.destroy().expect("destroy b");
 }
