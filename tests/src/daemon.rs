@@ -223,3 +223,236 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// A daemon configuration file as the tests, the benchmark and the demo
+/// write it: `[global]` with a host name and the UDP listener, a data
+/// plane (pinned in a test's pin directory, uplink `up0`) or none, and
+/// tunnels with their failover settings and sessions. [`Config::toml`]
+/// gives the file.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub host_name: String,
+    pub router_id: Option<String>,
+    pub reconnect_interval: Option<u64>,
+    pub hello_interval: Option<u64>,
+    /// `None`: `[dataplane] enabled = false`.
+    pub pin_dir: Option<PathBuf>,
+    pub tunnels: Vec<Tunnel>,
+}
+
+/// One `[[tunnel]]`.
+#[derive(Clone, Debug)]
+pub struct Tunnel {
+    pub name: String,
+    pub peer: String,
+    pub initiate: bool,
+    pub version: u8,
+    pub encapsulation_ip: bool,
+    pub secret: Option<String>,
+    pub hide_avps: bool,
+    /// Further keys of the tunnel, TOML lines (timers).
+    pub extra: String,
+    pub failover: Option<Failover>,
+    pub sessions: Vec<Session>,
+}
+
+/// A `[tunnel.failover]` table.
+#[derive(Clone, Debug)]
+pub struct Failover {
+    pub control: bool,
+    pub data: bool,
+    pub recovery_time_ms: Option<u32>,
+    pub resync_n: Option<u16>,
+    /// `recovery_peers`, a TOML list.
+    pub recovery_peers: Option<String>,
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Self { control: true, data: true, recovery_time_ms: None, resync_n: None, recovery_peers: None }
+    }
+}
+
+/// One `[[tunnel.session]]`.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub name: String,
+    pub interface: String,
+    pub cookie_len: u8,
+    pub sequencing: bool,
+    /// An Ethernet VLAN pseudowire on this VLAN of `interface`.
+    pub vlan: Option<u16>,
+}
+
+impl Session {
+    pub fn new(name: &str, interface: &str) -> Self {
+        Self { name: name.into(), interface: interface.into(), cookie_len: 0, sequencing: false, vlan: None }
+    }
+}
+
+impl Tunnel {
+    pub fn new(name: &str, peer: &str, initiate: bool) -> Self {
+        Self {
+            name: name.into(),
+            peer: peer.into(),
+            initiate,
+            version: 3,
+            encapsulation_ip: false,
+            secret: None,
+            hide_avps: false,
+            extra: String::new(),
+            failover: None,
+            sessions: Vec::new(),
+        }
+    }
+
+    fn toml(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(
+            out,
+            "\n[[tunnel]]\nname = \"{}\"\npeer = \"{}\"\ninitiate = {}\n",
+            self.name, self.peer, self.initiate
+        );
+        if self.version != 3 {
+            let _ = writeln!(out, "version = {}", self.version);
+        }
+        if self.encapsulation_ip {
+            out.push_str("encapsulation = \"ip\"\n");
+        }
+        if let Some(s) = &self.secret {
+            let _ = writeln!(out, "secret = \"{s}\"");
+        }
+        if self.hide_avps {
+            out.push_str("hide_avps = true\n");
+        }
+        out.push_str(&self.extra);
+        if !self.extra.is_empty() && !self.extra.ends_with('\n') {
+            out.push('\n');
+        }
+        if let Some(f) = &self.failover {
+            let _ = write!(out, "\n[tunnel.failover]\ncontrol = {}\ndata = {}\n", f.control, f.data);
+            if let Some(v) = f.recovery_time_ms {
+                let _ = writeln!(out, "recovery_time_ms = {v}");
+            }
+            if let Some(v) = f.resync_n {
+                let _ = writeln!(out, "resync_n = {v}");
+            }
+            if let Some(v) = &f.recovery_peers {
+                let _ = writeln!(out, "recovery_peers = {v}");
+            }
+        }
+        for s in &self.sessions {
+            let _ = write!(out, "\n[[tunnel.session]]\nname = \"{}\"\ninterface = \"{}\"\n", s.name, s.interface);
+            if let Some(v) = s.vlan {
+                let _ = write!(out, "pw_type = \"ethernet-vlan\"\nvlan = {v}\n");
+            }
+            if s.cookie_len != 0 {
+                let _ = writeln!(out, "cookie_len = {}", s.cookie_len);
+            }
+            if s.sequencing {
+                out.push_str("sequencing = true\n");
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Host `me`, listening on UDP port 1701, no data plane, no tunnel.
+    pub fn new(me: &str) -> Self {
+        Self {
+            host_name: me.into(),
+            router_id: None,
+            reconnect_interval: None,
+            hello_interval: None,
+            pin_dir: None,
+            tunnels: Vec::new(),
+        }
+    }
+
+    /// The XDP data plane pinned in `pins`, uplink `up0`.
+    pub fn dataplane(mut self, pins: &crate::PinDir) -> Self {
+        self.pin_dir = Some(pins.path().to_owned());
+        self
+    }
+
+    pub fn tunnel(mut self, t: Tunnel) -> Self {
+        self.tunnels.push(t);
+        self
+    }
+
+    /// The file.
+    pub fn toml(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!("[global]\nhost_name = \"{}\"\n", self.host_name);
+        if let Some(r) = &self.router_id {
+            let _ = writeln!(out, "router_id = \"{r}\"");
+        }
+        out.push_str("listen = [\"0.0.0.0:1701\"]\n");
+        if let Some(v) = self.reconnect_interval {
+            let _ = writeln!(out, "reconnect_interval = {v}");
+        }
+        if let Some(v) = self.hello_interval {
+            let _ = writeln!(out, "hello_interval = {v}");
+        }
+        match &self.pin_dir {
+            Some(p) => {
+                let _ = write!(out, "\n[dataplane]\npin_dir = \"{}\"\nuplink = \"up0\"\n", p.display());
+            }
+            None => out.push_str("\n[dataplane]\nenabled = false\n"),
+        }
+        for t in &self.tunnels {
+            t.toml(&mut out);
+        }
+        out
+    }
+}
+
+#[cfg(all(test, feature = "ctl"))]
+mod tests {
+    use super::*;
+
+    /// What the builder writes is a valid file that says what was built.
+    #[test]
+    fn built_config_parses_as_built() {
+        let pins = crate::PinDir::new("cfg");
+        let text = Config { router_id: Some("198.18.0.1".into()), reconnect_interval: Some(1), ..Config::new("a") }
+            .dataplane(&pins)
+            .tunnel(Tunnel {
+                secret: Some("s".into()),
+                extra: "hello_interval = 5".into(),
+                failover: Some(Failover {
+                    recovery_time_ms: Some(10_000),
+                    resync_n: Some(4),
+                    recovery_peers: Some("[\"198.18.0.9\"]".into()),
+                    ..Failover::default()
+                }),
+                sessions: vec![
+                    Session { vlan: Some(7), sequencing: true, cookie_len: 8, ..Session::new("s0", "c0") },
+                    Session::new("s1", "c1"),
+                ],
+                ..Tunnel::new("t0", "198.18.0.2", true)
+            })
+            .tunnel(Tunnel {
+                version: 2,
+                hide_avps: true,
+                secret: Some("v2".into()),
+                ..Tunnel::new("v2", "198.18.0.2", false)
+            })
+            .tunnel(Tunnel { encapsulation_ip: true, ..Tunnel::new("ip", "198.18.0.2", true) })
+            .toml();
+        let c =
+            l2tp_ctl::config::Config::parse(Path::new("built.toml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            (c.global.host_name.as_str(), c.global.router_id.0, c.global.reconnect_interval),
+            ("a", 0xc612_0001, 1)
+        );
+        assert_eq!(c.dataplane.pin_dir, pins.path());
+        let t = &c.tunnels[0];
+        assert_eq!((t.hello_interval, t.failover.recovery_time_ms, t.failover.resync_n), (Some(5), 10_000, 4));
+        assert_eq!(t.sessions[0].vlan, Some(7));
+        assert!(t.sessions[0].sequencing && !t.sessions[1].sequencing);
+        assert_eq!((c.tunnels[1].version, c.tunnels[1].initiate, c.tunnels[1].hide_avps), (2, false, true));
+        assert_eq!(c.tunnels[2].encapsulation, l2tp_ctl::config::Encapsulation::Ip);
+        assert!(!Config::new("x").toml().contains("pin_dir"), "no data plane unless asked");
+    }
+}

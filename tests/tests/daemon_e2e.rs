@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use l2tp_tests::{
-    daemon::Daemon,
+    daemon::{Config, Daemon, Session, Tunnel},
     netns::run,
     topology::{self, TwoSites},
     traffic::Stream,
@@ -37,60 +37,28 @@ fn extra_circuits(t: &TwoSites) {
 }
 
 fn config(me: &str, peer: &str, initiate: bool, pins: &PinDir, v2: bool) -> String {
-    let mut c = format!(
-        r#"
-[global]
-host_name = "{me}"
-router_id = "{me}"
-listen = ["0.0.0.0:1701"]
-state_dir = "{{dir}}/state"
-socket = "{{dir}}/ctl.sock"
-reconnect_interval = 1
-hello_interval = 5
-
-[dataplane]
-pin_dir = "{pins}"
-uplink = "up0"
-
-[[tunnel]]
-name = "udp"
-peer = "{peer}"
-initiate = {initiate}
-secret = "v3-secret"
-
-[[tunnel.session]]
-name = "pw1"
-interface = "ac0"
-cookie_len = 8
-sequencing = true
-
-[[tunnel]]
-name = "ip"
-peer = "{peer}"
-encapsulation = "ip"
-initiate = {initiate}
-
-[[tunnel.session]]
-name = "pw2"
-interface = "ac1"
-cookie_len = 4
-"#,
-        pins = pins.path().display()
-    );
+    let mut c =
+        Config { router_id: Some(me.into()), reconnect_interval: Some(1), hello_interval: Some(5), ..Config::new(me) }
+            .dataplane(pins)
+            .tunnel(Tunnel {
+                secret: Some("v3-secret".into()),
+                sessions: vec![Session { cookie_len: 8, sequencing: true, ..Session::new("pw1", "ac0") }],
+                ..Tunnel::new("udp", peer, initiate)
+            })
+            .tunnel(Tunnel {
+                encapsulation_ip: true,
+                sessions: vec![Session { cookie_len: 4, ..Session::new("pw2", "ac1") }],
+                ..Tunnel::new("ip", peer, initiate)
+            });
     if v2 {
-        c.push_str(&format!(
-            r#"
-[[tunnel]]
-name = "v2"
-peer = "{peer}"
-version = 2
-initiate = {initiate}
-secret = "v2-secret"
-hide_avps = true
-"#
-        ));
+        c = c.tunnel(Tunnel {
+            version: 2,
+            secret: Some("v2-secret".into()),
+            hide_avps: true,
+            ..Tunnel::new("v2", peer, initiate)
+        });
     }
-    c
+    c.toml()
 }
 
 fn tunnel<'a>(list: &'a Value, name: &str) -> &'a Value {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use l2tp_tests::{
-    daemon::Daemon,
+    daemon::{Config, Daemon, Failover, Session, Tunnel},
     netns::{run, NetNs},
     topology::{self, TwoSites},
     traffic::Stream,
@@ -36,44 +36,22 @@ impl Default for Cfg {
 }
 
 fn config_with(me: &str, peer: &str, initiate: bool, pins: &PinDir, c: &Cfg) -> String {
-    format!(
-        r#"
-[global]
-host_name = "{me}"
-listen = ["0.0.0.0:1701"]
-reconnect_interval = 1
-
-[dataplane]
-pin_dir = "{pins}"
-uplink = "up0"
-
-[[tunnel]]
-name = "pw"
-peer = "{peer}"
-initiate = {initiate}
-secret = "failover-secret"
-{extra}
-
-[tunnel.failover]
-control = {control}
-data = {data}
-recovery_time_ms = {rt}
-resync_n = {RESYNC_N}
-recovery_peers = {peers}
-
-[[tunnel.session]]
-name = "cust"
-interface = "ac0"
-cookie_len = 8
-sequencing = true
-"#,
-        pins = pins.path().display(),
-        extra = c.tunnel_extra,
-        control = c.control,
-        data = c.data,
-        rt = c.recovery_time_ms,
-        peers = c.recovery_peers,
-    )
+    Config { reconnect_interval: Some(1), ..Config::new(me) }
+        .dataplane(pins)
+        .tunnel(Tunnel {
+            secret: Some("failover-secret".into()),
+            extra: c.tunnel_extra.into(),
+            failover: Some(Failover {
+                control: c.control,
+                data: c.data,
+                recovery_time_ms: Some(c.recovery_time_ms),
+                resync_n: Some(RESYNC_N as u16),
+                recovery_peers: Some(c.recovery_peers.into()),
+            }),
+            sessions: vec![Session { cookie_len: 8, sequencing: true, ..Session::new("cust", "ac0") }],
+            ..Tunnel::new("pw", peer, initiate)
+        })
+        .toml()
 }
 
 struct Rig {
@@ -676,13 +654,15 @@ fn f_cap_4_xl2tpd_as_a_non_capable_peer_is_reestablished_after_a_restart() {
     theirs.addr("up0", &format!("{}/24", topology::PE_B_UP)).expect("addr");
     let secret = "interop-secret";
     let xl2tpd = Xl2tpd::start(&theirs, topology::PE_B_UP, "xl2tpd-lns", "pe-a", secret, Role::Lns).expect("xl2tpd");
-    let cfg = format!(
-        "[global]\nhost_name = \"pe-a\"\nlisten = [\"0.0.0.0:1701\"]\nreconnect_interval = 1\n\
-         [dataplane]\nenabled = false\n\
-         [[tunnel]]\nname = \"lns\"\npeer = \"{}\"\nversion = 2\nsecret = \"{secret}\"\nhide_avps = true\n\
-         [[tunnel.session]]\nname = \"call\"\ninterface = \"ppp-call\"\n",
-        topology::PE_B_UP
-    );
+    let cfg = Config { reconnect_interval: Some(1), ..Config::new("pe-a") }
+        .tunnel(Tunnel {
+            version: 2,
+            secret: Some(secret.into()),
+            hide_avps: true,
+            sessions: vec![Session::new("call", "ppp-call")],
+            ..Tunnel::new("lns", topology::PE_B_UP, true)
+        })
+        .toml();
     let mut d = Daemon::start(&ours, "pe-a", &cfg).expect("daemon");
     let up = |d: &Daemon| {
         d.wait_json(&["tunnel", "show", "lns"], "tunnel and call up", WAIT, |t| {
@@ -787,14 +767,16 @@ fn appendix_c_f_ss_6_session_id_mismatch_is_cleared_on_both_ends() {
 fn f_rt_1_f_cc_2_l2tpv2_tunnel_and_call_recover_after_sigkill() {
     let t = TwoSites::new().expect("topology");
     let cfg = |me: &str, peer: &str, initiate: bool| {
-        format!(
-            "[global]\nhost_name = \"{me}\"\nlisten = [\"0.0.0.0:1701\"]\nreconnect_interval = 1\n\
-             [dataplane]\nenabled = false\n\
-             [[tunnel]]\nname = \"v2\"\npeer = \"{peer}\"\nversion = 2\ninitiate = {initiate}\n\
-             secret = \"v2-secret\"\nhide_avps = true\n\
-             [tunnel.failover]\ncontrol = true\ndata = true\n\
-             [[tunnel.session]]\nname = \"call\"\ninterface = \"ppp-call\"\n"
-        )
+        Config { reconnect_interval: Some(1), ..Config::new(me) }
+            .tunnel(Tunnel {
+                version: 2,
+                secret: Some("v2-secret".into()),
+                hide_avps: true,
+                failover: Some(Failover::default()),
+                sessions: vec![Session::new("call", "ppp-call")],
+                ..Tunnel::new("v2", peer, initiate)
+            })
+            .toml()
     };
     let b = Daemon::start(&t.pe_b, "pe-b", &cfg(topology::PE_B_UP, topology::PE_A_UP, false)).expect("b");
     let mut a = Daemon::start(&t.pe_a, "pe-a", &cfg(topology::PE_A_UP, topology::PE_B_UP, true)).expect("a");

@@ -20,7 +20,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use l2tp_tests::{daemon::Daemon, topology::TwoSites, PinDir};
+use l2tp_tests::{
+    daemon::{Config, Daemon, Failover, Session, Tunnel},
+    topology::TwoSites,
+    PinDir,
+};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -70,24 +74,23 @@ fn addr_b(i: usize) -> String {
 }
 
 fn config(me: &str, initiate: bool, tunnels: usize, sessions: usize, pins: &PinDir) -> String {
-    let mut c = format!(
-        "[global]\nhost_name = \"{me}\"\nlisten = [\"0.0.0.0:1701\"]\n\n[dataplane]\npin_dir = \"{}\"\nuplink = \"up0\"\n\n",
-        pins.path().display()
-    );
+    let mut c = Config::new(me).dataplane(pins);
     for t in 0..tunnels {
         let peer = if initiate { addr_b(t) } else { addr_a(t) };
-        c.push_str(&format!(
-            "[[tunnel]]\nname = \"t{t}\"\npeer = \"{peer}\"\ninitiate = {initiate}\nsecret = \"bench-secret\"\n\n\
-             [tunnel.failover]\ncontrol = true\ndata = true\nrecovery_time_ms = 10000\n\n"
-        ));
-        for s in 0..sessions {
-            c.push_str(&format!(
-                "[[tunnel.session]]\nname = \"s{s}\"\ninterface = \"c{t}\"\npw_type = \"ethernet-vlan\"\nvlan = {}\nsequencing = true\n\n",
-                s + 1
-            ));
-        }
+        c = c.tunnel(Tunnel {
+            secret: Some("bench-secret".into()),
+            failover: Some(Failover { recovery_time_ms: Some(10_000), ..Failover::default() }),
+            sessions: (0..sessions)
+                .map(|s| Session {
+                    vlan: Some(s as u16 + 1),
+                    sequencing: true,
+                    ..Session::new(&format!("s{s}"), &format!("c{t}"))
+                })
+                .collect(),
+            ..Tunnel::new(&format!("t{t}"), &peer, initiate)
+        });
     }
-    c
+    c.toml()
 }
 
 /// One address per tunnel on each side, with a host route whose preferred
