@@ -96,6 +96,11 @@ impl Engine {
 
     /// Encodes and queues everything the tunnel's channel wants to send.
     pub(in crate::engine) fn flush(&mut self, now: Instant, id: u32) {
+        self.encode_transmits(now, id);
+        self.rearm(id);
+    }
+
+    fn encode_transmits(&mut self, now: Instant, id: u32) {
         let Some(t) = self.tunnels.get_mut(&id) else { return };
         let secret = t.params.secret.clone();
         while let Some(tx) = t.channel.poll_transmit(now) {
@@ -150,43 +155,80 @@ impl Engine {
         }
     }
 
-    /// When [`Engine::handle_timeout`] must next be called.
+    /// When [`Engine::handle_timeout`] must next be called. O(1): every
+    /// tunnel's next deadline is kept in one ordered set ([`Engine::rearm`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.tunnels
-            .values()
-            .filter(|t| t.state != TunnelState::Recovering)
-            .flat_map(|t| {
-                let hello = (t.state == TunnelState::Established).then(|| t.last_rx + self.hello_interval(t));
-                let closing = match t.state {
-                    TunnelState::Closing { until } | TunnelState::AwaitingRecovery { until } => Some(until),
-                    _ => None,
-                };
-                [t.channel.poll_timeout(), hello, closing, t.stale_query_at]
-            })
-            .flatten()
-            .min()
+        self.timers.first().map(|(at, _)| *at)
     }
 
-    /// Runs the timers: retransmissions, delayed acks, HELLO, teardown.
+    /// The next deadline of tunnel `t`: its channel's timers, HELLO on an
+    /// idle established tunnel, the end of closing or of the peer's
+    /// Recovery Time, the query of stale sessions. A recovering (old)
+    /// tunnel has none (F-RT-12).
+    fn deadline(&self, t: &Tunnel) -> Option<Instant> {
+        let hello =
+            (t.state == TunnelState::Established && t.channel.is_idle()).then(|| t.last_rx + self.hello_interval(t));
+        let until = match t.state {
+            TunnelState::Recovering => return None,
+            TunnelState::Closing { until } => Some(until),
+            // Acknowledged again: due now, to end the wait (F-CAP-3).
+            TunnelState::AwaitingRecovery { .. } if t.channel.retries() == 0 && t.channel.unacknowledged() == 0 => {
+                Some(t.last_rx)
+            }
+            TunnelState::AwaitingRecovery { until } => Some(until),
+            _ => None,
+        };
+        [t.channel.poll_timeout(), hello, until, t.stale_query_at].into_iter().flatten().min()
+    }
+
+    /// Re-files tunnel `id` under its next deadline (or takes it out of
+    /// the timers when it is gone). Called after everything that changes
+    /// a tunnel, through [`Engine::flush`].
+    pub(in crate::engine) fn rearm(&mut self, id: u32) {
+        let next = self.tunnels.get(&id).and_then(|t| self.deadline(t));
+        let old = match next {
+            Some(n) => self.armed.insert(id, n),
+            None => self.armed.remove(&id),
+        };
+        if old != next {
+            if let Some(o) = old {
+                self.timers.remove(&(o, id));
+            }
+            if let Some(n) = next {
+                self.timers.insert((n, id));
+            }
+        }
+    }
+
+    /// Runs the timers that are due: retransmissions, delayed acks, HELLO,
+    /// teardown, RFC 4951's.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let ids: Vec<u32> = self.tunnels.keys().copied().collect();
+        let mut ids: Vec<u32> = self.timers.range(..=(now, u32::MAX)).map(|(_, id)| *id).collect();
+        ids.dedup();
         for id in ids {
-            let Some(hello) = self.tunnels.get(&id).map(|t| self.hello_interval(t)) else { continue };
-            let Some(t) = self.tunnels.get_mut(&id) else { continue };
+            self.run_timers(now, id);
+            self.rearm(id);
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant, id: u32) {
+        {
+            let Some(hello) = self.tunnels.get(&id).map(|t| self.hello_interval(t)) else { return };
+            let Some(t) = self.tunnels.get_mut(&id) else { return };
             if t.state == TunnelState::Recovering {
                 // Waits for its recovery tunnel; no timers of its own.
-                continue;
+                return;
             }
             if let TunnelState::Closing { until } = t.state {
                 if now >= until {
                     self.tunnels.remove(&id);
-                    continue;
+                    return;
                 }
             }
             if self.failover_timers(now, id) == TimerOutcome::Cleared {
-                continue;
+                return;
             }
-            let Some(t) = self.tunnels.get_mut(&id) else { continue };
+            let Some(t) = self.tunnels.get_mut(&id) else { return };
             if t.state == TunnelState::Established && now >= t.last_rx + hello && t.channel.is_idle() {
                 // RFC 2661 6.5 / RFC 3931 6.5: keepalive on an idle tunnel.
                 t.last_rx = now;

@@ -243,6 +243,7 @@ impl Engine {
                 }
                 // We lose (or tie: both discard): drop our own attempt.
                 self.tunnels.remove(&our_id);
+                self.rearm(our_id);
                 self.events.push_back(Event::TunnelDown { tunnel: our_id, reason: DownReason::LostTie });
                 if tb == theirs {
                     self.stats.ignored += 1;

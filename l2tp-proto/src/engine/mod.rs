@@ -19,8 +19,9 @@
 //! - `failover`: all of RFC 4951.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeSet, HashMap, VecDeque},
     net::SocketAddr,
+    time::Instant,
 };
 
 use rand::RngCore;
@@ -62,6 +63,10 @@ pub struct Engine {
     /// The same IDs, counted, for an O(1) check.
     released_set: HashMap<u32, u32>,
     stats: EngineStats,
+    /// Every tunnel's next deadline, ordered, and the deadline each tunnel
+    /// is filed under (see `Engine::rearm`).
+    timers: BTreeSet<(Instant, u32)>,
+    armed: HashMap<u32, Instant>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -90,6 +95,8 @@ impl Engine {
             released_sessions: VecDeque::new(),
             released_set: HashMap::new(),
             stats: EngineStats::default(),
+            timers: BTreeSet::new(),
+            armed: HashMap::new(),
         }
     }
 

@@ -215,6 +215,7 @@ impl Engine {
     /// Removes a tunnel at once, reporting every session down.
     pub(in crate::engine) fn clear_tunnel(&mut self, id: u32, reason: DownReason) {
         let Some(t) = self.tunnels.remove(&id) else { return };
+        self.rearm(id);
         let was_up = t.state == TunnelState::Established || matches!(t.state, TunnelState::Closing { .. });
         for s in t.sessions.values() {
             self.session_gone(id, s, reason.clone());

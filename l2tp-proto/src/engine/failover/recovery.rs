@@ -155,6 +155,7 @@ impl Engine {
             return;
         }
         let Some(old) = self.tunnels.remove(&old_id) else { return };
+        self.rearm(old_id);
         for s in old.sessions.values() {
             self.session_gone(old_id, s, DownReason::RecoveryFailed);
             self.release_session_id(s.local_id);
@@ -334,6 +335,7 @@ impl Engine {
                 // We lose: ours goes (the old tunnel stays), theirs is
                 // answered as the remote endpoint would.
                 self.tunnels.remove(&rec);
+                self.rearm(rec);
             }
         }
         let Some(cma) = self.responder_cma(from, &params, &m) else { return };
