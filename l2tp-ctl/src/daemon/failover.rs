@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use l2tp_proto::engine::TunnelId;
+use l2tp_proto::engine::{TunnelId, FSQ_BATCH};
 use tracing::{error, info, warn};
 
 use super::{
@@ -18,10 +18,6 @@ use crate::{
     dataplane::Role,
     store::{SessionRecord, TunnelRecord},
 };
-
-/// Sessions named in one FSQ (Failover Session State AVPs of 16 bytes
-/// each): the batch the engine uses after a recovery.
-const FSQ_BATCH: usize = 64;
 
 impl Daemon {
     /// State left by an earlier run (a crash, SIGKILL or `stop --keep`):
@@ -209,7 +205,8 @@ impl Daemon {
         info!(sessions = rebuilt, "data plane rebuilt");
     }
 
-    /// FSQ for `sids` of tunnel `id`, [`FSQ_BATCH`] sessions per message.
+    /// FSQ for `sids` of tunnel `id`, the engine's [`FSQ_BATCH`] sessions
+    /// per message.
     fn query_sessions(&mut self, id: TunnelId, sids: &[u32]) -> anyhow::Result<()> {
         let now = Self::now();
         for chunk in sids.chunks(FSQ_BATCH) {
