@@ -1,7 +1,7 @@
 //! Control connection establishment: SCCRQ/SCCRP/SCCCN, the tie breaker,
 //! v2 challenge/response and the v3 nonces of message authentication.
 
-use std::{collections::HashMap, net::SocketAddr, time::Instant};
+use std::{net::SocketAddr, time::Instant};
 
 use md5::{Digest, Md5};
 
@@ -86,24 +86,9 @@ impl Engine {
         let challenge = params.secret.as_ref().filter(|_| params.version == Version::V2).map(|_| self.random_array());
         let tie_breaker = self.random_array();
         let cma = self.new_cma(&params);
-        let mut t = Tunnel {
-            state: TunnelState::WaitReply { tie_breaker, challenge },
-            cma,
-            local_id: id,
-            peer_id: 0,
-            peer,
-            channel: Channel::new(self.channel_config(&params)),
-            params,
-            initiator: true,
-            peer_failover: None,
-            peer_host_name: Vec::new(),
-            last_rx: now,
-            sessions: HashMap::new(),
-            serial: 0,
-            recovers,
-            scs: None,
-            stale_query_at: None,
-        };
+        let channel = Channel::new(self.channel_config(&params));
+        let state = TunnelState::WaitReply { tie_breaker, challenge };
+        let mut t = Tunnel { cma, initiator: true, recovers, ..Tunnel::new(now, state, id, peer, params, channel) };
         let msg = self.sccrq_or_sccrp(&t, MessageType::Sccrq, None);
         t.channel.send(now, Outgoing { session_id: 0, msg });
         self.tunnels.insert(id, t);
@@ -395,24 +380,8 @@ impl Engine {
         let mut channel = Channel::new(self.channel_config(&params));
         // The SCCRQ takes Ns 0 (its caller handles it: nothing to deliver).
         let _ = channel.on_receive(now, header.ns, header.nr, Some(Incoming { session_id: 0, body: Vec::new() }));
-        let t = Tunnel {
-            state: TunnelState::WaitConnected { challenge },
-            cma,
-            local_id: id,
-            peer_id,
-            peer: from,
-            params,
-            channel,
-            initiator: false,
-            peer_failover: None,
-            peer_host_name: Vec::new(),
-            last_rx: now,
-            sessions: HashMap::new(),
-            serial: 0,
-            recovers,
-            scs,
-            stale_query_at: None,
-        };
+        let state = TunnelState::WaitConnected { challenge };
+        let t = Tunnel { cma, peer_id, recovers, scs, ..Tunnel::new(now, state, id, from, params, channel) };
         self.tunnels.insert(id, t);
         id
     }

@@ -101,6 +101,35 @@ pub(in crate::engine) struct Tunnel {
 }
 
 impl Tunnel {
+    /// A tunnel in `state` with nothing learnt of the peer yet.
+    pub(in crate::engine) fn new(
+        now: Instant,
+        state: TunnelState,
+        local_id: u32,
+        peer: SocketAddr,
+        params: TunnelParams,
+        channel: Channel<Outgoing, Incoming>,
+    ) -> Self {
+        Self {
+            state,
+            cma: None,
+            local_id,
+            peer_id: 0,
+            peer,
+            params,
+            channel,
+            initiator: false,
+            peer_failover: None,
+            peer_host_name: Vec::new(),
+            last_rx: now,
+            sessions: HashMap::new(),
+            serial: 0,
+            recovers: None,
+            scs: None,
+            stale_query_at: None,
+        }
+    }
+
     /// Every change of a tunnel's state goes through here. An illegal one
     /// is refused: the state is left as it is and the answer is false.
     #[must_use]

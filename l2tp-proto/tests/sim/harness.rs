@@ -339,3 +339,18 @@ pub fn peer_id(m: &Message) -> u32 {
     })
     .expect("assigned ID")
 }
+
+/// A minimal L2TPv2 SCCRQ (no secret) whose sender's tunnel is `assigned`.
+pub fn v2_sccrq(assigned: u16) -> Vec<u8> {
+    let m = Message::new(
+        MessageType::Sccrq,
+        vec![
+            Avp::new(Version::V2, AvpValue::ProtocolVersion { version: 1, revision: 0 }),
+            Avp::new(Version::V2, AvpValue::HostName(b"flood".to_vec())),
+            Avp::new(Version::V2, AvpValue::FramingCapabilities(3)),
+            Avp::new(Version::V2, AvpValue::AssignedTunnelId(assigned)),
+        ],
+    );
+    let header = ControlHeader { version: Version::V2, tunnel_id: 0, session_id: 0, ns: 0, nr: 0 };
+    ControlMessage { header, message: Some(m) }.encode(Transport::Udp, None).expect("encode")
+}

@@ -336,22 +336,7 @@ fn limits_cap_tunnels_half_open_tunnels_and_sessions() {
     let mut pair = Pair::new(capped("lac", 61, None), capped("lns", 62, Some(params(Version::V2, None))));
     // A flood of SCCRQs that never complete: B keeps at most 2 half-open.
     for ns in 0..10u16 {
-        let m = Message::new(
-            MessageType::Sccrq,
-            vec![
-                Avp::new(Version::V2, AvpValue::ProtocolVersion { version: 1, revision: 0 }),
-                Avp::new(Version::V2, AvpValue::HostName(b"flood".to_vec())),
-                Avp::new(Version::V2, AvpValue::FramingCapabilities(3)),
-                Avp::new(Version::V2, AvpValue::AssignedTunnelId(100 + ns)),
-            ],
-        );
-        let bytes = ControlMessage {
-            header: ControlHeader { version: Version::V2, tunnel_id: 0, session_id: 0, ns: 0, nr: 0 },
-            message: Some(m),
-        }
-        .encode(Transport::Udp, None)
-        .expect("encode");
-        pair.inject(1, &bytes);
+        pair.inject(1, &v2_sccrq(100 + ns));
     }
     assert_eq!(pair.ends[1].stats().refused, 8);
     // Sessions per tunnel: the third call is refused locally.
@@ -526,23 +511,8 @@ fn half_open_tunnels_are_counted_per_peer_address_not_per_port() {
     let mut b = Engine::new(cfg, Box::new(StdRng::seed_from_u64(5)));
     let now = Instant::now();
     for port in 0..64u16 {
-        let m = Message::new(
-            MessageType::Sccrq,
-            vec![
-                Avp::new(Version::V2, AvpValue::ProtocolVersion { version: 1, revision: 0 }),
-                Avp::new(Version::V2, AvpValue::HostName(b"flood".to_vec())),
-                Avp::new(Version::V2, AvpValue::FramingCapabilities(3)),
-                Avp::new(Version::V2, AvpValue::AssignedTunnelId(100 + port)),
-            ],
-        );
-        let bytes = ControlMessage {
-            header: ControlHeader { version: Version::V2, tunnel_id: 0, session_id: 0, ns: 0, nr: 0 },
-            message: Some(m),
-        }
-        .encode(Transport::Udp, None)
-        .expect("encode");
         let from = SocketAddr::new(addr(A).ip(), 20_000 + port);
-        b.handle_datagram(now, from, Transport::Udp, &bytes);
+        b.handle_datagram(now, from, Transport::Udp, &v2_sccrq(100 + port));
     }
     assert_eq!(b.tunnel_infos().len(), 16, "half-open tunnels of one address");
     assert_eq!(b.stats().refused, 48);

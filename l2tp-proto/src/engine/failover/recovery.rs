@@ -108,26 +108,18 @@ impl Engine {
             })
             .collect();
         let id = old.local_id;
+        let channel = Channel::new(self.channel_config(&old.params));
         self.tunnels.insert(
             id,
+            // F-RT-10: no nonces: the recovery tunnel's are taken at the
+            // reset.
             Tunnel {
-                state: TunnelState::Recovering,
-                // F-RT-10: the nonces of the recovery tunnel, at the reset.
-                cma: None,
-                local_id: id,
                 peer_id: old.peer_id,
-                peer: old.peer,
-                channel: Channel::new(self.channel_config(&old.params)),
-                params: old.params,
                 initiator: old.initiator,
                 peer_failover: old.peer_failover,
                 peer_host_name: old.peer_host_name,
-                last_rx: now,
                 sessions,
-                serial: 0,
-                recovers: None,
-                scs: None,
-                stale_query_at: None,
+                ..Tunnel::new(now, TunnelState::Recovering, id, old.peer, old.params, channel)
             },
         );
         let rec = self.open_recovery_tunnel(now, id);
