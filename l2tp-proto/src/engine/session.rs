@@ -31,6 +31,9 @@ pub(in crate::engine) struct Session {
     pub(in crate::engine) tx_cookie: Vec<u8>,
     pub(in crate::engine) peer_sublayer: bool,
     pub(in crate::engine) peer_sequencing: bool,
+    /// Held until the session is replicated: the reply that lets the peer
+    /// consider it established, and whether it is up once sent (our ICCN).
+    pub(in crate::engine) held: Option<(Outgoing, bool)>,
 }
 
 impl SessionState {
@@ -189,6 +192,7 @@ impl Engine {
                 tx_cookie: Vec::new(),
                 peer_sublayer: false,
                 peer_sequencing: false,
+                held: None,
             },
         );
         let request = if outgoing { MessageType::Ocrq } else { MessageType::Icrq };
@@ -338,6 +342,7 @@ impl Engine {
                 tx_cookie,
                 peer_sublayer,
                 peer_sequencing,
+                held: None,
             },
         );
         if !supported {
@@ -372,9 +377,48 @@ impl Engine {
         let reply = if m.msg_type == MessageType::Ocrq { MessageType::Ocrp } else { MessageType::Icrp };
         let msg = Message::new(reply, avps);
         let msg = self.maybe_hide_id(id, msg);
-        if let Some(t) = self.tunnels.get_mut(&id) {
-            t.channel.send(now, Outgoing { session_id: peer_sid as u16, msg });
+        self.send_or_hold(now, id, sid, Outgoing { session_id: peer_sid as u16, msg }, false);
+    }
+
+    /// Sends the message that lets the peer consider session `sid`
+    /// established (and brings the session up after it when `up`), or, in
+    /// synchronous replication, holds it until the session is replicated.
+    fn send_or_hold(&mut self, now: Instant, id: u32, sid: u32, out: Outgoing, up: bool) {
+        let hold = self.cfg.hold_for_replication;
+        let Some(t) = self.tunnels.get_mut(&id) else { return };
+        let Some(s) = t.sessions.get_mut(&sid) else { return };
+        if hold {
+            s.held = Some((out, up));
+            let session = RestoredSession {
+                local_id: s.local_id,
+                peer_id: s.peer_id,
+                params: s.params.clone(),
+                rx_cookie: s.rx_cookie.clone(),
+                tx_cookie: s.tx_cookie.clone(),
+                peer_sublayer: s.peer_sublayer,
+                peer_sequencing: s.peer_sequencing,
+            };
+            self.events.push_back(Event::SessionToReplicate { tunnel: id, session });
+            return;
         }
+        t.channel.send(now, out);
+        if up {
+            self.session_up(id, sid);
+        }
+    }
+
+    /// Synchronous replication: session `sid` is replicated; the message
+    /// held for it goes out.
+    pub fn session_replicated(&mut self, now: Instant, id: TunnelId, sid: u32) -> Result<(), CommandError> {
+        let t = self.tunnels.get_mut(&id).ok_or(CommandError::NoTunnel(id))?;
+        let s = t.sessions.get_mut(&sid).ok_or(CommandError::NoSession(id, sid))?;
+        let (out, up) = s.held.take().ok_or(CommandError::Invalid("nothing is held for this session"))?;
+        t.channel.send(now, out);
+        if up {
+            self.session_up(id, sid);
+        }
+        self.flush(now, id);
+        Ok(())
     }
 
     pub(in crate::engine) fn peer_session_avps(m: &Message) -> (bool, bool, Vec<u8>) {
@@ -418,8 +462,8 @@ impl Engine {
         };
         let peer_id = s.peer_id;
         let connected = if s.outgoing { MessageType::Occn } else { MessageType::Iccn };
-        t.channel.send(now, Outgoing { session_id: peer_id as u16, msg: Message::new(connected, avps) });
-        self.session_up(id, sid);
+        let out = Outgoing { session_id: peer_id as u16, msg: Message::new(connected, avps) };
+        self.send_or_hold(now, id, sid, out, true);
     }
 
     pub(in crate::engine) fn on_iccn(&mut self, now: Instant, id: u32, header_sid: u16, m: &Message) {

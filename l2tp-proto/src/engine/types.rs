@@ -27,6 +27,12 @@ pub struct EngineConfig {
     pub max_half_open_per_peer: usize,
     /// Tunnel parameters for peers that connect to us; `None` refuses.
     pub accept: Option<TunnelParams>,
+    /// Synchronous replication to a standby: the message that lets the peer
+    /// consider a session established (our ICCN/OCCN when we place the
+    /// call, our ICRP/OCRP when the peer does) waits until the daemon has
+    /// replicated the session ([`Event::SessionToReplicate`], then
+    /// [`crate::engine::Engine::session_replicated`]).
+    pub hold_for_replication: bool,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +48,7 @@ impl Default for EngineConfig {
             max_sessions_per_tunnel: 65_535,
             max_half_open_per_peer: 16,
             accept: None,
+            hold_for_replication: false,
         }
     }
 }
@@ -274,6 +281,13 @@ pub enum Event {
     WanError {
         tunnel: TunnelId,
         local_session_id: u32,
+    },
+    /// With [`EngineConfig::hold_for_replication`]: the session as it will
+    /// be if the peer considers it established; the message that tells the
+    /// peer so is held until [`crate::engine::Engine::session_replicated`].
+    SessionToReplicate {
+        tunnel: TunnelId,
+        session: RestoredSession,
     },
     /// A datagram was dropped or answered with an error (counted).
     Rejected {

@@ -151,3 +151,56 @@ fn pseudowires_matched_by_remote_end_id_with_the_responders_settings() {
     assert_eq!(pair.tunnel_up(1).len(), 1);
     assert!(pair.events[1].iter().any(|e| matches!(e, Event::Rejected { what, .. } if what.contains("refused"))));
 }
+
+/// Issue 14, synchronous replication to a standby: the message that lets
+/// the peer consider a session established (the ICRP of the end the call
+/// is placed to, the ICCN of the end that places it) is held until the
+/// daemon reports the session replicated; the session replicated is the
+/// one that comes up.
+#[test]
+fn synchronous_replication_holds_the_icrp_or_the_iccn_until_the_session_is_replicated() {
+    for (holder, held) in [(1usize, MessageType::Icrp), (0, MessageType::Iccn)] {
+        let end = |name: &str, seed, accept, hold_for_replication| {
+            let cfg = EngineConfig { host_name: name.into(), accept, hold_for_replication, ..EngineConfig::default() };
+            Engine::new(cfg, Box::new(StdRng::seed_from_u64(seed)))
+        };
+        let a = end("lac", 1, None, holder == 0);
+        let b = end("lns", 2, Some(params(Version::V3, None)), holder == 1);
+        let mut pair = Pair::new(a, b);
+        let now = pair.now;
+        let t = pair.ends[0].connect(now, addr(B), params(Version::V3, None)).expect("connect");
+        pair.run(Duration::from_secs(1));
+        let now = pair.now;
+        let p = SessionParams { cookie_len: 8, sequencing: true, ..SessionParams::default() };
+        pair.ends[0].open_session(now, t, p).expect("session");
+        pair.run(Duration::from_secs(3));
+        assert_eq!((pair.sessions_up(0), pair.sessions_up(1)), (0, 0), "{held:?} held: nothing is up");
+        let sent_held = |pair: &Pair| {
+            decoded(pair, holder, None).iter().any(|c| c.message.as_ref().is_some_and(|m| m.msg_type == held))
+        };
+        assert!(!sent_held(&pair), "{held:?} was sent before the session was replicated");
+        let (tunnel, session) = pair.events[holder]
+            .iter()
+            .find_map(|e| match e {
+                Event::SessionToReplicate { tunnel, session } => Some((*tunnel, session.clone())),
+                _ => None,
+            })
+            .expect("the session to replicate");
+        let now = pair.now;
+        pair.ends[holder].session_replicated(now, tunnel, session.local_id).expect("replicated");
+        assert!(pair.ends[holder].session_replicated(now, tunnel, session.local_id).is_err(), "released once");
+        pair.run(Duration::from_secs(2));
+        assert!(sent_held(&pair));
+        assert_eq!((pair.sessions_up(0), pair.sessions_up(1)), (1, 1), "{held:?}");
+        let up = pair.dataplane[holder]
+            .iter()
+            .find_map(|d| match d {
+                DataplaneUpdate::SessionUp { local_session_id, peer_session_id, rx_cookie, tx_cookie, .. } => {
+                    Some((*local_session_id, *peer_session_id, rx_cookie.clone(), tx_cookie.clone()))
+                }
+                _ => None,
+            })
+            .expect("up");
+        assert_eq!(up, (session.local_id, session.peer_id, session.rx_cookie, session.tx_cookie));
+    }
+}

@@ -103,6 +103,7 @@ impl Engine {
                         tx_cookie: s.tx_cookie.clone(),
                         peer_sublayer: s.peer_sublayer,
                         peer_sequencing: s.peer_sequencing,
+                        held: None,
                     },
                 )
             })
