@@ -1,0 +1,147 @@
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(Path::new("t.toml"), text).map_err(|e| e.to_string())
+}
+
+#[test]
+fn minimal_file_gets_the_documented_defaults() {
+    let c = parse("[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\n").expect("valid");
+    let t = &c.tunnels[0];
+    assert_eq!((t.version, t.port, t.encapsulation, t.initiate), (3, 1701, Encapsulation::Udp, true));
+    assert_eq!((c.global.hello_interval, c.global.receive_window), (60, 16));
+    assert_eq!(t.failover, Failover::default());
+    assert!(c.dataplane.enabled && c.global.listen_ip);
+}
+
+#[test]
+fn vlan_circuits_share_an_interface_and_are_checked() {
+    let pw = |name: &str, vlan: &str| {
+        format!("[[tunnel.session]]\nname = \"{name}\"\ninterface = \"ac0\"\npw_type = \"ethernet-vlan\"\n{vlan}\n")
+    };
+    let head = "[dataplane]\nuplink = \"up0\"\n[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\n";
+    let c = parse(&format!("{head}{}{}", pw("a", "vlan = 10"), pw("b", "vlan = 11"))).expect("two VLANs of ac0");
+    assert_eq!(c.tunnels[0].sessions[1].circuit(), ("ac0", 11));
+    for (body, key) in [
+        (format!("{}{}", pw("a", "vlan = 10"), pw("b", "vlan = 10")), "tunnel[0].session[1].vlan"),
+        (pw("a", "vlan = 4095"), "tunnel[0].session[0].vlan"),
+        (pw("a", "vlan = 0"), "tunnel[0].session[0].vlan"),
+        ("[[tunnel.session]]\nname = \"a\"\ninterface = \"ac0\"\nvlan = 5\n".into(), "tunnel[0].session[0].vlan"),
+    ] {
+        let e = parse(&format!("{head}{body}")).expect_err("invalid");
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}
+
+#[test]
+fn per_tunnel_timers_override_the_global_ones_key_by_key() {
+    let c = parse(
+        "[global]\nhello_interval = 30\nreceive_window = 32\n[global.retransmit]\nretries = 7\n\
+         [[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\nhello_interval = 5\n[tunnel.retransmit]\ninitial_ms = 250\n\
+         [[tunnel]]\nname = \"b\"\npeer = \"198.18.0.3\"\n",
+    )
+    .expect("valid");
+    let a = c.tunnels[0].timers(&c.global);
+    assert_eq!(a.hello_interval, Duration::from_secs(5));
+    assert_eq!(a.channel.retransmit_initial, Duration::from_millis(250));
+    assert_eq!((a.channel.max_retries, a.channel.receive_window), (7, 32), "the rest from [global]");
+    let b = c.tunnels[1].timers(&c.global);
+    assert_eq!((b.hello_interval, b.channel.retransmit_initial), (Duration::from_secs(30), Duration::from_secs(1)));
+    assert_eq!(c.tunnels[0].tunnel_params(None, &c.global).timers, Some(a));
+    for (extra, key) in [
+        ("hello_interval = 0\n", "tunnel[0].hello_interval"),
+        ("receive_window = 0\n", "tunnel[0].receive_window"),
+        ("[tunnel.retransmit]\ninitial_ms = 20000\n", "tunnel[0].retransmit"),
+        ("[tunnel.retransmit]\nretrys = 3\n", "retrys"),
+    ] {
+        let e = parse(&format!("[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n{extra}")).expect_err(key);
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}
+
+#[test]
+fn retransmit_cap_under_8_s_is_legal_and_warned_about() {
+    let c = parse(
+        "[global.retransmit]\nmax_ms = 4000\n[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n\
+         [tunnel.retransmit]\nmax_ms = 2000\n[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.3\"\n",
+    )
+    .expect("legal");
+    assert_eq!(c.tunnels[0].timers(&c.global).channel.retransmit_cap, Duration::from_millis(2000), "honoured");
+    assert_eq!(c.tunnels[1].timers(&c.global).channel.retransmit_cap, Duration::from_millis(4000));
+    let w = c.warnings();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].starts_with("global.retransmit.max_ms = 4000") && w[0].contains("8000"), "{w:?}");
+    assert!(w[1].starts_with("tunnel[0].retransmit.max_ms = 2000"), "{w:?}");
+    let quiet =
+        parse("[global.retransmit]\nmax_ms = 8000\n[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n").expect("legal");
+    assert!(quiet.warnings().is_empty(), "{:?}", quiet.warnings());
+    assert!(parse("").expect("defaults").warnings().is_empty(), "the default cap is not warned about");
+}
+
+#[test]
+fn one_mac_parser() {
+    assert_eq!(parse_mac("02:00:00:00:0a:FF"), Ok([2, 0, 0, 0, 0x0a, 0xff]));
+    for bad in
+        ["", "02:00:00:00:00", "02:00:00:00:00:01:02", "2:00:00:00:00:01", "+2:00:00:00:00:01", "zz:00:00:00:00:01"]
+    {
+        assert!(parse_mac(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let e =
+        parse("[global]\nhost_name = \"a\"\n\n[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\nhelo_interval = 5\n")
+            .expect_err("unknown key");
+    assert!(e.contains("helo_interval") && e.contains("line 7"), "{e}");
+}
+
+#[test]
+fn invalid_values_name_the_key() {
+    for (text, key) in [
+        ("[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\nversion = 4\n", "tunnel[0].version"),
+        ("[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\nversion = 2\nencapsulation = \"ip\"\n", "encapsulation"),
+        ("[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\nhide_avps = true\n", "tunnel[0].hide_avps"),
+        (
+            "[dataplane]\nuplink = \"up0\"\n[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\n[[tunnel.session]]\nname = \"p\"\ninterface = \"ac0\"\ncookie_len = 3\n",
+            "tunnel[0].session[0].cookie_len",
+        ),
+        (
+            "[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\n[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.3\"\n",
+            "tunnel[1].name",
+        ),
+        (
+            "[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\n[[tunnel.session]]\nname = \"p\"\ninterface = \"ac0\"\n",
+            "tunnel[0].uplink",
+        ),
+        ("[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\nsecret_file = \"/nonexistent/x\"\n", "secret_file"),
+    ] {
+        let e = parse(text).expect_err(text);
+        assert!(e.contains(key), "{key}: {e}");
+    }
+    let e = parse("[[tunnel]]\nname = \"b\"\npeer = \"not-an-address\"\n").expect_err("bad address");
+    assert!(e.contains("line 3"), "{e}");
+}
+
+#[test]
+fn secrets_never_show_in_debug() {
+    let c = parse("[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.2\"\nsecret = \"hunter2\"\n").expect("valid");
+    assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let dir = std::env::temp_dir().join(format!("l2tp-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for f in ["pe-b.secret", "lns.secret"] {
+        std::fs::write(dir.join(f), "example-secret\n").expect("secret");
+    }
+    let text = include_str!("../../../contrib/l2tp-ctl.toml").replace("/etc/l2tp-ctl/", &format!("{}/", dir.display()));
+    let c = parse(&text);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    let c = c.expect("contrib/l2tp-ctl.toml");
+    assert_eq!(c.tunnels.len(), 3);
+    assert_eq!(c.tunnels[0].sessions.len(), 2);
+}
