@@ -8,4 +8,5 @@ pub mod daemon;
 pub mod dataplane;
 pub mod frames;
 pub mod pktgen;
+pub mod service_addr;
 pub mod store;

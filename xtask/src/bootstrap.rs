@@ -27,6 +27,9 @@ const APT_PACKAGES: &[&str] = &[
     "xl2tpd",
     // message-type filters that make the failover tests' failures exact
     "nftables",
+    // VRRP for the hot standby's `takeover = "external"` mode (issue 14):
+    // contrib/keepalived.conf.example and the keepalived namespace test
+    "keepalived",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
