@@ -56,9 +56,16 @@ pub enum Request {
         #[serde(default)]
         sessions: Vec<String>,
     },
+    /// What `GET /metrics` needs, cheaply (no per-CPU data-plane reads:
+    /// the metrics task reads those itself, off the event loop).
+    Metrics,
     /// Streams events until the client hangs up.
     Events,
     Reload,
+    /// The hot standby: role, partner state, term, replication lag.
+    HaStatus,
+    /// Take over now (keepalived's notify_master, `takeover = "external"`).
+    HaTakeover,
     /// `keep`: a maintenance stop that leaves tunnels, sessions and the
     /// data plane in place for the next start to recover.
     Shutdown {
@@ -93,8 +100,67 @@ pub enum Reply {
     Failover {
         tunnels: Vec<FailoverView>,
     },
+    Ha(HaView),
+    Metrics(MetricsView),
     /// First line of an event stream.
     Following,
+}
+
+/// The daemon's side of a scrape (`Request::Metrics`): names, states and
+/// engine counters, gathered without a syscall per session. The data-plane
+/// counters of `sessions` are read from the pinned maps by the metrics
+/// task.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MetricsView {
+    pub control: ControlStats,
+    /// The data plane's pin directory (absent: no data plane).
+    pub dataplane: Option<String>,
+    pub tunnels: Vec<TunnelMetrics>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TunnelMetrics {
+    pub name: String,
+    /// As [`TunnelView::state`]: "down" when configured but not connected.
+    pub state: String,
+    /// Both ends advertised control channel failover (RFC 4951 F-CAP-4).
+    pub control_recovery: bool,
+    /// Control messages sent and not yet acknowledged.
+    pub unacknowledged: usize,
+    pub sessions_configured: usize,
+    pub sessions_established: usize,
+    pub stale_sessions: usize,
+    pub unconfirmed_sessions: usize,
+    /// Sessions installed in the data plane.
+    pub sessions: Vec<SessionMetrics>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SessionMetrics {
+    pub name: String,
+    pub local_id: u32,
+}
+
+/// The hot standby as `ha status` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HaView {
+    pub node: String,
+    /// "active" or "standby".
+    pub role: String,
+    /// "startup", "normal", "recover", "communications-interrupted" or
+    /// "partner-down".
+    pub partner_state: String,
+    pub term: u64,
+    /// The partner channel is up.
+    pub connected: bool,
+    /// The last update made (active) or applied (standby).
+    pub seq: u64,
+    /// Replication lag (active): updates the standby has not acknowledged,
+    /// and the age of the oldest.
+    pub unacknowledged: u64,
+    pub oldest_unacknowledged_ms: Option<u64>,
+    pub service_address: Vec<std::net::IpAddr>,
+    pub takeovers: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

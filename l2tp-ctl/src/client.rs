@@ -1,7 +1,10 @@
 //! Client subcommands: talk to a running daemon over its control socket
 //! and print human tables, or JSON with `--json`.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use clap::{Args, Subcommand};
 
@@ -10,15 +13,28 @@ use crate::{
     config::{Encapsulation, Failover, PwType, ReceiveMode, RetransmitOverride, SessionConfig, TunnelConfig},
 };
 
-/// Options every client command takes.
-#[derive(Args, Debug, Clone)]
+/// The control socket when neither `--socket`, `L2TP_CTL_SOCKET` nor
+/// (for the daemon) `global.socket` names one.
+pub const DEFAULT_SOCKET: &str = "/run/l2tp-ctl.sock";
+
+/// Options every command takes, before or after the subcommand (global
+/// arguments of the top-level command).
+#[derive(Args, Debug, Clone, Default)]
 pub struct Conn {
-    /// Control socket of the daemon.
-    #[arg(long, global = true, env = "L2TP_CTL_SOCKET", default_value = "/run/l2tp-ctl.sock")]
-    pub socket: PathBuf,
-    /// Print JSON (one document; `events` prints one per line).
+    /// Control socket of the daemon [default: /run/l2tp-ctl.sock]. For
+    /// `daemon`, overrides global.socket.
+    #[arg(long, global = true, env = "L2TP_CTL_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print JSON (one document; `events` prints one object per line).
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl Conn {
+    /// The socket the client commands connect to.
+    pub fn socket_path(&self) -> &Path {
+        self.socket.as_deref().unwrap_or(Path::new(DEFAULT_SOCKET))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,8 +170,44 @@ pub enum FailoverCmd {
     Query { tunnel: String, sessions: Vec<String> },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum HaCmd {
+    /// Role, partner state, term and replication lag (unacknowledged
+    /// updates and the age of the oldest).
+    Status,
+    /// Take over now: for `takeover = "external"`, run by keepalived's
+    /// notify_master. The partner steps down when it meets the new term.
+    Takeover,
+}
+
+pub fn ha(conn: &Conn, cmd: HaCmd) -> anyhow::Result<()> {
+    match cmd {
+        HaCmd::Takeover => done(conn, call(conn, &Request::HaTakeover)?),
+        HaCmd::Status => match call(conn, &Request::HaStatus)? {
+            Reply::Ha(h) if conn.json => print_json(&h),
+            Reply::Ha(h) => {
+                let addrs: Vec<String> = h.service_address.iter().map(ToString::to_string).collect();
+                println!("node           {}", h.node);
+                println!("role           {}", h.role);
+                println!("partner        {} ({})", h.partner_state, if h.connected { "connected" } else { "not connected" });
+                println!("term           {}", h.term);
+                println!("service        {}", addrs.join(", "));
+                println!("last update    {}", h.seq);
+                println!(
+                    "lag            {} unacknowledged{}",
+                    h.unacknowledged,
+                    h.oldest_unacknowledged_ms.map_or(String::new(), |ms| format!(", oldest {ms} ms"))
+                );
+                println!("takeovers      {}", h.takeovers);
+                Ok(())
+            }
+            r => anyhow::bail!("unexpected reply {r:?}"),
+        },
+    }
+}
+
 fn call(conn: &Conn, req: &Request) -> anyhow::Result<Reply> {
-    Ok(Client::connect(&conn.socket)?.call(req)?)
+    Ok(Client::connect(conn.socket_path())?.call(req)?)
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -441,7 +493,7 @@ pub fn failover(conn: &Conn, cmd: FailoverCmd) -> anyhow::Result<()> {
 /// Streams events until interrupted (or, without `follow`, until none
 /// arrives for a second).
 pub fn events(conn: &Conn, follow: bool) -> anyhow::Result<()> {
-    let mut c = Client::connect(&conn.socket)?;
+    let mut c = Client::connect(conn.socket_path())?;
     match c.call(&Request::Events)? {
         Reply::Following => {}
         r => anyhow::bail!("unexpected reply {r:?}"),

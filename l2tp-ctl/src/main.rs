@@ -13,9 +13,26 @@ use l2tp_ctl::{
     dataplane::{self, Cookie, Pinned, Role, SessionParams},
 };
 
+/// What the exit status says, in `--help` and the man pages.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  done
+  1  operational failure (no daemon on the socket, the daemon refused, a
+     kernel or network error)
+  2  bad usage or configuration (unknown option or value, a configuration
+     file that does not parse or check)";
+
 #[derive(Parser, Debug)]
-#[command(name = "l2tp-ctl", version, about = "L2TP endpoint with an XDP data plane and RFC 4951 failover")]
+#[command(
+    name = "l2tp-ctl",
+    version,
+    about = "L2TP endpoint with an XDP data plane and RFC 4951 failover",
+    after_help = EXIT_STATUS
+)]
 struct Cli {
+    /// `--socket` and `--json`, accepted before or after the subcommand.
+    #[command(flatten)]
+    conn: client::Conn,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,11 +45,10 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Directory of the persistent state (overrides global.state_dir).
+        /// The control socket is the global `--socket` (or
+        /// L2TP_CTL_SOCKET), which overrides global.socket when given.
         #[arg(long)]
         state_dir: Option<PathBuf>,
-        /// Control socket (overrides global.socket).
-        #[arg(long)]
-        socket: Option<PathBuf>,
         /// Log level or filter (error, warn, info, debug, trace; or an
         /// EnvFilter directive). RUST_LOG wins when set.
         #[arg(long, default_value = "info")]
@@ -44,53 +60,41 @@ enum Command {
     Stop {
         #[arg(long)]
         keep: bool,
-        #[command(flatten)]
-        conn: client::Conn,
     },
     /// Re-read the configuration file (as SIGHUP does).
-    Reload {
-        #[command(flatten)]
-        conn: client::Conn,
-    },
+    Reload,
     /// Daemon version, uptime and counts.
-    Status {
-        #[command(flatten)]
-        conn: client::Conn,
-    },
+    Status,
     /// Control connections.
     Tunnel {
         #[command(subcommand)]
         cmd: client::TunnelCmd,
-        #[command(flatten)]
-        conn: client::Conn,
     },
     /// Sessions (pseudowires).
     Session {
         #[command(subcommand)]
         cmd: client::SessionCmd,
-        #[command(flatten)]
-        conn: client::Conn,
     },
     /// Control counters and per-session data-plane counters.
-    Stats {
-        #[command(flatten)]
-        conn: client::Conn,
-    },
+    Stats,
     /// RFC 4951 failover state.
     Failover {
         #[command(subcommand)]
         cmd: client::FailoverCmd,
-        #[command(flatten)]
-        conn: client::Conn,
+    },
+    /// The hot standby on another host: role, partner, term, replication
+    /// lag; takeover.
+    Ha {
+        #[command(subcommand)]
+        cmd: client::HaCmd,
     },
     /// Tunnel, session and failover events: the daemon's last 1000, then
     /// (with --follow) the new ones as they happen.
     Events {
         /// Keep streaming until interrupted (else stop after 1 s of quiet).
+        /// With --json, one JSON object per line.
         #[arg(long, short)]
         follow: bool,
-        #[command(flatten)]
-        conn: client::Conn,
     },
     /// Configuration files.
     #[command(subcommand)]
@@ -99,6 +103,13 @@ enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Write the man pages (l2tp-ctl.1 and one per subcommand) into a
+    /// directory: what `cargo xtask man` runs.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write them to (created if missing).
+        out_dir: PathBuf,
     },
     /// Load, attach, inspect and remove the XDP data plane directly
     /// (static pseudowires, no daemon).
@@ -174,13 +185,17 @@ struct PktgenArgs {
 #[derive(Subcommand, Debug)]
 enum ConfigCmd {
     /// Check a configuration file: exit 0 when valid (legal values worth a
-    /// word, such as a retransmission cap under 8 s, are warned about on
-    /// stderr), 2 with the key at fault when not.
+    /// word, such as a retransmission cap under 8 s or a Recovery Time
+    /// shorter than the peer's control timeout, are warned about on
+    /// stderr), 2 with the key and line at fault when not. With --json, one
+    /// object: file, tunnels, sessions, warnings.
     Check { file: PathBuf },
 }
 
-/// Exit code of configuration errors.
-const EXIT_CONFIG: u8 = 2;
+/// Exit code of operational failures.
+const EXIT_FAILURE: u8 = 1;
+/// Exit code of bad usage (clap's) and of configuration errors.
+const EXIT_USAGE: u8 = 2;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum CliRole {
@@ -347,15 +362,16 @@ enum DataplaneCmd {
 }
 
 fn main() -> ExitCode {
+    // Usage errors exit 2 (clap's own code, EXIT_USAGE).
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("l2tp-ctl: {e:#}");
             if e.downcast_ref::<ConfigError>().is_some() {
-                ExitCode::from(EXIT_CONFIG)
+                ExitCode::from(EXIT_USAGE)
             } else {
-                ExitCode::FAILURE
+                ExitCode::from(EXIT_FAILURE)
             }
         }
     }
@@ -373,32 +389,52 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let conn = &cli.conn;
     match cli.command {
-        Command::Daemon { config, state_dir, socket, log_level } => {
+        Command::Daemon { config, state_dir, log_level } => {
             init_logging(&log_level)?;
-            daemon::run(daemon::Options { config, state_dir, socket })?;
+            daemon::run(daemon::Options { config, state_dir, socket: conn.socket.clone() })?;
             Ok(())
         }
-        Command::Stop { keep, conn } => client::simple(&conn, Request::Shutdown { keep }),
-        Command::Reload { conn } => client::simple(&conn, Request::Reload),
-        Command::Status { conn } => client::status(&conn),
-        Command::Tunnel { cmd, conn } => client::tunnel(&conn, cmd),
-        Command::Session { cmd, conn } => client::session(&conn, cmd),
-        Command::Stats { conn } => client::stats(&conn),
-        Command::Failover { cmd, conn } => client::failover(&conn, cmd),
-        Command::Events { follow, conn } => client::events(&conn, follow),
+        Command::Stop { keep } => client::simple(conn, Request::Shutdown { keep }),
+        Command::Reload => client::simple(conn, Request::Reload),
+        Command::Status => client::status(conn),
+        Command::Tunnel { cmd } => client::tunnel(conn, cmd),
+        Command::Session { cmd } => client::session(conn, cmd),
+        Command::Stats => client::stats(conn),
+        Command::Failover { cmd } => client::failover(conn, cmd),
+        Command::Ha { cmd } => client::ha(conn, cmd),
+        Command::Events { follow } => client::events(conn, follow),
         Command::Config(ConfigCmd::Check { file }) => {
             let c = Config::load(&file)?;
+            let sessions: usize = c.tunnels.iter().map(|t| t.sessions.len()).sum();
+            let warnings = c.warnings();
+            if conn.json {
+                let out = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "valid": true,
+                    "tunnels": c.tunnels.len(),
+                    "sessions": sessions,
+                    "warnings": warnings,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
             // Legal but worth a word: warnings, and still exit 0.
-            for w in c.warnings() {
+            for w in warnings {
                 eprintln!("l2tp-ctl: warning: {}: {w}", file.display());
             }
-            let sessions: usize = c.tunnels.iter().map(|t| t.sessions.len()).sum();
             println!("{}: valid ({} tunnel(s), {sessions} session(s))", file.display(), c.tunnels.len());
             Ok(())
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "l2tp-ctl", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out_dir } => {
+            std::fs::create_dir_all(&out_dir)?;
+            clap_mangen::generate_to(Cli::command(), &out_dir)?;
+            println!("man pages written to {}", out_dir.display());
             Ok(())
         }
         Command::Dataplane(cmd) => run_dataplane(cmd),

@@ -16,6 +16,9 @@ use crate::config::{Encapsulation, ReceiveMode};
 const TUNNELS: TableDefinition<'static, u32, &'static [u8]> = TableDefinition::new("tunnels");
 /// Key: (local tunnel ID, local session ID). Value: JSON [`SessionRecord`].
 const SESSIONS: TableDefinition<'static, (u32, u32), &'static [u8]> = TableDefinition::new("sessions");
+/// Key: a name. Value: bytes. What outlives tunnels (the hot standby's
+/// role and term); not removed by [`Store::clear`].
+const META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("meta");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -108,8 +111,24 @@ impl Store {
         let tx = db.begin_write()?;
         tx.open_table(TUNNELS)?;
         tx.open_table(SESSIONS)?;
+        tx.open_table(META)?;
         tx.commit()?;
         Ok(Self { db })
+    }
+
+    /// Writes (or replaces) a named value; durable when this returns.
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?.insert(key, value)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A named value, if written.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
     }
 
     /// Writes (or replaces) a tunnel; durable when this returns.

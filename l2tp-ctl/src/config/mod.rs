@@ -17,16 +17,23 @@ use serde::{Deserialize, Serialize};
 use crate::dataplane::{self, AttachMode, Encap, RxMode};
 
 mod convert;
+mod ha;
+mod metrics;
 mod validate;
 mod warnings;
 
+pub use ha::{Ha, HaRole, Takeover};
+pub use metrics::Metrics;
+
 pub use warnings::RFC_RETRANSMIT_CAP_MS;
 
-/// A configuration error, said once and clearly (exit code 2).
+/// A configuration error, said once and clearly (exit code 2). The I/O
+/// error of `Read` is part of its message, not a source, so that an error
+/// chain printed with `{:#}` does not say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {}", read_reason(reason))]
+    Read { path: PathBuf, reason: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {key}: {message}")]
@@ -72,6 +79,11 @@ pub struct Config {
     pub dataplane: Dataplane,
     #[serde(default, rename = "tunnel")]
     pub tunnels: Vec<TunnelConfig>,
+    /// The hot standby on another host, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<Ha>,
+    #[serde(default)]
+    pub metrics: Metrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -509,26 +521,114 @@ impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            std::fs::read_to_string(path).map_err(|reason| ConfigError::Read { path: path.to_owned(), reason })?;
         Self::parse(path, &text)
     }
 
-    /// Parses and checks `text` (`path` is only used in errors).
+    /// Parses and checks `text` (`path` is only used in errors). A value
+    /// of the wrong type names its key path and line:
+    /// `global.max_tunnels (line 2): expected a whole number, got the
+    /// string "x"`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: describe_toml_error(text, &e) })?;
+        let parse_error = |message| ConfigError::Parse { path: path.to_owned(), message };
+        let de = toml::Deserializer::parse(text).map_err(|e| parse_error(describe_toml_error(text, &e, None)))?;
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            parse_error(describe_toml_error(text, e.inner(), Some(key.as_str()).filter(|k| *k != ".")))
+        })?;
         cfg.check().map_err(|(key, message)| ConfigError::Invalid { path: path.to_owned(), key, message })?;
         Ok(cfg)
     }
 }
 
-/// A TOML error with its line, and for unknown keys the key's name.
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+/// Why a file could not be read, once, in words.
+fn read_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "a directory, not a file".into(),
+        _ => format!("cannot read it: {e}"),
+    }
+}
+
+/// A TOML error with its line, and its key path when known (`key`), in
+/// words an operator reads rather than serde's (`expected usize`).
+fn describe_toml_error(text: &str, e: &toml::de::Error, key: Option<&str>) -> String {
     let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-    let msg = e.message().trim().to_owned();
-    match line {
-        Some(l) => format!("line {l}: {msg}"),
-        None => msg,
+    let msg = explain(e.message().trim());
+    match (key, line) {
+        (Some(k), Some(l)) => format!("{k} (line {l}): {msg}"),
+        (Some(k), None) => format!("{k}: {msg}"),
+        (None, Some(l)) => format!("line {l}: {msg}"),
+        (None, None) => msg,
+    }
+}
+
+/// serde's wording (`invalid type: string "x", expected usize`) told as
+/// `expected a whole number, got the string "x"`; anything else as is.
+fn explain(msg: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some((got, expected)) = msg.strip_prefix(prefix).and_then(|m| m.split_once(", expected ")) {
+            return format!("expected {}, got {}", expected_words(expected), got_words(got));
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("unknown field ") {
+        let (field, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        let keys = expected.trim_start_matches("one of ").replace('`', "");
+        return match keys.as_str() {
+            "" | "fields" => format!("unknown key {}", field.replace('`', "")),
+            k => format!("unknown key; the keys here are {k}"),
+        };
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant ") {
+        let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        let quote = |s: &str| s.replace('`', "\"");
+        return format!("expected {}, got {}", quote(expected.trim_start_matches("one of ")), quote(got));
+    }
+    // FromStr errors of addresses, as std words them.
+    match msg {
+        "invalid socket address syntax" => return format!("expected {}", expected_words("socket address")),
+        "invalid IP address syntax" => return format!("expected {}", expected_words("IP address")),
+        _ => {}
+    }
+    if let Some(field) = msg.strip_prefix("missing field ") {
+        return format!("the key {} is missing", field.replace('`', ""));
+    }
+    msg.to_owned()
+}
+
+fn expected_words(e: &str) -> String {
+    match e {
+        "usize" | "u64" => "a whole number".into(),
+        "u8" => "a whole number from 0 to 255".into(),
+        "u16" => "a whole number from 0 to 65535".into(),
+        "u32" => "a whole number from 0 to 4294967295".into(),
+        "i64" | "isize" | "i32" => "a whole number".into(),
+        "a boolean" => "true or false".into(),
+        "f64" | "f32" => "a number".into(),
+        "a sequence" => "a list".into(),
+        "socket address" => "an address and port, like \"198.18.0.1:1701\" or \"[2001:2::1]:1701\"".into(),
+        "IP address" => "an IP address, like \"198.18.0.2\" or \"2001:2::2\"".into(),
+        "a map" | "struct" => "a table".into(),
+        e if e.starts_with("struct ") => "a table".into(),
+        e => e.into(),
+    }
+}
+
+fn got_words(g: &str) -> String {
+    let tick = |s: &str| s.trim_matches('`').to_owned();
+    if let Some(s) = g.strip_prefix("string ") {
+        return format!("the string {s}");
+    }
+    for p in ["integer ", "floating point ", "boolean "] {
+        if let Some(v) = g.strip_prefix(p) {
+            return tick(v);
+        }
+    }
+    match g {
+        "sequence" => "a list".into(),
+        "map" => "a table".into(),
+        g => g.into(),
     }
 }
 

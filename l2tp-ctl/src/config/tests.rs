@@ -70,12 +70,15 @@ fn retransmit_cap_under_8_s_is_legal_and_warned_about() {
     .expect("legal");
     assert_eq!(c.tunnels[0].timers(&c.global).channel.retransmit_cap, Duration::from_millis(2000), "honoured");
     assert_eq!(c.tunnels[1].timers(&c.global).channel.retransmit_cap, Duration::from_millis(4000));
-    let w = c.warnings();
+    let w: Vec<String> = c.warnings().into_iter().filter(|w| !w.contains("recovery_time_ms")).collect();
     assert_eq!(w.len(), 2, "{w:?}");
     assert!(w[0].starts_with("global.retransmit.max_ms = 4000") && w[0].contains("8000"), "{w:?}");
     assert!(w[1].starts_with("tunnel[0].retransmit.max_ms = 2000"), "{w:?}");
-    let quiet =
-        parse("[global.retransmit]\nmax_ms = 8000\n[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n").expect("legal");
+    let quiet = parse(
+        "[global.retransmit]\nmax_ms = 8000\n[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n\
+         [tunnel.failover]\nrecovery_time_ms = 60000\n",
+    )
+    .expect("legal");
     assert!(quiet.warnings().is_empty(), "{:?}", quiet.warnings());
     assert!(parse("").expect("defaults").warnings().is_empty(), "the default cap is not warned about");
 }
@@ -144,4 +147,52 @@ fn the_shipped_example_is_valid() {
     let c = c.expect("contrib/l2tp-ctl.toml");
     assert_eq!(c.tunnels.len(), 3);
     assert_eq!(c.tunnels[0].sessions.len(), 2);
+}
+
+#[test]
+fn recovery_time_shorter_than_the_control_timeout_is_warned_about() {
+    // Defaults: 1 s doubling to 8 s, 5 retransmissions: 1+2+4+8+8+8 s.
+    assert_eq!(warnings::control_timeout(&l2tp_proto::channel::ChannelConfig::default()), Duration::from_secs(31));
+    let tunnel = |extra: &str| format!("[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n{extra}");
+    let c = parse(&tunnel("[tunnel.failover]\nrecovery_time_ms = 3000\n")).expect("legal");
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("tunnel[0].failover.recovery_time_ms = 3000") && w[0].contains("31000 ms"), "{w:?}");
+    // The tunnel's own timers count: 200 ms doubling to 400 ms, twice.
+    let fast = "[tunnel.retransmit]\ninitial_ms = 200\nmax_ms = 8000\nretries = 2\n[tunnel.failover]\nrecovery_time_ms = 3000\n";
+    assert!(parse(&tunnel(fast)).expect("legal").warnings().is_empty(), "1.4 s < 3 s");
+    // Without control channel failover there is no Recovery Time to speak of.
+    let off = "[tunnel.failover]\ncontrol = false\nrecovery_time_ms = 0\n";
+    assert!(parse(&tunnel(off)).expect("legal").warnings().is_empty());
+}
+
+#[test]
+fn type_errors_name_the_key_path_and_line_in_words() {
+    for (text, want) in [
+        ("[global]\nmax_tunnels = \"x\"\n", "global.max_tunnels (line 2): expected a whole number, got the string \"x\""),
+        ("[global]\nlisten_ip = \"yes\"\n", "global.listen_ip (line 2): expected true or false, got the string \"yes\""),
+        ("[global]\nreceive_window = 70000\n", "global.receive_window (line 2): expected a whole number from 0 to 65535, got 70000"),
+        ("[global]\nlisten = [\"198.18.0.1\"]\n", "global.listen[0] (line 2): expected an address and port"),
+        (
+            "[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n[[tunnel]]\nname = \"b\"\npeer = \"198.18.0.3\"\nencapsulation = \"tcp\"\n",
+            "tunnel[1].encapsulation (line 7): expected \"udp\" or \"ip\", got \"tcp\"",
+        ),
+        ("[[tunnel]]\nname = \"a\"\n", "tunnel[0] (line 1): the key peer is missing"),
+        ("[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\nhelo = 1\n", "tunnel[0].helo (line 4): unknown key; the keys here are name, peer"),
+        ("[global\n", "line 1: "),
+    ] {
+        let e = parse(text).expect_err(text);
+        assert!(e.starts_with(&format!("t.toml: {want}")), "want {want:?}\n got {e:?}");
+        if !want.starts_with("line ") {
+            assert!(!e.contains("usize") && !e.contains("u16") && !e.contains('`'), "serde's words: {e}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_is_said_once() {
+    let e = Config::load(Path::new("/nonexistent/l2tp-ctl.toml")).expect_err("missing");
+    // `{:#}` prints the error chain, as `l2tp-ctl` does.
+    let shown = format!("{:#}", anyhow::Error::from(e));
+    assert_eq!(shown, "/nonexistent/l2tp-ctl.toml: no such file");
 }

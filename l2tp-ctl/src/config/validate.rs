@@ -144,6 +144,12 @@ impl Config {
             return Err(("global.reconnect_interval".into(), "at least 1 (seconds)".into()));
         }
         check_timers("global", g.hello_interval, &g.retransmit, g.receive_window)?;
+        if let Some(ha) = &self.ha {
+            ha.check()?;
+            if ha.interface.is_none() && self.dataplane.uplink.is_none() {
+                return Err(("ha.interface".into(), "the interface of the service address (or dataplane.uplink)".into()));
+            }
+        }
         if let Some(u) = &self.dataplane.uplink {
             if dataplane::validate_ifname(u).is_err() {
                 return Err(("dataplane.uplink".into(), "an interface name".into()));

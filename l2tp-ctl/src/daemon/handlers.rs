@@ -4,7 +4,8 @@ use l2tp_proto::engine::{FailoverCapability, SessionStatus, TunnelInfo, TunnelSt
 
 use super::Daemon;
 use crate::api::{
-    ControlStats, FailoverBits, FailoverView, Reply, Request, Response, SessionView, StatsView, StatusView, TunnelView,
+    ControlStats, FailoverBits, FailoverView, MetricsView, Reply, Request, Response, SessionMetrics, SessionView,
+    StatsView, StatusView, TunnelMetrics, TunnelView,
 };
 
 fn failover_bits(f: Option<FailoverCapability>) -> Option<FailoverBits> {
@@ -67,8 +68,13 @@ impl Daemon {
             }
             Request::Stats => Reply::Stats(self.stats()?),
             Request::FailoverStatus => Reply::Failover { tunnels: self.failover_views() },
+            Request::Metrics => Reply::Metrics(self.metrics_view()),
             Request::FailoverQuery { tunnel, sessions } => Reply::Done { message: self.query(&tunnel, &sessions)? },
             Request::Reload => Reply::Done { message: self.reload()? },
+            Request::HaStatus => Reply::Ha(
+                self.ha.as_ref().map(|h| h.view()).ok_or_else(|| anyhow::anyhow!("no [ha] section is configured"))?,
+            ),
+            Request::HaTakeover => Reply::Done { message: self.ha_takeover()? },
             Request::Events | Request::Shutdown { .. } => anyhow::bail!("not handled here"),
         })
     }
@@ -157,6 +163,63 @@ impl Daemon {
                 }
             })
             .collect()
+    }
+
+    /// For `GET /metrics`: names, states and counts from the engine and the
+    /// registry, no data-plane read (a syscall per session, which the
+    /// metrics task does on its own thread).
+    fn metrics_view(&self) -> MetricsView {
+        let tunnels = self
+            .reg
+            .iter()
+            .map(|(name, slot)| {
+                let info = slot.id().and_then(|id| self.engine.tunnel_info(id));
+                let (local, peer) =
+                    (info.as_ref().and_then(|i| i.local_failover), info.as_ref().and_then(|i| i.peer_failover));
+                let mut m = TunnelMetrics {
+                    name: name.clone(),
+                    state: info.as_ref().map_or("down", |i| i.state.as_str()).into(),
+                    control_recovery: local.is_some_and(|l| l.control) && peer.is_some_and(|p| p.control),
+                    sessions_configured: slot.cfg.sessions.len(),
+                    stale_sessions: slot.id().map_or(0, |id| self.engine.stale_sessions(id).len()),
+                    ..TunnelMetrics::default()
+                };
+                if let Some(i) = &info {
+                    m.unacknowledged = i.unacknowledged;
+                    m.sessions_established =
+                        i.sessions.iter().filter(|s| s.state == SessionStatus::Established).count();
+                    m.unconfirmed_sessions = i.sessions.iter().filter(|s| s.unconfirmed).count();
+                    m.sessions = i
+                        .sessions
+                        .iter()
+                        .filter_map(|s| {
+                            let l = self.reg.session(i.local_id, s.local_id).filter(|l| l.installed)?;
+                            Some(SessionMetrics { name: l.name.clone(), local_id: s.local_id })
+                        })
+                        .collect();
+                }
+                m
+            })
+            .collect();
+        MetricsView {
+            control: self.control_stats(),
+            dataplane: self.dp.as_ref().map(|d| d.dir().display().to_string()),
+            tunnels,
+        }
+    }
+
+    fn control_stats(&self) -> ControlStats {
+        let c = self.engine.stats();
+        ControlStats {
+            datagrams: c.datagrams,
+            malformed: c.malformed,
+            unknown_tunnel: c.unknown_tunnel,
+            auth_failures: c.auth_failures,
+            refused: c.refused,
+            stopccn_sent: c.stopccn_sent,
+            cdn_sent: c.cdn_sent,
+            ignored: c.ignored,
+        }
     }
 
     fn stats(&self) -> anyhow::Result<StatsView> {

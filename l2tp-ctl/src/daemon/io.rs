@@ -98,6 +98,13 @@ fn udp_socket(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
+    // An address not (yet) held here may be bound: a hot standby listens
+    // on the service address before it takes it over.
+    if addr.is_ipv6() {
+        s.set_freebind_v6(true)?;
+    } else {
+        s.set_freebind_v4(true)?;
+    }
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
     big_receive_buffer(&s);

@@ -17,11 +17,14 @@
 //!   sessions;
 //! - [`events`]: what the engine reports (data-plane updates and events);
 //! - [`failover`]: start-up recovery, data-plane rebuild, FSQ queries;
-//! - [`handlers`]: API requests.
+//! - [`handlers`]: API requests;
+//! - [`ha`]: the hot standby on another host (partner channel,
+//!   replication, takeover, stepping down).
 
 mod dataplane;
 mod events;
 mod failover;
+mod ha;
 mod handlers;
 mod io;
 mod persist;
@@ -29,6 +32,7 @@ mod registry;
 mod tunnels;
 
 use std::{
+    net::SocketAddr,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -45,6 +49,7 @@ use tracing::{error, info, warn};
 
 use self::{
     dataplane::DataPlane,
+    ha::{HaInput, HaState},
     io::{ApiCall, Datagram, EventLog, Sockets},
     persist::Persistence,
     registry::Registry,
@@ -91,6 +96,15 @@ struct Daemon {
     /// rebuilt from the store, so recovered sequenced sessions restart
     /// their Ns at 0 (RFC 4951 F-DC-1).
     dp_rebuilt: bool,
+    /// The hot standby pair this daemon is one of, if configured.
+    ha: Option<HaState>,
+}
+
+/// The daemon's input channels.
+struct Inputs {
+    datagrams: mpsc::Receiver<Datagram>,
+    api: mpsc::Receiver<ApiCall>,
+    ha: mpsc::Receiver<HaInput>,
 }
 
 /// Runs the daemon until it is told to stop.
@@ -104,8 +118,8 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async move {
-        let (daemon, rx, api_rx) = Daemon::start(opts.config, cfg).await?;
-        daemon.run(rx, api_rx).await
+        let (daemon, inputs) = Daemon::start(opts.config, cfg).await?;
+        daemon.run(inputs).await
     })
 }
 
@@ -117,11 +131,23 @@ fn warn_about(cfg: &Config) {
 }
 
 impl Daemon {
-    async fn start(
-        config_path: PathBuf,
-        cfg: Config,
-    ) -> anyhow::Result<(Self, mpsc::Receiver<Datagram>, mpsc::Receiver<ApiCall>)> {
+    async fn start(config_path: PathBuf, mut cfg: Config) -> anyhow::Result<(Self, Inputs)> {
         let socket_path = cfg.global.socket.clone();
+        if let Some(ha) = cfg.ha.clone() {
+            // The peers know the service address: tunnels speak from it,
+            // control and data alike.
+            for t in &mut cfg.tunnels {
+                if t.local.is_none() {
+                    t.local = ha.service_for(t.peer);
+                }
+            }
+            for a in &ha.service_address {
+                let l = SocketAddr::new(*a, 1701);
+                if !cfg.global.listen.contains(&l) {
+                    cfg.global.listen.push(l);
+                }
+            }
+        }
         // One daemon per socket: a live one answers.
         if UnixStream::connect(&socket_path).await.is_ok() {
             anyhow::bail!("another daemon is already serving {}", socket_path.display());
@@ -147,20 +173,79 @@ impl Daemon {
             started: Instant::now(),
             socket_path: socket_path.clone(),
             dp_rebuilt,
+            ha: None,
         };
+        let (ha_tx, ha_rx) = mpsc::channel(1);
+        drop(ha_tx);
+        let mut ha_rx = ha_rx;
+        if let Some(h) = &cfg.ha {
+            let iface = h.interface.clone().or_else(|| cfg.dataplane.uplink.clone()).unwrap_or_default();
+            let (term, mut role) = d.ha_persisted()?;
+            if role.unwrap_or(match h.role {
+                crate::config::HaRole::Active => l2tp_ha::Role::Active,
+                crate::config::HaRole::Standby => l2tp_ha::Role::Standby,
+            }) == l2tp_ha::Role::Active
+            {
+                // Unreachable is not down: an active that comes back while
+                // somebody answers for the service address serves nothing
+                // until the partner says so.
+                let (i, addrs) = (iface.clone(), h.service_address.clone());
+                let timeout = Duration::from_millis(h.dead_ms.min(300));
+                let answered = tokio::task::spawn_blocking(move || {
+                    addrs.iter().any(|a| {
+                        crate::service_addr::holds(&i, *a).is_ok_and(|held| !held)
+                            && crate::service_addr::probe(&i, *a, timeout).unwrap_or(true)
+                    })
+                })
+                .await
+                .unwrap_or(true);
+                if answered {
+                    warn!("the service address answers from another host: starting as standby");
+                    role = Some(l2tp_ha::Role::Standby);
+                }
+            }
+            let (state, rx) = HaState::start(h, iface, term, role)?;
+            ha_rx = rx;
+            d.ha = Some(state);
+        }
         for t in &cfg.tunnels {
             d.add_tunnel(t.clone(), false, false)?;
         }
-        d.previous_run()?;
-        let idle: Vec<String> =
-            d.reg.iter().filter(|(_, s)| s.id().is_none() && s.cfg.initiate).map(|(n, _)| n.clone()).collect();
-        for name in idle {
-            d.connect(&name);
+        if d.serving() {
+            d.become_serving()?;
+        } else {
+            // A standby keeps the replicated state, and nothing else.
+            d.forget_everything();
+            info!("standby: waiting for the partner");
         }
         let (api_tx, api_rx) = mpsc::channel(64);
         io::serve_api(&socket_path, api_tx, d.events.clone()).await?;
         info!(config = %d.config_path.display(), socket = %socket_path.display(), tunnels = cfg.tunnels.len(), "started");
-        Ok((d, rx, api_rx))
+        Ok((d, Inputs { datagrams: rx, api: api_rx, ha: ha_rx }))
+    }
+
+    /// Serves: the service address (a hot-standby active), the tunnels of
+    /// the previous run (or the replicated ones) recovered, the others
+    /// connected.
+    fn become_serving(&mut self) -> anyhow::Result<()> {
+        if let Some(ha) = &self.ha {
+            for a in ha.cfg.service_address.clone() {
+                let iface = ha.cfg.interface.clone().or_else(|| self.cfg.dataplane.uplink.clone()).unwrap_or_default();
+                crate::service_addr::add(&iface, a)
+                    .with_context(|| format!("taking the service address {a} on {iface}"))?;
+                if let Err(e) = crate::service_addr::announce(&iface, a) {
+                    warn!("announcing the service address {a}: {e}");
+                }
+            }
+            self.store.record_changes(true);
+        }
+        self.previous_run()?;
+        let idle: Vec<String> =
+            self.reg.iter().filter(|(_, s)| s.id().is_none() && s.cfg.initiate).map(|(n, _)| n.clone()).collect();
+        for name in idle {
+            self.connect(&name);
+        }
+        Ok(())
     }
 
     fn now() -> Instant {
@@ -218,6 +303,8 @@ impl Daemon {
                 busy = true;
                 self.on_event(e);
             }
+            // What was just stored goes to the standby.
+            self.ha_drive();
             if !busy {
                 return;
             }
@@ -229,6 +316,9 @@ impl Daemon {
     /// lost data plane.
     fn tick(&mut self) {
         self.store.retry();
+        if !self.serving() {
+            return;
+        }
         if let Some(dp) = &mut self.dp {
             dp.forget_facts();
         }
@@ -261,11 +351,8 @@ impl Daemon {
         self.reg.next_retry().map_or(periodic, |r| r.min(periodic))
     }
 
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Datagram>,
-        mut api_rx: mpsc::Receiver<ApiCall>,
-    ) -> anyhow::Result<Exit> {
+    async fn run(mut self, inputs: Inputs) -> anyhow::Result<Exit> {
+        let Inputs { datagrams: mut rx, api: mut api_rx, ha: mut ha_rx } = inputs;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
@@ -273,7 +360,9 @@ impl Daemon {
         loop {
             self.flush().await;
             let deadline = self.engine.poll_timeout().map_or(next_tick, |t| t.min(next_tick));
+            let deadline = self.ha_deadline().map_or(deadline, |t| t.min(deadline));
             tokio::select! {
+                Some(input) = ha_rx.recv() => self.on_ha_input(input),
                 Some(d) = rx.recv() => {
                     self.engine.handle_datagram(Self::now(), d.from, d.transport, &d.bytes);
                     // Whatever else has arrived too, so that one flush (and
@@ -286,6 +375,7 @@ impl Daemon {
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                     let now = Self::now();
                     self.engine.handle_timeout(now);
+                    self.ha_timeout();
                     if now >= next_tick {
                         self.tick();
                         next_tick = self.next_tick();

@@ -27,22 +27,58 @@ enum Removal {
     Session(TunnelId, u32),
 }
 
+/// A change of the store, as the hot standby replicates it: the record's
+/// key and its JSON, or `None` for a removal.
+pub(super) type Change = (String, Option<Vec<u8>>);
+
+/// Replication keys: `t/<tunnel ID>` and `s/<tunnel ID>/<session ID>`.
+pub(super) fn tunnel_key(id: TunnelId) -> String {
+    format!("t/{id}")
+}
+
+pub(super) fn session_key(tunnel: TunnelId, sid: u32) -> String {
+    format!("s/{tunnel}/{sid}")
+}
+
 #[derive(Debug)]
 pub(super) struct Persistence {
     store: Store,
     retry: Vec<Removal>,
+    /// Changes made since the last [`Persistence::take_changes`], when
+    /// they are replicated (the active of a hot-standby pair).
+    changes: Option<Vec<Change>>,
 }
 
 impl Persistence {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Ok(Self { store: Store::open(dir)?, retry: Vec::new() })
+        Ok(Self { store: Store::open(dir)?, retry: Vec::new(), changes: None })
+    }
+
+    /// Starts (or stops) recording changes for replication.
+    pub fn record_changes(&mut self, on: bool) {
+        self.changes = on.then(Vec::new);
+    }
+
+    /// The changes recorded so far.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.changes.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn changed(&mut self, key: String, value: Option<Vec<u8>>) {
+        if let Some(c) = &mut self.changes {
+            c.push((key, value));
+        }
     }
 
     /// Durable when this returns `Ok`.
     pub fn put_tunnel(&mut self, t: &TunnelRecord) -> Result<(), StoreError> {
         // A removal of an earlier tunnel with this ID must not undo it.
         self.retry.retain(|r| !matches!(r, Removal::Tunnel(id) if *id == t.local_id));
-        self.store.put_tunnel(t)
+        self.store.put_tunnel(t)?;
+        if self.changes.is_some() {
+            self.changed(tunnel_key(t.local_id), Some(serde_json::to_vec(t)?));
+        }
+        Ok(())
     }
 
     /// All durable or none.
@@ -51,7 +87,73 @@ impl Persistence {
             Removal::Session(t, s) => !sessions.iter().any(|x| (x.tunnel_id, x.local_id) == (*t, *s)),
             Removal::Tunnel(_) => true,
         });
-        self.store.put_sessions(sessions)
+        self.store.put_sessions(sessions)?;
+        if self.changes.is_some() {
+            for x in sessions {
+                self.changed(session_key(x.tunnel_id, x.local_id), Some(serde_json::to_vec(x)?));
+            }
+        }
+        Ok(())
+    }
+
+    /// A named value that outlives tunnels (the standby's term and role).
+    pub fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.store.put_meta(key, value)
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.meta(key)
+    }
+
+    /// Every record, keyed as replicated (a snapshot for the standby).
+    pub fn snapshot(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for t in self.store.tunnels()? {
+            out.push((tunnel_key(t.local_id), serde_json::to_vec(&t)?));
+            for s in self.store.sessions(t.local_id)? {
+                out.push((session_key(s.tunnel_id, s.local_id), serde_json::to_vec(&s)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Standby: applies replicated records, all in order; durable when
+    /// this returns `Ok`. A key or record that does not parse is an error
+    /// (and nothing after it is applied).
+    pub fn apply_replicated(&mut self, records: &[(String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+        let bad = |k: &str| StoreError::Io(format!("replicated record with an unknown key {k:?}"));
+        let mut sessions: Vec<SessionRecord> = Vec::new();
+        let flush = |p: &mut Self, sessions: &mut Vec<SessionRecord>| -> Result<(), StoreError> {
+            if !sessions.is_empty() {
+                let refs: Vec<&SessionRecord> = sessions.iter().collect();
+                p.store.put_sessions(&refs)?;
+                sessions.clear();
+            }
+            Ok(())
+        };
+        for (key, value) in records {
+            let mut parts = key.split('/');
+            let ids: Vec<u32> = match parts.next() {
+                Some("t") | Some("s") => parts.map(|p| p.parse().map_err(|_| bad(key))).collect::<Result<_, _>>()?,
+                _ => return Err(bad(key)),
+            };
+            match (key.as_bytes()[0], ids.as_slice(), value) {
+                (b's', [_, _], Some(v)) => sessions.push(serde_json::from_slice(v)?),
+                (b't', [t], v) => {
+                    flush(self, &mut sessions)?;
+                    match v {
+                        Some(v) => self.store.put_tunnel(&serde_json::from_slice(v)?)?,
+                        None => self.store.remove_tunnel(*t)?,
+                    }
+                }
+                (b's', [t, s], None) => {
+                    flush(self, &mut sessions)?;
+                    self.store.remove_session(*t, *s)?;
+                }
+                _ => return Err(bad(key)),
+            }
+        }
+        flush(self, &mut sessions)
     }
 
     /// Removes a tunnel and its sessions; retried later if the store
@@ -66,6 +168,10 @@ impl Persistence {
     }
 
     fn remove(&mut self, r: Removal) {
+        match r {
+            Removal::Tunnel(id) => self.changed(tunnel_key(id), None),
+            Removal::Session(t, s) => self.changed(session_key(t, s), None),
+        }
         if let Err(e) = self.apply(r) {
             error!(?r, "state store removal failed, will retry: {e}");
             if !self.retry.contains(&r) {
@@ -106,9 +212,15 @@ impl Persistence {
         self.store.sessions(tunnel)
     }
 
-    /// Forgets everything (after an orderly shutdown).
+    /// Forgets every tunnel and session (after an orderly shutdown, or on
+    /// a standby before a snapshot).
     pub fn clear(&mut self) -> Result<(), StoreError> {
         self.retry.clear();
+        if self.changes.is_some() {
+            for t in self.store.tunnels()? {
+                self.changed(tunnel_key(t.local_id), None);
+            }
+        }
         self.store.clear()
     }
 }

@@ -64,6 +64,10 @@ impl Daemon {
     }
 
     pub(super) fn connect(&mut self, name: &str) {
+        // A hot standby opens nothing: the active holds the tunnels.
+        if !self.serving() {
+            return;
+        }
         let Some(slot) = self.reg.get(name) else { return };
         let params = slot.cfg.tunnel_params(slot.secret.as_ref(), &self.cfg.global);
         match self.engine.connect(Self::now(), slot.cfg.peer_addr(), params) {

@@ -1,0 +1,551 @@
+//! The hot standby on another host (issue 14): the partner channel, the
+//! replication of the store to the standby, failure detection, takeover
+//! through RFC 4951 recovery, and stepping down.
+//!
+//! The protocol is `l2tp_ha`'s sans-IO [`Partner`]; this file moves its
+//! messages over one TCP connection secured by [`SecureChannel`] (Noise
+//! `NNpsk0`, the key from `ha.key_file`), runs its probes of the service
+//! address, and carries out what it decides:
+//! - active: every store change is replicated as a numbered update; the
+//!   standby asks for a snapshot on connect;
+//! - standby: replicated records go into its own store, exactly the
+//!   records a restart would recover from; no service address, no
+//!   tunnels, no forwarding;
+//! - takeover: the service address taken and announced, then the
+//!   replicated tunnels recovered as on a restart (RFC 4951 recovery
+//!   endpoint, the old tunnel IDs; the data plane rebuilt from the store,
+//!   Ns from 0 and Nr resynchronised: F-DC-1, F-DC-3); tunnels that are not
+//!   failover capable are cleared and brought up anew if configured;
+//! - step down (a higher term met): the service address given up at once,
+//!   every tunnel forgotten without a word to the peer (the new active
+//!   recovers them), and a fresh snapshot taken.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use l2tp_ha::{wire, HaEvent, Msg, Partner, Role, SecureChannel};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+use tracing::{debug, error, info, warn};
+
+use super::Daemon;
+use crate::{api::HaView, config, service_addr};
+
+/// Store keys of what outlives tunnels.
+const TERM_KEY: &str = "ha.term";
+const ROLE_KEY: &str = "ha.role";
+/// Pause between attempts to (re)connect to the partner.
+const RECONNECT: Duration = Duration::from_millis(200);
+
+/// What the partner connection task reports to the daemon.
+#[derive(Debug)]
+pub(super) enum HaInput {
+    /// The channel is up (authenticated); messages for the partner go here.
+    Up(mpsc::Sender<Vec<u8>>),
+    Down,
+    /// One authenticated message's plaintext.
+    Msg(Vec<u8>),
+    /// The answer to a probe of the service address.
+    Probe(bool),
+}
+
+#[derive(Debug)]
+pub(super) struct HaState {
+    pub cfg: config::Ha,
+    pub partner: Partner,
+    link: Option<mpsc::Sender<Vec<u8>>>,
+    /// Standby: the records of a snapshot being received.
+    snapshot: Vec<(String, Option<Vec<u8>>)>,
+    inputs: mpsc::Sender<HaInput>,
+    /// The interface of the service address.
+    iface: String,
+    pub takeovers: u64,
+    last_takeover: Option<Instant>,
+}
+
+impl HaState {
+    /// Reads the key, the persisted term and role, and starts the partner
+    /// connection task.
+    pub fn start(
+        cfg: &config::Ha,
+        iface: String,
+        term: u64,
+        role: Option<Role>,
+    ) -> anyhow::Result<(Self, mpsc::Receiver<HaInput>)> {
+        let key = std::fs::read(&cfg.key_file)
+            .with_context(|| format!("ha.key_file {}: cannot read the partner key", cfg.key_file.display()))?;
+        let psk = l2tp_ha::psk_from_file_contents(&key).map_err(|e| anyhow::anyhow!("ha.key_file: {e}"))?;
+        let (tx, rx) = mpsc::channel(4096);
+        let now = Instant::now();
+        let partner = Partner::new(cfg.partner_config(), now, term, role);
+        tokio::spawn(link_task(cfg.listen, cfg.partner, psk, tx.clone()));
+        let s = Self {
+            cfg: cfg.clone(),
+            partner,
+            link: None,
+            snapshot: Vec::new(),
+            inputs: tx,
+            iface,
+            takeovers: 0,
+            last_takeover: None,
+        };
+        Ok((s, rx))
+    }
+
+    pub fn role(&self) -> Role {
+        self.partner.role()
+    }
+
+    pub fn view(&self) -> HaView {
+        let (unacked, oldest) = self.partner.lag(Instant::now());
+        HaView {
+            node: self.cfg.node.clone(),
+            role: self.partner.role().as_str().into(),
+            partner_state: self.partner.state().as_str().into(),
+            term: self.partner.term(),
+            connected: self.link.is_some(),
+            seq: self.partner.seq(),
+            unacknowledged: unacked as u64,
+            oldest_unacknowledged_ms: oldest.map(|d| d.as_millis() as u64),
+            service_address: self.cfg.service_address.clone(),
+            takeovers: self.takeovers,
+        }
+    }
+
+    /// Sends what the partner state machine queued.
+    fn transmit(&mut self) {
+        while let Some(m) = self.partner.poll_transmit() {
+            let Some(link) = &self.link else { continue };
+            match m.encode() {
+                Ok(bytes) => {
+                    if link.try_send(bytes).is_err() {
+                        // The connection is gone or hopelessly behind: it
+                        // is dropped, and the standby resynchronises.
+                        warn!("partner channel backlog full: reconnecting");
+                        self.link = None;
+                    }
+                }
+                Err(e) => error!("partner message not sent: {e}"),
+            }
+        }
+    }
+
+    fn probe(&self) {
+        let (iface, addrs, tx) = (self.iface.clone(), self.cfg.service_address.clone(), self.inputs.clone());
+        let timeout = Duration::from_millis(self.cfg.dead_ms.min(300));
+        tokio::task::spawn_blocking(move || {
+            // Answered when anybody answers for any service address.
+            let answered = addrs.iter().any(|a| match service_addr::probe(&iface, *a, timeout) {
+                Ok(yes) => yes,
+                Err(e) => {
+                    // A probe we cannot make proves nothing: no takeover.
+                    warn!("probe of the service address {a}: {e}");
+                    true
+                }
+            });
+            let _ = tx.blocking_send(HaInput::Probe(answered));
+        });
+    }
+}
+
+/// The partner connection: the lower address of the pair connects, the
+/// other accepts (from the partner's address only); one connection at a
+/// time, re-established after any failure.
+async fn link_task(listen: SocketAddr, partner: SocketAddr, psk: [u8; 32], tx: mpsc::Sender<HaInput>) {
+    let initiator = listen < partner;
+    let listener = if initiator {
+        None
+    } else {
+        loop {
+            match bind_listener(listen) {
+                Ok(l) => break Some(l),
+                Err(e) => {
+                    warn!("ha.listen {listen}: {e:#}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    };
+    loop {
+        let stream = match &listener {
+            None => match connect(listen, partner).await {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!("partner {partner}: {e:#}");
+                    tokio::time::sleep(RECONNECT).await;
+                    continue;
+                }
+            },
+            Some(l) => match l.accept().await {
+                Ok((s, from)) if from.ip() == partner.ip() => s,
+                Ok((_, from)) => {
+                    warn!(%from, "partner channel: connection from another address refused");
+                    continue;
+                }
+                Err(e) => {
+                    warn!("partner channel accept: {e}");
+                    tokio::time::sleep(RECONNECT).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = run_link(stream, initiator, &psk, &tx).await {
+            info!("partner channel closed: {e:#}");
+        }
+        if tx.send(HaInput::Down).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(RECONNECT).await;
+    }
+}
+
+fn bind_listener(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4)?;
+    Ok(TcpListener::from_std(s.into())?)
+}
+
+async fn connect(listen: SocketAddr, partner: SocketAddr) -> anyhow::Result<TcpStream> {
+    let sock = match partner {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    sock.bind(SocketAddr::new(listen.ip(), 0))?;
+    let s =
+        tokio::time::timeout(Duration::from_secs(1), sock.connect(partner)).await.context("connect timed out")??;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+async fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    loop {
+        if let Some((payload, used)) = wire::deframe(buf) {
+            let p = payload.to_vec();
+            buf.drain(..used);
+            return Ok(p);
+        }
+        let mut chunk = [0u8; 16384];
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            anyhow::bail!("closed by the partner");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn write_frame(s: &mut TcpStream, payload: &[u8]) -> anyhow::Result<()> {
+    let mut out = Vec::with_capacity(payload.len() + 2);
+    wire::frame(payload, &mut out)?;
+    s.write_all(&out).await?;
+    Ok(())
+}
+
+/// One connection: the handshake, then frames both ways until either
+/// side fails.
+async fn run_link(mut s: TcpStream, initiator: bool, psk: &[u8; 32], tx: &mpsc::Sender<HaInput>) -> anyhow::Result<()> {
+    use l2tp_ha::secure::Received;
+    s.set_nodelay(true)?;
+    let mut buf = Vec::new();
+    let handshake = Duration::from_secs(2);
+    let mut ch = if initiator {
+        let (mut ch, first) = SecureChannel::initiator(psk)?;
+        write_frame(&mut s, &first).await?;
+        let reply =
+            tokio::time::timeout(handshake, read_frame(&mut s, &mut buf)).await.context("handshake timed out")??;
+        ch.receive(&reply)?;
+        ch
+    } else {
+        let mut ch = SecureChannel::responder(psk)?;
+        let first =
+            tokio::time::timeout(handshake, read_frame(&mut s, &mut buf)).await.context("handshake timed out")??;
+        match ch.receive(&first)? {
+            Received::Reply(r) => write_frame(&mut s, &r).await?,
+            _ => anyhow::bail!("unexpected handshake"),
+        }
+        ch
+    };
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(65_536);
+    tx.send(HaInput::Up(out_tx)).await?;
+    loop {
+        tokio::select! {
+            frame = read_frame(&mut s, &mut buf) => {
+                match ch.receive(&frame?)? {
+                    Received::Message(m) => tx.send(HaInput::Msg(m)).await?,
+                    _ => anyhow::bail!("handshake frame after the handshake"),
+                }
+            }
+            out = out_rx.recv() => {
+                let Some(plain) = out else { anyhow::bail!("closed by the daemon") };
+                let sealed = ch.seal(&plain)?;
+                write_frame(&mut s, &sealed).await?;
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// The persisted term and role of the hot standby.
+    pub(super) fn ha_persisted(&self) -> anyhow::Result<(u64, Option<Role>)> {
+        let term = match self.store.meta(TERM_KEY)? {
+            Some(v) => String::from_utf8_lossy(&v).parse().unwrap_or(0),
+            None => 0,
+        };
+        let role = self.store.meta(ROLE_KEY)?.and_then(|v| match v.as_slice() {
+            b"active" => Some(Role::Active),
+            b"standby" => Some(Role::Standby),
+            _ => None,
+        });
+        Ok((term, role))
+    }
+
+    fn ha_persist_role(&mut self, term: u64, role: Role) {
+        let r = self.store.put_meta(TERM_KEY, term.to_string().as_bytes());
+        let r = r.and_then(|()| self.store.put_meta(ROLE_KEY, role.as_str().as_bytes()));
+        if let Err(e) = r {
+            // Without it a restart could come back in the wrong role.
+            error!("hot standby: term and role not persisted: {e}");
+        }
+    }
+
+    /// One input from the partner connection task.
+    pub(super) fn on_ha_input(&mut self, input: HaInput) {
+        let now = Self::now();
+        let Some(ha) = &mut self.ha else { return };
+        match input {
+            HaInput::Up(link) => {
+                info!("partner channel up");
+                ha.link = Some(link);
+                ha.partner.connected(now);
+            }
+            HaInput::Down => {
+                ha.link = None;
+                ha.partner.disconnected(now);
+            }
+            HaInput::Msg(bytes) => match Msg::decode(&bytes) {
+                Ok(m) => ha.partner.handle_msg(now, m),
+                Err(e) => warn!("partner message dropped: {e}"),
+            },
+            HaInput::Probe(answered) => {
+                if answered {
+                    info!("the service address still answers: the active is alive, staying standby");
+                }
+                ha.partner.probe_result(now, answered);
+            }
+        }
+        self.ha_drive();
+    }
+
+    /// Timers of the partner state machine.
+    pub(super) fn ha_timeout(&mut self) {
+        if let Some(ha) = &mut self.ha {
+            ha.partner.handle_timeout(Self::now());
+        }
+        self.ha_drive();
+    }
+
+    pub(super) fn ha_deadline(&self) -> Option<Instant> {
+        self.ha.as_ref().and_then(|h| h.partner.poll_timeout())
+    }
+
+    /// Replicates the store's changes (active), sends what is queued and
+    /// carries out the partner state machine's decisions.
+    pub(super) fn ha_drive(&mut self) {
+        let Some(ha) = &mut self.ha else { return };
+        if ha.partner.role() == Role::Active {
+            let now = Self::now();
+            for (key, value) in self.store.take_changes() {
+                ha.partner.replicate(now, key, value);
+            }
+        }
+        loop {
+            let Some(ha) = &mut self.ha else { return };
+            ha.transmit();
+            let Some(e) = ha.partner.poll_event() else { break };
+            self.on_ha_event(e);
+        }
+    }
+
+    fn on_ha_event(&mut self, e: HaEvent) {
+        let now = Self::now();
+        match e {
+            HaEvent::Term { term } => {
+                let role = self.ha.as_ref().map_or(Role::Standby, HaState::role);
+                self.ha_persist_role(term, role);
+            }
+            HaEvent::TakeOver { term } => {
+                self.ha_persist_role(term, Role::Active);
+                self.take_over(term);
+            }
+            HaEvent::StepDown { term } => {
+                self.ha_persist_role(term, Role::Standby);
+                self.step_down(term);
+            }
+            HaEvent::Probe => {
+                if let Some(ha) = &self.ha {
+                    ha.probe();
+                }
+            }
+            HaEvent::SnapshotWanted => match self.store.snapshot() {
+                Ok(records) => {
+                    if let Some(ha) = &mut self.ha {
+                        info!(records = records.len(), "sending the standby a snapshot");
+                        ha.partner.send_snapshot(now, records);
+                    }
+                }
+                Err(e) => error!("snapshot for the standby not read: {e}"),
+            },
+            HaEvent::SnapshotBegin => {
+                if let Some(ha) = &mut self.ha {
+                    ha.snapshot.clear();
+                }
+            }
+            HaEvent::Apply { seq: None, key, value } => {
+                if let Some(ha) = &mut self.ha {
+                    ha.snapshot.push((key, value));
+                }
+            }
+            HaEvent::SnapshotEnd { seq } => {
+                let records = self.ha.as_mut().map(|h| std::mem::take(&mut h.snapshot)).unwrap_or_default();
+                // The copy is replaced as a whole: what the active no longer
+                // has goes.
+                let r = self.store.clear().and_then(|()| self.store.apply_replicated(&records));
+                match r {
+                    Ok(()) => {
+                        info!(records = records.len(), seq, "snapshot from the active stored");
+                        if let Some(ha) = &mut self.ha {
+                            ha.partner.durable(seq);
+                        }
+                    }
+                    Err(e) => error!("snapshot from the active not stored: {e}"),
+                }
+            }
+            HaEvent::Apply { seq: Some(seq), key, value } => match self.store.apply_replicated(&[(key, value)]) {
+                Ok(()) => {
+                    if let Some(ha) = &mut self.ha {
+                        ha.partner.durable(seq);
+                    }
+                }
+                // Not acknowledged: the active keeps it as lag.
+                Err(e) => error!(seq, "replicated update not stored: {e}"),
+            },
+            HaEvent::Acked { .. } => {}
+            HaEvent::State { from, to } => {
+                self.emit("ha-partner-state", None, None, None, format!("{} -> {}", from.as_str(), to.as_str()));
+            }
+            HaEvent::Violation { what } => warn!("partner: {what}"),
+        }
+    }
+
+    /// Becomes the active: the service address, then recovery of every
+    /// replicated tunnel as on a restart.
+    fn take_over(&mut self, term: u64) {
+        let started = Instant::now();
+        let Some(ha) = &mut self.ha else { return };
+        ha.takeovers += 1;
+        ha.last_takeover = Some(started);
+        let (iface, addrs) = (ha.iface.clone(), ha.cfg.service_address.clone());
+        // 1. Take the service address and announce it.
+        for a in &addrs {
+            if let Err(e) = service_addr::add(&iface, *a) {
+                error!("taking the service address {a} on {iface}: {e}");
+            }
+            if let Err(e) = service_addr::announce(&iface, *a) {
+                warn!("announcing the service address {a}: {e}");
+            }
+        }
+        self.store.record_changes(true);
+        // 2. and 3. The replicated sessions into the data plane (Ns from 0,
+        // Nr resynchronised: F-DC-1, F-DC-3) and RFC 4951 recovery of every
+        // failover-capable tunnel with its old IDs; 4. the others cleared,
+        // and brought up anew if configured.
+        self.dp_rebuilt = true;
+        if let Err(e) = self.previous_run() {
+            error!("takeover: replicated state not recovered: {e:#}");
+        }
+        let idle: Vec<String> =
+            self.reg.iter().filter(|(_, s)| s.id().is_none() && s.cfg.initiate).map(|(n, _)| n.clone()).collect();
+        for name in idle {
+            self.connect(&name);
+        }
+        self.emit(
+            "ha-takeover",
+            None,
+            None,
+            None,
+            format!("active with term {term} (service address {})", fmt_addrs(&addrs)),
+        );
+    }
+
+    /// Becomes a standby: the service address given up at once, every
+    /// tunnel forgotten silently (the new active recovers them).
+    fn step_down(&mut self, term: u64) {
+        let Some(ha) = &self.ha else { return };
+        let (iface, addrs) = (ha.iface.clone(), ha.cfg.service_address.clone());
+        for a in &addrs {
+            if let Err(e) = service_addr::remove(&iface, *a) {
+                error!("giving up the service address {a} on {iface}: {e}");
+            }
+        }
+        self.store.record_changes(false);
+        self.forget_everything();
+        self.emit("ha-step-down", None, None, None, format!("standby: the partner holds term {term}"));
+    }
+
+    /// Drops every tunnel and session without a message to the peers, and
+    /// empties the data plane; the engine starts afresh.
+    pub(super) fn forget_everything(&mut self) {
+        let ids: Vec<_> = self.reg.iter().filter_map(|(_, s)| s.id()).collect();
+        for id in ids {
+            let gone = self.reg.take_sessions(id);
+            if let Some(dp) = &mut self.dp {
+                dp.uninstall(gone.iter().map(|(sid, s)| (*sid, s)));
+            }
+            self.reg.unbind(id);
+        }
+        if let Some(dp) = &mut self.dp {
+            if let Err(e) = dp.remove_unless(|_| false) {
+                error!("standby: data plane sessions not removed: {e:#}");
+            }
+        }
+        self.engine = l2tp_proto::engine::Engine::new(
+            self.cfg.engine(),
+            Box::new(<rand::rngs::StdRng as rand::SeedableRng>::from_entropy()),
+        );
+        let peers: Vec<_> = self
+            .reg
+            .iter()
+            .map(|(_, s)| (s.cfg.peer, s.cfg.tunnel_params(s.secret.as_ref(), &self.cfg.global)))
+            .collect();
+        for (peer, params) in peers {
+            self.engine.set_peer(peer, params);
+        }
+    }
+
+    /// `l2tp-ctl ha takeover` (keepalived's notify_master): take over now.
+    pub(super) fn ha_takeover(&mut self) -> anyhow::Result<String> {
+        let Some(ha) = &mut self.ha else { anyhow::bail!("no [ha] section is configured") };
+        if !ha.partner.takeover(Self::now()) {
+            return Ok("already active".into());
+        }
+        self.ha_drive();
+        Ok("taking over".into())
+    }
+
+    /// Whether this daemon serves (no standby pair, or the active of one).
+    pub(super) fn serving(&self) -> bool {
+        self.ha.as_ref().is_none_or(|h| h.role() == Role::Active)
+    }
+}
+
+fn fmt_addrs(a: &[IpAddr]) -> String {
+    a.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}

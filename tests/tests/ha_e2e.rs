@@ -1,0 +1,181 @@
+//! Issue 14 with real daemons: a hot-standby pair A (active) and B
+//! (standby) in front of a peer P. The peers know one service address,
+//! held by the active; A and B talk on a partner link of their own.
+//!
+//! ```text
+//!   P 198.18.0.2 ---+
+//!   A 198.18.0.1 ---+--- switch (bridge)      service address 198.18.0.10
+//!   B 198.18.0.3 ---+
+//!   A 198.19.0.1 ========= 198.19.0.2 B        partner channel (TCP 1702)
+//! ```
+
+use std::time::Duration;
+
+use l2tp_tests::{
+    daemon::{Config, Daemon, Failover, Session, Tunnel},
+    netns::run,
+    NetNs,
+};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(15);
+const SERVICE: &str = "198.18.0.10";
+
+struct Pair {
+    sw: NetNs,
+    p: NetNs,
+    a: NetNs,
+    b: NetNs,
+    dir: l2tp_tests::daemon::TempDir,
+}
+
+fn topology() -> Pair {
+    let (sw, p, a, b) = (
+        NetNs::new("sw").expect("sw"),
+        NetNs::new("p").expect("p"),
+        NetNs::new("a").expect("a"),
+        NetNs::new("b").expect("b"),
+    );
+    sw.ip(&["link", "add", "br0", "type", "bridge"]).expect("bridge");
+    sw.ip(&["link", "set", "br0", "up"]).expect("bridge up");
+    for (ns, port, addr) in [(&p, "swp", "198.18.0.2/24"), (&a, "swa", "198.18.0.1/24"), (&b, "swb", "198.18.0.3/24")] {
+        ns.veth("up0", &sw, port).expect("veth");
+        sw.ip(&["link", "set", port, "master", "br0"]).expect("enslave");
+        ns.addr("up0", addr).expect("addr");
+    }
+    a.veth("ha0", &b, "ha0").expect("partner link");
+    a.addr("ha0", "198.19.0.1/30").expect("addr");
+    b.addr("ha0", "198.19.0.2/30").expect("addr");
+    let dir = l2tp_tests::daemon::TempDir::new("ha").expect("dir");
+    std::fs::write(dir.path().join("partner.key"), "correct horse battery staple, partner key\n").expect("key");
+    Pair { sw, p, a, b, dir }
+}
+
+fn failover() -> Option<Failover> {
+    Some(Failover::default())
+}
+
+fn pair_config(pair: &Pair, me: &str, role: &str, listen: &str, partner: &str, takeover: &str) -> String {
+    let t = Tunnel {
+        failover: failover(),
+        sessions: vec![Session::new("pw1", "up0")],
+        ..Tunnel::new("to-p", "198.18.0.2", true)
+    };
+    let mut c = Config { reconnect_interval: Some(1), hello_interval: Some(30), ..Config::new(me) }.tunnel(t).toml();
+    c.push_str(&format!(
+        "\n[ha]\nnode = \"{me}\"\nrole = \"{role}\"\nlisten = \"{listen}:1702\"\npartner = \"{partner}:1702\"\n\
+         key_file = \"{}\"\nservice_address = [\"{SERVICE}\"]\ninterface = \"up0\"\ntakeover = \"{takeover}\"\n",
+        pair.dir.path().join("partner.key").display()
+    ));
+    c
+}
+
+fn peer_config() -> String {
+    let t = Tunnel {
+        failover: failover(),
+        sessions: vec![Session::new("pw1", "up0")],
+        ..Tunnel::new("to-service", SERVICE, false)
+    };
+    Config { hello_interval: Some(30), ..Config::new("p") }.tunnel(t).toml()
+}
+
+fn tunnel<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|t| t["name"] == name)
+}
+
+fn up_with_session(list: &Value, name: &str) -> bool {
+    tunnel(list, name).is_some_and(|t| {
+        t["state"] == "established"
+            && t["sessions"].as_array().is_some_and(|s| s.iter().any(|s| s["state"] == "established"))
+    })
+}
+
+struct Running {
+    p: Daemon,
+    a: Daemon,
+    b: Daemon,
+}
+
+fn start(pair: &Pair, takeover: &str) -> Running {
+    let p = Daemon::start(&pair.p, "p", &peer_config()).expect("peer");
+    let b = Daemon::start(&pair.b, "b", &pair_config(pair, "b", "standby", "198.19.0.2", "198.19.0.1", takeover))
+        .expect("standby");
+    let a = Daemon::start(&pair.a, "a", &pair_config(pair, "a", "active", "198.19.0.1", "198.19.0.2", takeover))
+        .expect("active");
+    p.wait_json(&["tunnel", "list"], "tunnel and session up", WAIT, |v| up_with_session(v, "to-service"))
+        .expect("peer's tunnel up");
+    // The standby holds the replicated tunnel and session.
+    b.wait_json(&["ha", "status"], "standby in sync", WAIT, |v| {
+        v["role"] == "standby" && v["partner_state"] == "normal" && v["seq"].as_u64() >= Some(2)
+    })
+    .expect("standby synchronised");
+    a.wait_json(&["ha", "status"], "acknowledged", WAIT, |v| v["unacknowledged"] == 0).expect("no lag");
+    Running { p, a, b }
+}
+
+fn events(d: &Daemon) -> Vec<String> {
+    let out = d.ctl(&["events", "--json"]).expect("events");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["event"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn the_standby_takes_over_a_dead_hosts_tunnel_and_session_through_rfc_4951_recovery() {
+    let pair = topology();
+    let mut r = start(&pair, "probe");
+    let p_before = r.p.json(&["tunnel", "list"]).expect("p list");
+    let p_id = tunnel(&p_before, "to-service").map(|t| t["local_id"].clone()).expect("p's tunnel");
+    let a_list = r.a.json(&["tunnel", "list"]).expect("a list");
+    let a_id = tunnel(&a_list, "to-p").map(|t| t["local_id"].clone()).expect("a's tunnel");
+    // Host A dies: its daemon, and its links (the service address no
+    // longer answers).
+    r.a.kill();
+    pair.a.ip(&["link", "del", "up0"]).expect("A's uplink gone");
+    pair.a.ip(&["link", "del", "ha0"]).expect("A's partner link gone");
+    // B takes over: the service address, then RFC 4951 recovery with the
+    // replicated old tunnel ID.
+    let b_list =
+        r.b.wait_json(&["tunnel", "list"], "takeover and recovery", WAIT, |v| {
+            up_with_session(v, "to-p") && tunnel(v, "to-p").is_some_and(|t| t["local_id"] == a_id)
+        })
+        .expect("B recovered A's tunnel");
+    let _ = b_list;
+    let status = r.b.json(&["ha", "status"]).expect("status");
+    assert_eq!((status["role"].as_str(), status["term"].as_u64()), (Some("active"), Some(1)), "{status:#}");
+    let out = pair.b.ip(&["-4", "addr", "show", "dev", "up0"]).expect("addr");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(SERVICE), "B holds the service address");
+    // The peer never saw its tunnel go: same tunnel, recovered.
+    let p_after = r.p.json(&["tunnel", "list"]).expect("p list");
+    assert!(up_with_session(&p_after, "to-service"), "{p_after:#}");
+    assert_eq!(tunnel(&p_after, "to-service").map(|t| t["local_id"].clone()), Some(p_id));
+    let ev = events(&r.p);
+    assert!(ev.iter().any(|e| e == "tunnel-recovered"), "{ev:?}\n{}", r.p.log());
+    assert!(!ev.iter().any(|e| e == "tunnel-down" || e == "session-down"), "{ev:?}");
+    let _ = &pair.sw;
+}
+
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn a_standby_whose_partner_link_fails_while_the_service_address_answers_stays_standby() {
+    let pair = topology();
+    let r = start(&pair, "probe");
+    pair.a.ip(&["link", "del", "ha0"]).expect("partner link gone");
+    r.b.wait_json(&["ha", "status"], "communications interrupted", WAIT, |v| {
+        v["partner_state"] == "communications-interrupted"
+    })
+    .expect("B notices");
+    // Several probes later, still standby: the active answers for the
+    // service address.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = r.b.json(&["ha", "status"]).expect("status");
+    assert_eq!((s["role"].as_str(), s["term"].as_u64()), (Some("standby"), Some(0)), "{s:#}");
+    let list = r.a.json(&["tunnel", "list"]).expect("a list");
+    assert!(up_with_session(&list, "to-p"));
+    let out = pair.b.ip(&["-4", "addr", "show", "dev", "up0"]).expect("addr");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SERVICE), "B holds no service address");
+    run(&mut pair.p.command("true")).expect("p alive");
+}
