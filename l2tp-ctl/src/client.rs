@@ -189,7 +189,11 @@ pub fn ha(conn: &Conn, cmd: HaCmd) -> anyhow::Result<()> {
                 let addrs: Vec<String> = h.service_address.iter().map(ToString::to_string).collect();
                 println!("node           {}", h.node);
                 println!("role           {}", h.role);
-                println!("partner        {} ({})", h.partner_state, if h.connected { "connected" } else { "not connected" });
+                println!(
+                    "partner        {} ({})",
+                    h.partner_state,
+                    if h.connected { "connected" } else { "not connected" }
+                );
                 println!("term           {}", h.term);
                 println!("service        {}", addrs.join(", "));
                 println!("last update    {}", h.seq);
