@@ -94,6 +94,9 @@ pub struct PartnerConfig {
     /// The partner is unreachable after this long without a message,
     /// default 300 ms.
     pub dead: Duration,
+    /// After start, how long a partner never heard from is given before it
+    /// counts as unreachable (its host may still be booting), default 3 s.
+    pub startup: Duration,
     pub takeover: TakeoverMode,
 }
 
@@ -104,6 +107,7 @@ impl PartnerConfig {
             role,
             hello: Duration::from_millis(100),
             dead: Duration::from_millis(300),
+            startup: Duration::from_secs(3),
             takeover: TakeoverMode::Probe,
         }
     }
@@ -254,10 +258,18 @@ impl Partner {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let dead = match self.state {
             PartnerState::CommunicationsInterrupted | PartnerState::PartnerDown => None,
-            _ => Some(self.last_heard.unwrap_or(self.started) + self.cfg.dead),
+            _ => Some(self.silent_deadline()),
         };
         let probe = self.next_probe.filter(|_| !self.probe_out);
         [self.next_hello, dead, probe].into_iter().flatten().min()
+    }
+
+    /// When the partner counts as unreachable if nothing comes from it.
+    fn silent_deadline(&self) -> Instant {
+        match self.last_heard {
+            Some(t) => t + self.cfg.dead,
+            None => self.started + self.cfg.startup.max(self.cfg.dead),
+        }
     }
 
     fn set_state(&mut self, to: PartnerState) {
@@ -312,9 +324,8 @@ impl Partner {
             self.out.push_back(self.hello());
             self.next_hello = Some(now + self.cfg.hello);
         }
-        let silent_since = self.last_heard.unwrap_or(self.started);
         let reachable = !matches!(self.state, PartnerState::CommunicationsInterrupted | PartnerState::PartnerDown);
-        if reachable && now >= silent_since + self.cfg.dead {
+        if reachable && now >= self.silent_deadline() {
             // HARP: no hello for `dead`: unreachable, not yet down.
             self.set_state(PartnerState::CommunicationsInterrupted);
             self.partner_synced = false;
@@ -714,6 +725,18 @@ mod tests {
         assert_eq!((pair.p[0].role(), pair.p[0].term()), (Role::Standby, 2));
         assert_eq!(pair.p[0].state(), PartnerState::Normal, "resynchronised");
         assert!(pair.events[0].contains(&HaEvent::SnapshotBegin));
+    }
+
+    #[test]
+    fn a_partner_never_heard_from_gets_the_startup_grace_before_a_probe() {
+        let now = Instant::now();
+        let mut b = Partner::new(PartnerConfig::new("b", Role::Standby), now, 0, None);
+        b.handle_timeout(now + Duration::from_secs(2));
+        assert_eq!(b.state(), PartnerState::Startup);
+        assert_eq!(b.poll_event(), None);
+        b.handle_timeout(now + Duration::from_secs(3));
+        assert_eq!(b.state(), PartnerState::CommunicationsInterrupted);
+        assert!(std::iter::from_fn(|| b.poll_event()).any(|e| e == HaEvent::Probe));
     }
 
     #[test]

@@ -179,3 +179,96 @@ fn a_standby_whose_partner_link_fails_while_the_service_address_answers_stays_st
     assert!(!String::from_utf8_lossy(&out.stdout).contains(SERVICE), "B holds no service address");
     run(&mut pair.p.command("true")).expect("p alive");
 }
+
+fn dp_pair_config(
+    pins: &l2tp_tests::PinDir,
+    key: &std::path::Path,
+    me: &str,
+    role: &str,
+    listen: &str,
+    partner: &str,
+) -> String {
+    use l2tp_tests::topology::HA_P_UP;
+    let t = Tunnel {
+        secret: Some("ha-secret".into()),
+        failover: failover(),
+        sessions: vec![Session { cookie_len: 8, sequencing: true, ..Session::new("customer", "ac0") }],
+        ..Tunnel::new("to-p", HA_P_UP, true)
+    };
+    let mut c = Config { reconnect_interval: Some(1), hello_interval: Some(30), ..Config::new(me) }
+        .dataplane(pins)
+        .tunnel(t)
+        .toml();
+    c.push_str(&format!(
+        "\n[ha]\nnode = \"{me}\"\nrole = \"{role}\"\nlisten = \"{listen}:1702\"\npartner = \"{partner}:1702\"\n\
+         key_file = \"{}\"\nservice_address = [\"{}\"]\n",
+        key.display(),
+        l2tp_tests::topology::HA_SERVICE
+    ));
+    c
+}
+
+fn ping(from: &NetNs, to: &str) -> bool {
+    from.command("ping").args(["-c", "3", "-i", "0.1", "-W", "1", to]).output().is_ok_and(|o| o.status.success())
+}
+
+/// The whole point: customer traffic on a pseudowire of the XDP data plane
+/// goes on after the active host dies, through the standby's takeover
+/// (its data plane rebuilt from the replicated store: Ns from 0, Nr
+/// resynchronised, F-DC-1/F-DC-3) and RFC 4951 recovery with the peer.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn customer_traffic_crosses_the_pseudowire_again_after_the_standby_takes_over() {
+    use l2tp_tests::topology::{self, HaSites};
+    let t = HaSites::new().expect("topology");
+    let dir = l2tp_tests::daemon::TempDir::new("ha-dp").expect("dir");
+    let key = dir.path().join("partner.key");
+    std::fs::write(&key, "a partner key of more than sixteen bytes\n").expect("key");
+    let (pins_p, pins_a, pins_b) =
+        (l2tp_tests::PinDir::new("hp"), l2tp_tests::PinDir::new("ha"), l2tp_tests::PinDir::new("hb"));
+    let peer = Config { hello_interval: Some(30), ..Config::new("p") }
+        .dataplane(&pins_p)
+        .tunnel(Tunnel {
+            secret: Some("ha-secret".into()),
+            failover: failover(),
+            sessions: vec![Session { cookie_len: 8, sequencing: true, ..Session::new("customer", "ac0") }],
+            ..Tunnel::new("to-service", topology::HA_SERVICE, false)
+        })
+        .toml();
+    let p = Daemon::start(&t.p, "p", &peer).expect("peer");
+    let b = Daemon::start(
+        &t.b,
+        "b",
+        &dp_pair_config(&pins_b, &key, "b", "standby", topology::HA_B_PARTNER, topology::HA_A_PARTNER),
+    )
+    .expect("standby");
+    let mut a = Daemon::start(
+        &t.a,
+        "a",
+        &dp_pair_config(&pins_a, &key, "a", "active", topology::HA_A_PARTNER, topology::HA_B_PARTNER),
+    )
+    .expect("active");
+    p.wait_json(&["tunnel", "list"], "pseudowire up", WAIT, |v| up_with_session(v, "to-service")).expect("up");
+    b.wait_json(&["ha", "status"], "standby in sync", WAIT, |v| {
+        v["partner_state"] == "normal" && v["seq"].as_u64() >= Some(2)
+    })
+    .expect("synchronised");
+    assert!(ping(&t.cust_a, topology::CUST_B), "customer traffic through A");
+    // The active host dies.
+    a.kill();
+    for dev in ["up0", "ac0", "ha0"] {
+        t.a.ip(&["link", "del", dev]).expect("A's links gone");
+    }
+    b.wait_json(&["tunnel", "list"], "takeover", WAIT, |v| up_with_session(v, "to-p")).expect("B took over");
+    let mut ok = false;
+    for _ in 0..20 {
+        if ping(&t.cust_a, topology::CUST_B) {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "customer traffic does not cross the pseudowire through B\n{}\n{}", b.log(), p.log());
+    let ev = events(&p);
+    assert!(ev.iter().any(|e| e == "tunnel-recovered"), "{ev:?}");
+    assert!(!ev.iter().any(|e| e == "tunnel-down" || e == "session-down"), "{ev:?}");
+}
