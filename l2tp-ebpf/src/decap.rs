@@ -102,6 +102,17 @@ fn l2tp_data(ctx: &XdpContext, o: &Outer, end: usize, bad: &mut bool, g: *mut Gl
     Some(Data { session_id: sid, next: o.l2tp + V3_UDP_DATA_HLEN })
 }
 
+/// A cookie as the 16-bit words it is read as from the frame.
+#[inline(always)]
+fn cookie_words(c: &[u8; 8]) -> [u16; 4] {
+    [
+        u16::from_ne_bytes([c[0], c[1]]),
+        u16::from_ne_bytes([c[2], c[3]]),
+        u16::from_ne_bytes([c[4], c[5]]),
+        u16::from_ne_bytes([c[6], c[7]]),
+    ]
+}
+
 /// Whether the frame's outer destination is the session's local address
 /// (and family).
 #[inline(always)]
@@ -187,16 +198,14 @@ pub fn uplink(ctx: &XdpContext, g: *mut Global) -> Option<u32> {
         stats.rx_malformed += 1;
         return Some(xdp_action::XDP_DROP);
     }
+    // Compared word by word as they are in memory (2-byte loads: see
+    // `parse::words`).
+    let want = cookie_words(&cfg.rx_cookie);
     let cookie_ok = match cookie_len {
         0 => cfg.rx_cookie_len == 0,
-        4 => {
-            ptr_at::<[u8; 4]>(ctx, off)
-                // SAFETY: ptr_at checked the 4 bytes.
-                .map(|p| unsafe { *p } == [cfg.rx_cookie[0], cfg.rx_cookie[1], cfg.rx_cookie[2], cfg.rx_cookie[3]])
-                == Some(true)
-        }
-        // SAFETY: ptr_at checked the 8 bytes.
-        8 => ptr_at::<[u8; 8]>(ctx, off).map(|p| unsafe { *p } == cfg.rx_cookie) == Some(true),
+        4 => words::<2>(ctx, off).is_some_and(|w| (w[0] ^ want[0]) | (w[1] ^ want[1]) == 0),
+        8 => words::<4>(ctx, off)
+            .is_some_and(|w| (w[0] ^ want[0]) | (w[1] ^ want[1]) | (w[2] ^ want[2]) | (w[3] ^ want[3]) == 0),
         _ => false,
     };
     if !cookie_ok {

@@ -29,16 +29,20 @@ pub fn frame_len(ctx: &XdpContext) -> usize {
     ctx.data_end() - ctx.data()
 }
 
+/// The big-endian 16-bit field at `offset`, with one 2-byte load (a byte
+/// array would take two loads, a shift and an or; the byte swap folds into
+/// the comparisons with constants). Every 16-bit field read this way lies
+/// on an even offset: see [`words`] for the alignment.
 #[inline(always)]
 pub fn load_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
-    // SAFETY: ptr_at checked that 2 bytes are inside the frame.
-    ptr_at::<[u8; 2]>(ctx, offset).map(|p| u16::from_be_bytes(unsafe { *p }))
+    words::<1>(ctx, offset).map(|[w]| u16::from_be(w))
 }
 
+/// The big-endian 32-bit field at `offset` (2-aligned, not always
+/// 4-aligned: two 2-byte loads).
 #[inline(always)]
 pub fn load_be32(ctx: &XdpContext, offset: usize) -> Option<u32> {
-    // SAFETY: ptr_at checked that 4 bytes are inside the frame.
-    ptr_at::<[u8; 4]>(ctx, offset).map(|p| u32::from_be_bytes(unsafe { *p }))
+    words::<2>(ctx, offset).map(|[hi, lo]| (u32::from(u16::from_be(hi)) << 16) | u32::from(u16::from_be(lo)))
 }
 
 #[inline(always)]
@@ -62,11 +66,23 @@ pub fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u16; N]
     ptr_at::<[u16; N]>(ctx, offset).map(|p| unsafe { *p })
 }
 
+/// Writes `bytes` at `offset`, 2 bytes per store (a byte array would be
+/// stored byte by byte). Every field written this way lies on an even
+/// offset of a frame that starts on an even address: see [`words`].
 #[inline(always)]
 pub fn store<const N: usize>(ctx: &XdpContext, offset: usize, bytes: [u8; N]) -> Option<()> {
     let p = ptr_at::<[u8; N]>(ctx, offset)?;
-    // SAFETY: ptr_at checked that N bytes are inside the frame.
-    unsafe { *p = bytes };
+    let mut i = 0;
+    while i + 1 < N {
+        // SAFETY: ptr_at checked that N bytes are inside the frame; see
+        // above for the alignment.
+        unsafe { *(p.cast::<u8>().add(i).cast::<u16>()) = u16::from_ne_bytes([bytes[i], bytes[i + 1]]) };
+        i += 2;
+    }
+    if i < N {
+        // SAFETY: as above, the last byte of an odd-sized array.
+        unsafe { *p.cast::<u8>().add(i) = bytes[i] };
+    }
     Some(())
 }
 
