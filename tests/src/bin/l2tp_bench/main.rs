@@ -276,6 +276,10 @@ impl Rig {
         ns.ip(&["link", "set", "gen0", "address", &mac(MAC_GEN)])?;
         ns.ip(&["link", "set", "up0", "address", &mac(MAC_UP)])?;
         pair("dm0", "dm0p")?;
+        // A route and a neighbour for the peer, so that a session with the
+        // next hop by bpf_fib_lookup finds one (encap_fib).
+        ns.addr("up0", "198.18.0.1/24")?;
+        ns.ip(&["neigh", "replace", "198.18.0.2", "lladdr", &mac(MAC_GEN), "dev", "up0", "nud", "permanent"])?;
         // Linux's own L2 tunnel: bridge + VXLAN, over vxu.
         ns.addr("vxu", "198.18.1.1/24")?;
         ns.ip(&["link", "set", "vxg", "address", &mac(MAC_GEN)])?;
@@ -348,6 +352,10 @@ fn dataplane(o: &Opts, s: &mut Series, notes: &mut Vec<String>) -> Result<()> {
         let mut table = dp.sessions()?;
         let udp4 = session(SID_UDP4, UDP, false, r.up0, r.ac0);
         let ip6 = session(SID_IP6, Encap::Ip, true, r.up0, r.dm0);
+        // The same session with its next hop looked up in the kernel's FIB
+        // on every frame (what a session without a static next hop does).
+        let udp4_fib = SessionParams { fib_lookup: true, ..udp4.clone() };
+        l2tp_ctl::dataplane::enable_forwarding("up0")?;
         table.add(&udp4)?;
         table.add(&ip6)?;
         // A second data plane whose decap table holds 65,536 sessions.
@@ -377,11 +385,16 @@ fn dataplane(o: &Opts, s: &mut Series, notes: &mut Vec<String>) -> Result<()> {
                 ensure!(act == XDP_DROP, "empty program returned {act}");
                 s.push(&format!("testrun.{size}.empty"), ns);
 
-                let idx = reinstall(&mut table, &udp4)?;
-                let (act, ns) = testrun(dp.tool(PROG_BENCH_ENCAP)?, &cust.bytes, r.ac0, rep)?;
-                let st = table.stats(idx)?;
-                ensure!(act == XDP_REDIRECT && st.tx_packets == u64::from(rep), "encap: action {act}, {st:?}");
-                s.push(&format!("testrun.{size}.encap"), ns);
+                for (key, p) in [("encap", &udp4), ("encap_fib", &udp4_fib)] {
+                    let idx = reinstall(&mut table, p)?;
+                    let (act, ns) = testrun(dp.tool(PROG_BENCH_ENCAP)?, &cust.bytes, r.ac0, rep)?;
+                    let st = table.stats(idx)?;
+                    ensure!(
+                        act == XDP_REDIRECT && st.tx_packets == u64::from(rep) && st.tx_no_route == 0,
+                        "{key}: action {act}, {st:?}"
+                    );
+                    s.push(&format!("testrun.{size}.{key}"), ns);
+                }
 
                 for (key, big_table_used, p, f) in [
                     ("decap_udp4", false, &udp4, &f_udp4),
@@ -441,9 +454,15 @@ fn dataplane(o: &Opts, s: &mut Series, notes: &mut Vec<String>) -> Result<()> {
                 s.push(&format!("live.{size}.decap_delivered"), frac);
                 // Our encap: customer frames into ac0, out of up0 to gen0.
                 let (ns, frac) = live(&mut gen, &mut dp, &cust, r.ac0p, o.live_time).context("encap")?;
-                dp.tool(PROG_UPLINK)?.detach(link)?;
                 s.push(&format!("live.{size}.encap"), ns);
                 s.push(&format!("live.{size}.encap_delivered"), frac);
+                // The same with the next hop from bpf_fib_lookup.
+                reinstall(&mut table, &udp4_fib)?;
+                let (ns, frac) = live(&mut gen, &mut dp, &cust, r.ac0p, o.live_time).context("encap, FIB")?;
+                reinstall(&mut table, &udp4)?;
+                dp.tool(PROG_UPLINK)?.detach(link)?;
+                s.push(&format!("live.{size}.encap_fib"), ns);
+                s.push(&format!("live.{size}.encap_fib_delivered"), frac);
                 // Linux bridge + VXLAN encap on the same kind of veth pair.
                 let (ns, frac) = live(&mut gen, &mut dp, &cust, r.vxap, o.live_time).context("bridge + VXLAN")?;
                 s.push(&format!("live.{size}.vxlan"), ns);
@@ -454,7 +473,7 @@ fn dataplane(o: &Opts, s: &mut Series, notes: &mut Vec<String>) -> Result<()> {
         Ok(())
     })??;
     for size in SIZES {
-        for k in ["redirect", "decap", "encap", "vxlan"] {
+        for k in ["redirect", "decap", "encap", "encap_fib", "vxlan"] {
             let d = s.min(&format!("live.{size}.{k}_delivered"));
             if d < 0.99 {
                 notes.push(format!(
@@ -497,14 +516,15 @@ fn report(o: &Opts, s: &Series, control: Option<&control::Results>, notes: &[Str
     std::fs::create_dir_all(&o.out)?;
     let tr = |size: usize, stat: fn(&Series, &str) -> f64| {
         let mut m = serde_json::Map::new();
-        for k in ["empty", "encap", "decap_udp4", "decap_ip6", "decap_udp4_65536", "decap_udp4_65536_hash"] {
+        for k in ["empty", "encap", "encap_fib", "decap_udp4", "decap_ip6", "decap_udp4_65536", "decap_udp4_65536_hash"]
+        {
             m.insert(k.into(), r1(stat(s, &format!("testrun.{size}.{k}"))));
         }
         Value::Object(m)
     };
     let lv = |size: usize, stat: fn(&Series, &str) -> f64| {
         let mut m = serde_json::Map::new();
-        for k in ["redirect", "encap", "decap", "vxlan"] {
+        for k in ["redirect", "encap", "encap_fib", "decap", "vxlan"] {
             m.insert(k.into(), r1(stat(s, &format!("live.{size}.{k}"))));
         }
         Value::Object(m)
@@ -530,6 +550,7 @@ fn report(o: &Opts, s: &Series, control: Option<&control::Results>, notes: &[Str
             "live_ns_1500": lv(1500, Series::median),
             "ratio": {
                 "encap_vs_redirect": ratio(live("encap"), live("redirect")),
+                "encap_fib_vs_redirect": ratio(live("encap_fib"), live("redirect")),
                 "decap_vs_redirect": ratio(live("decap"), live("redirect")),
                 "vxlan_vs_encap": ratio(live("encap"), live("vxlan")),
             },
@@ -570,6 +591,7 @@ fn markdown(j: &Value, s: &Series) -> String {
     for (k, what) in [
         ("empty", "empty program"),
         ("encap", "encap UDP/IPv4, sequencing"),
+        ("encap_fib", "encap UDP/IPv4, sequencing, next hop by bpf_fib_lookup"),
         ("decap_udp4", "decap UDP/IPv4, sequencing"),
         ("decap_ip6", "decap IP/IPv6, sequencing"),
         ("decap_udp4_65536", "decap UDP/IPv4, 65,536 sessions"),
@@ -589,6 +611,7 @@ fn markdown(j: &Value, s: &Series) -> String {
         ("redirect", "minimal redirect_map (speed of light)"),
         ("decap", "our decap"),
         ("encap", "our encap"),
+        ("encap_fib", "our encap, next hop by bpf_fib_lookup"),
         ("vxlan", "Linux bridge + VXLAN encap"),
     ] {
         let ns = d["live_ns"][k].as_f64().unwrap_or(f64::NAN);
@@ -601,8 +624,9 @@ fn markdown(j: &Value, s: &Series) -> String {
         ));
     }
     m.push_str(&format!(
-        "\nRate ratios: encap/redirect {}, decap/redirect {}, encap/VXLAN {}.\n",
+        "\nRate ratios: encap/redirect {} (with bpf_fib_lookup {}), decap/redirect {}, encap/VXLAN {}.\n",
         num(&d["ratio"]["encap_vs_redirect"]),
+        num(&d["ratio"]["encap_fib_vs_redirect"]),
         num(&d["ratio"]["decap_vs_redirect"]),
         num(&d["ratio"]["vxlan_vs_encap"])
     ));
