@@ -238,6 +238,44 @@ pub struct Config {
     /// `None`: `[dataplane] enabled = false`.
     pub pin_dir: Option<PathBuf>,
     pub tunnels: Vec<Tunnel>,
+    /// An `[ha]` section: one daemon of a hot-standby pair.
+    pub ha: Option<Ha>,
+}
+
+/// An `[ha]` section (issue 14).
+#[derive(Clone, Debug)]
+pub struct Ha {
+    pub node: String,
+    pub role: &'static str,
+    /// Our and the partner's address of the partner channel (port 1702).
+    pub listen: String,
+    pub partner: String,
+    pub key_file: PathBuf,
+    pub service_address: String,
+    /// `None`: the data plane's uplink.
+    pub interface: Option<String>,
+    pub takeover: &'static str,
+}
+
+impl Ha {
+    fn toml(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(
+            out,
+            "\n[ha]\nnode = \"{}\"\nrole = \"{}\"\nlisten = \"{}:1702\"\npartner = \"{}:1702\"\nkey_file = \"{}\"\n\
+             service_address = [\"{}\"]\ntakeover = \"{}\"\n",
+            self.node,
+            self.role,
+            self.listen,
+            self.partner,
+            self.key_file.display(),
+            self.service_address,
+            self.takeover
+        );
+        if let Some(i) = &self.interface {
+            let _ = writeln!(out, "interface = \"{i}\"");
+        }
+    }
 }
 
 /// One `[[tunnel]]`.
@@ -366,6 +404,7 @@ impl Config {
             hello_interval: None,
             pin_dir: None,
             tunnels: Vec::new(),
+            ha: None,
         }
     }
 
@@ -399,6 +438,9 @@ impl Config {
                 let _ = write!(out, "\n[dataplane]\npin_dir = \"{}\"\nuplink = \"up0\"\n", p.display());
             }
             None => out.push_str("\n[dataplane]\nenabled = false\n"),
+        }
+        if let Some(h) = &self.ha {
+            h.toml(&mut out);
         }
         for t in &self.tunnels {
             t.toml(&mut out);

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use l2tp_tests::{
-    daemon::{Config, Daemon, Failover, Session, Tunnel},
+    daemon::{Config, Daemon, Failover, Ha, Session, Tunnel},
     netns::run,
     NetNs,
 };
@@ -55,19 +55,30 @@ fn failover() -> Option<Failover> {
     Some(Failover::default())
 }
 
-fn pair_config(pair: &Pair, me: &str, role: &str, listen: &str, partner: &str, takeover: &str) -> String {
+fn pair_config(
+    pair: &Pair,
+    me: &str,
+    role: &'static str,
+    listen: &str,
+    partner: &str,
+    takeover: &'static str,
+) -> String {
     let t = Tunnel {
         failover: failover(),
         sessions: vec![Session::new("pw1", "up0")],
         ..Tunnel::new("to-p", "198.18.0.2", true)
     };
-    let mut c = Config { reconnect_interval: Some(1), hello_interval: Some(30), ..Config::new(me) }.tunnel(t).toml();
-    c.push_str(&format!(
-        "\n[ha]\nnode = \"{me}\"\nrole = \"{role}\"\nlisten = \"{listen}:1702\"\npartner = \"{partner}:1702\"\n\
-         key_file = \"{}\"\nservice_address = [\"{SERVICE}\"]\ninterface = \"up0\"\ntakeover = \"{takeover}\"\n",
-        pair.dir.path().join("partner.key").display()
-    ));
-    c
+    let ha = Ha {
+        node: me.into(),
+        role,
+        listen: listen.into(),
+        partner: partner.into(),
+        key_file: pair.dir.path().join("partner.key"),
+        service_address: SERVICE.into(),
+        interface: Some("up0".into()),
+        takeover,
+    };
+    Config { reconnect_interval: Some(1), hello_interval: Some(30), ha: Some(ha), ..Config::new(me) }.tunnel(t).toml()
 }
 
 fn peer_config() -> String {
@@ -96,7 +107,7 @@ struct Running {
     b: Daemon,
 }
 
-fn start(pair: &Pair, takeover: &str) -> Running {
+fn start(pair: &Pair, takeover: &'static str) -> Running {
     let p = Daemon::start(&pair.p, "p", &peer_config()).expect("peer");
     let b = Daemon::start(&pair.b, "b", &pair_config(pair, "b", "standby", "198.19.0.2", "198.19.0.1", takeover))
         .expect("standby");
@@ -184,28 +195,31 @@ fn dp_pair_config(
     pins: &l2tp_tests::PinDir,
     key: &std::path::Path,
     me: &str,
-    role: &str,
+    role: &'static str,
     listen: &str,
     partner: &str,
 ) -> String {
-    use l2tp_tests::topology::HA_P_UP;
+    use l2tp_tests::topology::{HA_P_UP, HA_SERVICE};
     let t = Tunnel {
         secret: Some("ha-secret".into()),
         failover: failover(),
         sessions: vec![Session { cookie_len: 8, sequencing: true, ..Session::new("customer", "ac0") }],
         ..Tunnel::new("to-p", HA_P_UP, true)
     };
-    let mut c = Config { reconnect_interval: Some(1), hello_interval: Some(30), ..Config::new(me) }
+    let ha = Ha {
+        node: me.into(),
+        role,
+        listen: listen.into(),
+        partner: partner.into(),
+        key_file: key.to_owned(),
+        service_address: HA_SERVICE.into(),
+        interface: None,
+        takeover: "probe",
+    };
+    Config { reconnect_interval: Some(1), hello_interval: Some(30), ha: Some(ha), ..Config::new(me) }
         .dataplane(pins)
         .tunnel(t)
-        .toml();
-    c.push_str(&format!(
-        "\n[ha]\nnode = \"{me}\"\nrole = \"{role}\"\nlisten = \"{listen}:1702\"\npartner = \"{partner}:1702\"\n\
-         key_file = \"{}\"\nservice_address = [\"{}\"]\n",
-        key.display(),
-        l2tp_tests::topology::HA_SERVICE
-    ));
-    c
+        .toml()
 }
 
 fn ping(from: &NetNs, to: &str) -> bool {
