@@ -30,6 +30,8 @@ const APT_PACKAGES: &[&str] = &[
     // VRRP for the hot standby's `takeover = "external"` mode (issue 14):
     // contrib/keepalived.conf.example and the keepalived namespace test
     "keepalived",
+    // promtool and a Prometheus server for the /metrics tests (issue 16)
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -27,6 +27,7 @@ mod failover;
 mod ha;
 mod handlers;
 mod io;
+mod metrics;
 mod persist;
 mod registry;
 mod tunnels;
@@ -219,6 +220,7 @@ impl Daemon {
             info!("standby: waiting for the partner");
         }
         let (api_tx, api_rx) = mpsc::channel(64);
+        metrics::serve(&cfg.metrics, &socket_path, api_tx.clone()).await?;
         io::serve_api(&socket_path, api_tx, d.events.clone()).await?;
         info!(config = %d.config_path.display(), socket = %socket_path.display(), tunnels = cfg.tunnels.len(), "started");
         Ok((d, Inputs { datagrams: rx, api: api_rx, ha: ha_rx }))
