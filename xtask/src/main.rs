@@ -4,6 +4,7 @@
 //!   need on a fresh Debian 12 machine.
 //! - `test`: the one test command (lint, build, every test).
 //! - `demo`: the product on a topology it builds itself.
+//! - `man`: the man pages of `l2tp-ctl`, into target/man.
 
 mod bootstrap;
 mod demo;
@@ -38,6 +39,12 @@ enum Cmd {
     },
     /// Run the product on a topology of network namespaces, then remove it.
     Demo,
+    /// Write the man pages of `l2tp-ctl` (clap_mangen): l2tp-ctl.1 and one
+    /// page per subcommand, into target/man (or --out-dir).
+    Man {
+        #[arg(long)]
+        out_dir: Option<std::path::PathBuf>,
+    },
     /// Benchmarks: data plane (test runs and live frames against
     /// redirect_map and bridge+VXLAN) and control plane (setup rate,
     /// recovery after SIGKILL), pinned to one CPU; writes
@@ -57,6 +64,7 @@ fn main() -> ExitCode {
         Cmd::BuildEbpf { release } => util::build_ebpf(release).map(|p| println!("{}", p.display())),
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Man { out_dir } => man(out_dir),
         Cmd::Bench { args } => bench(&args),
     };
     match res {
@@ -118,6 +126,18 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     cmd.env("L2TP_EBPF_DEV_OBJ", &dev_obj);
     util::run(&mut cmd)?;
     Ok(())
+}
+
+/// The man pages come from `l2tp-ctl`'s own command definition (its hidden
+/// `man` subcommand runs clap_mangen), so they never drift from `--help`.
+fn man(out_dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    use util::{cargo, step, workspace};
+    bootstrap::ensure()?;
+    step("l2tp-ctl binary");
+    util::run(cargo().args(["build", "--quiet", "--package", "l2tp-ctl", "--bin", "l2tp-ctl"]))?;
+    let dir = out_dir.unwrap_or_else(|| workspace().join("target/man"));
+    step(&format!("man pages into {}", dir.display()));
+    util::run(std::process::Command::new(workspace().join("target/debug/l2tp-ctl")).arg("man").arg(&dir))
 }
 
 fn bench(args: &[String]) -> anyhow::Result<()> {
