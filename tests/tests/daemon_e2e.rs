@@ -297,7 +297,9 @@ fn config_check_warns_about_a_retransmit_cap_under_8_s_and_accepts_it() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let tunnel = "[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n";
+    // A Recovery Time longer than the control timeout, so that the cap is
+    // the one warning (the other is config::tests' and cli.rs').
+    let tunnel = "[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n[tunnel.failover]\nrecovery_time_ms = 60000\n";
     let (code, out, err) = check("short.toml", &format!("[global.retransmit]\nmax_ms = 2000\n{tunnel}"));
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("valid"), "{out}");
