@@ -26,7 +26,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use l2tp_ha::{wire, HaEvent, Msg, Partner, Role, SecureChannel};
+use l2tp_ha::{wire, HaEvent, Msg, Partner, PartnerState, Role, SecureChannel};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -134,6 +134,19 @@ impl HaState {
                 Err(e) => error!("partner message not sent: {e}"),
             }
         }
+    }
+
+    /// Announces the service address again (in the background: it takes
+    /// about 100 ms).
+    fn announce(&self) {
+        let (iface, addrs) = (self.iface.clone(), self.cfg.service_address.clone());
+        tokio::task::spawn_blocking(move || {
+            for a in addrs {
+                if let Err(e) = service_addr::announce(&iface, a) {
+                    warn!("announcing the service address {a}: {e}");
+                }
+            }
+        });
     }
 
     fn probe(&self) {
@@ -439,7 +452,17 @@ impl Daemon {
             },
             HaEvent::Acked { .. } => {}
             HaEvent::State { from, to } => {
-                self.emit("ha-partner-state", None, None, None, format!("{} -> {}", from.as_str(), to.as_str()));
+                let what = match (from, to) {
+                    (_, PartnerState::Normal | PartnerState::Recover) => "ha-partner-up",
+                    (_, PartnerState::CommunicationsInterrupted) => "ha-partner-down",
+                    _ => "ha-partner-state",
+                };
+                self.emit(what, None, None, None, format!("partner state {} -> {}", from.as_str(), to.as_str()));
+                if let Some(ha) = self.ha.as_ref().filter(|h| h.role() == Role::Active && to == PartnerState::Normal) {
+                    // The partner is back: if it held the service address
+                    // while cut off, the link's caches may point at it.
+                    ha.announce();
+                }
             }
             HaEvent::Violation { what } => warn!("partner: {what}"),
         }
@@ -497,7 +520,9 @@ impl Daemon {
         }
         self.store.record_changes(false);
         self.forget_everything();
-        self.emit("ha-step-down", None, None, None, format!("standby: the partner holds term {term}"));
+        // Two actives met (a partition healed): the higher term won.
+        self.emit("ha-split-brain-resolved", None, None, None, format!("standby: the partner holds term {term}"));
+        self.emit("ha-standby", None, None, None, "gave up the service address; a fresh snapshot follows".into());
     }
 
     /// Drops every tunnel and session without a message to the peers, and
