@@ -66,6 +66,8 @@ pub enum Request {
     HaStatus,
     /// Take over now (keepalived's notify_master, `takeover = "external"`).
     HaTakeover,
+    /// Hand the active role to the standby (planned maintenance).
+    HaSwitchover,
     /// `keep`: a maintenance stop that leaves tunnels, sessions and the
     /// data plane in place for the next start to recover.
     Shutdown {

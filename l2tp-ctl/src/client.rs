@@ -178,11 +178,15 @@ pub enum HaCmd {
     /// Take over now: for `takeover = "external"`, run by keepalived's
     /// notify_master. The partner steps down when it meets the new term.
     Takeover,
+    /// Hand the active role to the standby for maintenance: no detection
+    /// delay, no session lost (the standby recovers them through RFC 4951).
+    Switchover,
 }
 
 pub fn ha(conn: &Conn, cmd: HaCmd) -> anyhow::Result<()> {
     match cmd {
         HaCmd::Takeover => done(conn, call(conn, &Request::HaTakeover)?),
+        HaCmd::Switchover => done(conn, call(conn, &Request::HaSwitchover)?),
         HaCmd::Status => match call(conn, &Request::HaStatus)? {
             Reply::Ha(h) if conn.json => print_json(&h),
             Reply::Ha(h) => {

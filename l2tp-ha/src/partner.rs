@@ -123,8 +123,9 @@ pub enum HaEvent {
     /// replicated failover-capable tunnel.
     TakeOver { term: u64 },
     /// Give up the service address at once and become standby (a fresh
-    /// snapshot follows).
-    StepDown { term: u64 },
+    /// snapshot follows): a partner of a higher term met (a split brain
+    /// resolved), or `handover`, a planned switchover.
+    StepDown { term: u64, handover: bool },
     /// Standby: check whether anybody answers for the service address, and
     /// report with [`Partner::probe_result`].
     Probe,
@@ -399,9 +400,31 @@ impl Partner {
         self.partner_synced = false;
         self.last_seq = 0;
         self.events.push_back(HaEvent::Term { term });
-        self.events.push_back(HaEvent::StepDown { term });
+        self.events.push_back(HaEvent::StepDown { term, handover: false });
         // RECOVER: a fresh snapshot before it may serve again.
         self.request_snapshot();
+    }
+
+    /// Planned switchover (active): hands the active role to a reachable,
+    /// synchronised standby with no detection delay. This daemon becomes
+    /// standby at once ([`HaEvent::StepDown`] with the same term: give up the
+    /// service address and the tunnels, silently); the partner takes over
+    /// with the next term. False when the partner could not take over.
+    pub fn switchover(&mut self, _now: Instant) -> bool {
+        if !self.replicating() {
+            return false;
+        }
+        let term = self.term;
+        self.out.push_back(Msg::Handover { term });
+        self.role = Role::Standby;
+        self.unacked.clear();
+        self.partner_synced = false;
+        self.events.push_back(HaEvent::StepDown { term, handover: true });
+        // Its copy is the one just handed over; a fresh snapshot follows
+        // from the new active all the same (asked for after the handover,
+        // which the partner handles first).
+        self.request_snapshot();
+        true
     }
 
     /// Active: a change to replicate; returns its number.
@@ -498,6 +521,17 @@ impl Partner {
                 // Two actives: the hello exchange settles who steps down.
                 self.violation("replication from the partner while active")
             }
+            (Role::Standby, Msg::Handover { term }) if self.synced && term >= self.term => {
+                self.term = term;
+                self.become_active(PartnerState::Normal);
+            }
+            (Role::Standby, Msg::Handover { .. }) => {
+                // A copy that is not complete cannot serve: the partner
+                // learns it from our hellos (still standby) and keeps, or
+                // takes back, the role.
+                self.violation("handover to a standby without a complete copy")
+            }
+            (Role::Active, Msg::Handover { .. }) => self.violation("handover to an active"),
             (Role::Standby, Msg::SnapshotRequest | Msg::Ack { .. }) => {
                 self.violation("active-side message to a standby")
             }
@@ -721,7 +755,7 @@ mod tests {
         pair.p[1].connected(now);
         // The snapshot now comes from b (the new active).
         pair.run(50 * MS);
-        assert!(pair.events[0].contains(&HaEvent::StepDown { term: 2 }));
+        assert!(pair.events[0].contains(&HaEvent::StepDown { term: 2, handover: false }));
         assert_eq!((pair.p[0].role(), pair.p[0].term()), (Role::Standby, 2));
         assert_eq!(pair.p[0].state(), PartnerState::Normal, "resynchronised");
         assert!(pair.events[0].contains(&HaEvent::SnapshotBegin));
@@ -737,6 +771,29 @@ mod tests {
         b.handle_timeout(now + Duration::from_secs(3));
         assert_eq!(b.state(), PartnerState::CommunicationsInterrupted);
         assert!(std::iter::from_fn(|| b.poll_event()).any(|e| e == HaEvent::Probe));
+    }
+
+    #[test]
+    fn a_planned_switchover_hands_the_role_over_with_the_next_term_and_no_detection_delay() {
+        let mut pair = Pair::new(TakeoverMode::Probe);
+        pair.active_records.insert("tunnel/pw".into(), b"t1".to_vec());
+        pair.run(50 * MS);
+        let now = pair.now;
+        assert!(pair.p[0].switchover(now));
+        assert!(!pair.p[0].switchover(now), "no longer active");
+        pair.step();
+        pair.step();
+        assert!(pair.events[0].contains(&HaEvent::StepDown { term: 1, handover: true }));
+        assert_eq!(pair.took_over(1), Some(2));
+        assert_eq!((pair.p[0].role(), pair.p[1].role()), (Role::Standby, Role::Active));
+        pair.active_records = pair.store[1].clone();
+        pair.run(50 * MS);
+        assert_eq!((pair.p[0].term(), pair.p[0].state()), (2, PartnerState::Normal), "the old active resynchronised");
+        // A standby with no complete copy refuses a handover.
+        let now = pair.now;
+        let mut fresh = Partner::new(PartnerConfig::new("c", Role::Standby), now, 0, None);
+        fresh.handle_msg(now, Msg::Handover { term: 5 });
+        assert_eq!(fresh.role(), Role::Standby);
     }
 
     #[test]

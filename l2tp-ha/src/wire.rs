@@ -35,6 +35,9 @@ pub enum Msg {
     /// Standby to active: every update up to `seq` (and the snapshot ending
     /// there) is durable on the standby.
     Ack { seq: u64 },
+    /// Active to standby, planned switchover: the sender has given up the
+    /// service address; take over now (with a term above `term`).
+    Handover { term: u64 },
 }
 
 /// A message that cannot be read or written.

@@ -426,3 +426,39 @@ fn a_partner_with_the_wrong_key_is_refused_and_nothing_is_exchanged() {
     assert!(logs.contains("partner handshake failed"), "{logs}");
     assert!(!logs.contains("a partner key") && !logs.contains("another key"), "the key was logged");
 }
+
+/// Issue 14 test 7: a planned switchover hands the active role to the
+/// standby with no detection delay; the peer's tunnel and session stay
+/// (recovered through RFC 4951 by the new active), and traffic resumes.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn a_planned_switchover_hands_over_without_losing_a_session() {
+    let r = dp_pair(None);
+    r.b.wait_json(&["ha", "status"], "in sync", WAIT, |v| v["partner_state"] == "normal").expect("sync");
+    r.a.wait_json(&["ha", "status"], "no lag", WAIT, |v| v["unacknowledged"] == 0).expect("lag");
+    let p_id = tunnel(&r.p.json(&["tunnel", "list"]).expect("list"), "to-service").map(|t| t["local_id"].clone());
+    let out = r.a.ctl(&["ha", "switchover"]).expect("switchover");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    r.b.wait_json(&["tunnel", "list"], "B serves", WAIT, |v| up_with_session(v, "to-p")).expect("B took over");
+    let b = r.b.json(&["ha", "status"]).expect("b");
+    assert_eq!((b["role"].as_str(), b["term"].as_u64()), (Some("active"), Some(1)), "{b:#}");
+    r.a.wait_json(&["ha", "status"], "A standby", WAIT, |v| v["role"] == "standby" && v["partner_state"] == "normal")
+        .expect("A standby");
+    assert!(!holds_service(&r.t.a) && holds_service(&r.t.b));
+    let list = r.p.json(&["tunnel", "list"]).expect("list");
+    assert_eq!(tunnel(&list, "to-service").map(|t| t["local_id"].clone()), p_id, "the same tunnel at C");
+    let ev = events(&r.p);
+    assert!(!ev.iter().any(|e| e == "tunnel-down" || e == "session-down"), "{ev:?}");
+    assert!(ev.iter().any(|e| e == "tunnel-recovered"), "{ev:?}");
+    let mut ok = false;
+    for _ in 0..20 {
+        if ping(&r.t.cust_a, l2tp_tests::topology::CUST_B) {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "customer traffic through B after the switchover");
+    // Switching over from a standby is refused.
+    let err = r.a.ctl(&["ha", "switchover"]).expect_err("refused");
+    assert!(err.to_string().contains("not the active one"), "{err:#}");
+}

@@ -147,7 +147,10 @@ impl Config {
         if let Some(ha) = &self.ha {
             ha.check()?;
             if ha.interface.is_none() && self.dataplane.uplink.is_none() {
-                return Err(("ha.interface".into(), "the interface of the service address (or dataplane.uplink)".into()));
+                return Err((
+                    "ha.interface".into(),
+                    "the interface of the service address (or dataplane.uplink)".into(),
+                ));
             }
         }
         if let Some(u) = &self.dataplane.uplink {

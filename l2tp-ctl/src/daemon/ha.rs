@@ -398,9 +398,9 @@ impl Daemon {
                 self.ha_persist_role(term, Role::Active);
                 self.take_over(term);
             }
-            HaEvent::StepDown { term } => {
+            HaEvent::StepDown { term, handover } => {
                 self.ha_persist_role(term, Role::Standby);
-                self.step_down(term);
+                self.step_down(term, handover);
             }
             HaEvent::Probe => {
                 if let Some(ha) = &self.ha {
@@ -510,7 +510,7 @@ impl Daemon {
 
     /// Becomes a standby: the service address given up at once, every
     /// tunnel forgotten silently (the new active recovers them).
-    fn step_down(&mut self, term: u64) {
+    fn step_down(&mut self, term: u64, handover: bool) {
         let Some(ha) = &self.ha else { return };
         let (iface, addrs) = (ha.iface.clone(), ha.cfg.service_address.clone());
         for a in &addrs {
@@ -520,8 +520,18 @@ impl Daemon {
         }
         self.store.record_changes(false);
         self.forget_everything();
-        // Two actives met (a partition healed): the higher term won.
-        self.emit("ha-split-brain-resolved", None, None, None, format!("standby: the partner holds term {term}"));
+        if handover {
+            self.emit(
+                "ha-switchover",
+                None,
+                None,
+                None,
+                format!("handed the active role to the partner (term {term})"),
+            );
+        } else {
+            // Two actives met (a partition healed): the higher term won.
+            self.emit("ha-split-brain-resolved", None, None, None, format!("standby: the partner holds term {term}"));
+        }
         self.emit("ha-standby", None, None, None, "gave up the service address; a fresh snapshot follows".into());
     }
 
@@ -563,6 +573,20 @@ impl Daemon {
         }
         self.ha_drive();
         Ok("taking over".into())
+    }
+
+    /// `l2tp-ctl ha switchover`: hands the active role to the standby
+    /// (maintenance), with no detection delay.
+    pub(super) fn ha_switchover(&mut self) -> anyhow::Result<String> {
+        let Some(ha) = &mut self.ha else { anyhow::bail!("no [ha] section is configured") };
+        if ha.partner.role() != Role::Active {
+            anyhow::bail!("this daemon is not the active one");
+        }
+        if !ha.partner.switchover(Self::now()) {
+            anyhow::bail!("the partner cannot take over now: it is not reachable with a complete copy (see ha status)");
+        }
+        self.ha_drive();
+        Ok("switching over: the partner takes the service address and recovers the tunnels".into())
     }
 
     /// Whether this daemon serves (no standby pair, or the active of one).

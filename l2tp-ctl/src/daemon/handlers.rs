@@ -75,6 +75,7 @@ impl Daemon {
                 self.ha.as_ref().map(|h| h.view()).ok_or_else(|| anyhow::anyhow!("no [ha] section is configured"))?,
             ),
             Request::HaTakeover => Reply::Done { message: self.ha_takeover()? },
+            Request::HaSwitchover => Reply::Done { message: self.ha_switchover()? },
             Request::Events | Request::Shutdown { .. } => anyhow::bail!("not handled here"),
         })
     }
