@@ -47,6 +47,16 @@ pub const MAP_TX_PORTS: &str = "TX_PORTS";
 /// `PORT_SLOTS[ifindex]`: the port slot of an interface in `TX_PORTS`.
 pub const MAP_PORT_SLOTS: &str = "PORT_SLOTS";
 pub const MAX_PORTS: u32 = 4096;
+/// [`NextHop`] by slot: the next hop `bpf_fib_lookup` last gave a
+/// session with [`flags::FIB_LOOKUP`]; written by `l2tp_attach` only.
+pub const MAP_SESSION_NEXT_HOP: &str = "SESSION_NEXT_HOP";
+/// `DataplaneConfig[1]`: switches userspace flips for the whole data plane.
+pub const MAP_DP_CONFIG: &str = "DP_CONFIG";
+/// Jiffies a cached next hop is used for before it is looked up again
+/// (0.1 s at HZ=1000, 1 s at HZ=100): the bound on how long a change of
+/// route or neighbour goes unseen when nobody bumps
+/// [`DataplaneConfig::next_hop_gen`].
+pub const NEXT_HOP_TTL_JIFFIES: u64 = 100;
 pub const PROG_UPLINK: &str = "l2tp_uplink";
 pub const PROG_ATTACH: &str = "l2tp_attach";
 
@@ -137,6 +147,39 @@ pub struct SessionConfig {
     /// Outer Ethernet + IP (+ UDP) header; length fields zero.
     pub hdr: [u8; HDR_TEMPLATE_MAX],
     pub _pad1: [u8; 2],
+}
+
+/// A session's cached next hop (RFC-free: a cache of the kernel's FIB and
+/// neighbour tables). Valid while `gen_begin == gen_end ==
+/// DataplaneConfig::next_hop_gen` (non-zero) and `expires` (jiffies) is
+/// ahead; else `l2tp_attach` calls `bpf_fib_lookup` and refills it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    pub gen_begin: u32,
+    /// `TX_PORTS` slot of the egress interface.
+    pub port: u32,
+    pub expires: u64,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub gen_end: u32,
+}
+
+/// Data-plane wide switches (one slot of `DP_CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// Generation of the next-hop cache: bumping it makes every cached next
+    /// hop stale at once (on a route or neighbour change, and when a
+    /// session is changed in place; installing a session clears its slot's
+    /// entry). 0: no cache, a lookup on every frame.
+    pub next_hop_gen: u32,
+    /// Reserved for drop tracing (issue 16: on/off, session filter, end
+    /// time); nothing reads them yet.
+    pub _trace: u32,
+    pub _trace_session: u32,
+    pub _pad: u32,
+    pub _trace_until_ns: u64,
 }
 
 /// Receive state of a session: written only by `l2tp_uplink` (and by
@@ -241,6 +284,8 @@ const _: () = assert!(core::mem::size_of::<SessionRxState>() == 32);
 const _: () = assert!(core::mem::size_of::<SessionTxState>() == 8);
 const _: () = assert!(core::mem::size_of::<SessionCommand>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionStats>() == 104);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
+const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -251,4 +296,6 @@ mod pod {
     unsafe impl aya::Pod for super::SessionTxState {}
     unsafe impl aya::Pod for super::SessionCommand {}
     unsafe impl aya::Pod for super::SessionStats {}
+    unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::DataplaneConfig {}
 }

@@ -17,15 +17,15 @@ use std::{
 };
 
 use aya::{
-    maps::{Map, MapData, PerCpuArray},
+    maps::{Array, Map, MapData, PerCpuArray},
     programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use l2tp_common::{
     session::{
-        MAP_ATTACH_PORT, MAP_PORT_SLOTS, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID, MAP_SESSION_CFG, MAP_SESSION_RX_CMD,
-        MAP_SESSION_RX_STATE, MAP_SESSION_STATS, MAP_SESSION_TX_CMD, MAP_SESSION_TX_STATE, MAP_TX_PORTS, PROG_ATTACH,
-        PROG_UPLINK,
+        DataplaneConfig, MAP_ATTACH_PORT, MAP_DP_CONFIG, MAP_PORT_SLOTS, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID,
+        MAP_SESSION_CFG, MAP_SESSION_NEXT_HOP, MAP_SESSION_RX_CMD, MAP_SESSION_RX_STATE, MAP_SESSION_STATS,
+        MAP_SESSION_TX_CMD, MAP_SESSION_TX_STATE, MAP_TX_PORTS, PROG_ATTACH, PROG_UPLINK,
     },
     GlobalCounter, MAP_GLOBAL_STATS,
 };
@@ -39,7 +39,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/l2tp";
 
 /// Every map of the object, pinned as `map_<name>`.
-pub const MAPS: [&str; 12] = [
+pub const MAPS: [&str; 14] = [
     MAP_GLOBAL_STATS,
     MAP_ATTACH_PORT,
     MAP_SESSION_BY_ID,
@@ -52,6 +52,8 @@ pub const MAPS: [&str; 12] = [
     MAP_SESSION_STATS,
     MAP_TX_PORTS,
     MAP_PORT_SLOTS,
+    MAP_SESSION_NEXT_HOP,
+    MAP_DP_CONFIG,
 ];
 const PIN_LINK_PREFIX: &str = "link_";
 
@@ -318,7 +320,15 @@ impl Loaded {
         for name in [PROG_UPLINK, PROG_ATTACH] {
             prog_mut(&mut ebpf, name)?.load()?;
         }
-        Ok(Self { ebpf })
+        let me = Self { ebpf };
+        me.switches()?.enable_next_hop_cache()?;
+        Ok(me)
+    }
+
+    /// The data-plane wide switches of this object.
+    pub fn switches(&self) -> Result<Switches> {
+        let map = self.ebpf.map(MAP_DP_CONFIG).ok_or(DataplaneError::Missing("DP_CONFIG map"))?;
+        Switches::new(dup_map(map)?)
     }
 
     pub fn program(&mut self, role: Role) -> Result<&mut Xdp> {
@@ -365,6 +375,66 @@ impl Loaded {
         SessionTable::open(|name| {
             let map = self.ebpf.map(name).ok_or(DataplaneError::Missing("session map"))?;
             dup_map(map)
+        })
+    }
+}
+
+/// The data-plane wide switches (`DP_CONFIG`): the next-hop cache's
+/// generation.
+///
+/// Next-hop cache: a session whose next hop comes from `bpf_fib_lookup`
+/// keeps the last answer in `SESSION_NEXT_HOP` for
+/// [`l2tp_common::session::NEXT_HOP_TTL_JIFFIES`], or until the generation
+/// moves. A daemon that follows rtnetlink calls
+/// [`Switches::invalidate_next_hops`] on every neighbour, route, address
+/// or link change so that the change is seen on the next frame; without
+/// it a change is seen within the TTL. The session table moves the
+/// generation itself when a session is changed in place, and clears a
+/// slot's entry when a session is installed in it.
+pub struct Switches {
+    map: Array<MapData, DataplaneConfig>,
+}
+
+impl fmt::Debug for Switches {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Switches").field("now", &self.get().ok()).finish()
+    }
+}
+
+impl Switches {
+    pub(crate) fn new(map: Map) -> Result<Self> {
+        Ok(Self { map: Array::try_from(map)? })
+    }
+
+    pub fn get(&self) -> Result<DataplaneConfig> {
+        Ok(self.map.get(&0, 0)?)
+    }
+
+    fn update(&mut self, f: impl FnOnce(&mut DataplaneConfig)) -> Result<()> {
+        let mut c = self.get()?;
+        f(&mut c);
+        self.map.set(0, c, 0)?;
+        Ok(())
+    }
+
+    /// Turns the next-hop cache on (done by every load).
+    pub fn enable_next_hop_cache(&mut self) -> Result<()> {
+        self.update(|c| c.next_hop_gen = c.next_hop_gen.max(1))
+    }
+
+    /// Turns it off: a `bpf_fib_lookup` on every frame.
+    pub fn disable_next_hop_cache(&mut self) -> Result<()> {
+        self.update(|c| c.next_hop_gen = 0)
+    }
+
+    /// Makes every cached next hop stale at once (nothing when the cache
+    /// is off). Cheap: one map write; each session looks its next hop up
+    /// again on its next frame.
+    pub fn invalidate_next_hops(&mut self) -> Result<()> {
+        self.update(|c| {
+            if c.next_hop_gen != 0 {
+                c.next_hop_gen = c.next_hop_gen.wrapping_add(1).max(1);
+            }
         })
     }
 }
@@ -478,6 +548,8 @@ impl Pinned {
                 prog.load()?;
                 prog.pin(prog_pin(dir, role))?;
             }
+            Switches::new(Map::from_map_data(MapData::from_pin(map_pin(dir, MAP_DP_CONFIG))?)?)?
+                .enable_next_hop_cache()?;
             Ok(())
         })();
         if result.is_err() {
@@ -586,6 +658,15 @@ impl Pinned {
     /// The session tables, through the pinned maps.
     pub fn sessions(&self) -> Result<SessionTable> {
         SessionTable::open(|name| self.map(name))
+    }
+
+    /// The data-plane wide switches (pins made by an older object have
+    /// none: [`DataplaneError::Missing`]).
+    pub fn switches(&self) -> Result<Switches> {
+        if !map_pin(&self.dir, MAP_DP_CONFIG).exists() {
+            return Err(DataplaneError::Missing("DP_CONFIG pin (data plane pinned by an older l2tp-ctl)"));
+        }
+        Switches::new(self.map(MAP_DP_CONFIG)?)
     }
 
     /// Detaches everything and removes every pin and the directory: the

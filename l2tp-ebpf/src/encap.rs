@@ -6,17 +6,20 @@ use core::mem;
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibLookup, xdp_action, BPF_FIB_LOOKUP_OUTPUT},
-    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head, bpf_xdp_store_bytes},
+    helpers::{bpf_fib_lookup, bpf_jiffies64, bpf_xdp_adjust_head, bpf_xdp_store_bytes},
     programs::XdpContext,
 };
 use l2tp_common::{
-    session::{attach_key, flags, SessionConfig, ATTACH_PORT_MAX},
+    session::{attach_key, flags, SessionConfig, ATTACH_PORT_MAX, NEXT_HOP_TTL_JIFFIES},
     wire::*,
 };
 
 use crate::{
     checksum,
-    maps::{ATTACH_PORT, PORT_SLOTS, SESSION_BY_ATTACH, SESSION_CFG, SESSION_STATS, SESSION_TX_STATE, TX_PORTS},
+    maps::{
+        ATTACH_PORT, DP_CONFIG, PORT_SLOTS, SESSION_BY_ATTACH, SESSION_CFG, SESSION_NEXT_HOP, SESSION_STATS,
+        SESSION_TX_STATE, TX_PORTS,
+    },
     parse::{frame_len, load_be16, store},
     sequence,
 };
@@ -101,7 +104,7 @@ pub fn attach(ctx: &XdpContext) -> Option<u32> {
     // Before an Ns is taken: a dropped frame must not open a gap.
     let mut egress = u32::from(cfg.uplink_port);
     if cfg.flags & flags::FIB_LOOKUP != 0 {
-        match next_hop(ctx, cfg, ipv6, ip_len) {
+        match cached_next_hop(ctx, idx, cfg, ipv6, ip_len) {
             Some(port) => egress = port,
             // No route or no neighbour: the template's MACs, if any.
             None if cfg.hdr[..ETH_ALEN] != [0; ETH_ALEN] => {}
@@ -156,15 +159,59 @@ pub fn attach(ctx: &XdpContext) -> Option<u32> {
     }
 }
 
+/// The session's next hop from its cache entry while that is fresh (see
+/// [`NextHop`]), else from [`next_hop`], which then refills the entry:
+/// one `bpf_fib_lookup` per session per generation or TTL instead of one
+/// per frame. Writes the MACs into the frame and returns the egress port.
+#[inline(always)]
+fn cached_next_hop(ctx: &XdpContext, idx: u32, cfg: &SessionConfig, ipv6: bool, ip_len: u32) -> Option<u32> {
+    let gen = DP_CONFIG.get(0).map_or(0, |c| c.next_hop_gen);
+    let e = SESSION_NEXT_HOP.get_ptr_mut(idx)?;
+    // SAFETY: a program-lifetime map value pointer.
+    let now = unsafe { bpf_jiffies64() };
+    if gen != 0 {
+        // SAFETY: as above; volatile reads, the ends first and last, so a
+        // refill under way on another CPU (gen_end zeroed first) is a miss.
+        unsafe {
+            let begin = core::ptr::read_volatile(&(*e).gen_begin);
+            if begin == gen && now < core::ptr::read_volatile(&(*e).expires) {
+                let port = core::ptr::read_volatile(&(*e).port);
+                let dmac = core::ptr::read_volatile(&(*e).dmac);
+                let smac = core::ptr::read_volatile(&(*e).smac);
+                if core::ptr::read_volatile(&(*e).gen_end) == gen {
+                    store(ctx, 0, dmac)?;
+                    store(ctx, ETH_ALEN, smac)?;
+                    return Some(port);
+                }
+            }
+        }
+    }
+    let (port, dmac, smac) = next_hop(ctx, cfg, ipv6, ip_len)?;
+    if gen != 0 {
+        // SAFETY: as above; this program is the entry's only writer.
+        unsafe {
+            core::ptr::write_volatile(&raw mut (*e).gen_end, 0);
+            core::ptr::write_volatile(&raw mut (*e).gen_begin, gen);
+            core::ptr::write_volatile(&raw mut (*e).port, port);
+            core::ptr::write_volatile(&raw mut (*e).expires, now + NEXT_HOP_TTL_JIFFIES);
+            core::ptr::write_volatile(&raw mut (*e).dmac, dmac);
+            core::ptr::write_volatile(&raw mut (*e).smac, smac);
+            core::ptr::write_volatile(&raw mut (*e).gen_end, gen);
+        }
+    }
+    Some(port)
+}
+
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
 /// Next hop of the outer packet by the kernel's FIB and neighbour tables:
-/// writes the MACs into the frame and returns the egress port slot, or `None`
+/// writes the MACs into the frame and returns the egress port slot and the
+/// MACs, or `None`
 /// (no route, no neighbour entry, forwarding disabled on the uplink, or an
 /// egress the data plane cannot redirect to).
 #[inline(always)]
-fn next_hop(ctx: &XdpContext, cfg: &SessionConfig, ipv6: bool, ip_len: u32) -> Option<u32> {
+fn next_hop(ctx: &XdpContext, cfg: &SessionConfig, ipv6: bool, ip_len: u32) -> Option<(u32, [u8; 6], [u8; 6])> {
     // SAFETY: plain C struct, all-zero is a valid value.
     let mut p: FibLookup = unsafe { mem::zeroed() };
     p.l4_protocol = if cfg.flags & flags::ENCAP_IP != 0 { IPPROTO_L2TP } else { IPPROTO_UDP };
@@ -205,5 +252,5 @@ fn next_hop(ctx: &XdpContext, cfg: &SessionConfig, ipv6: bool, ip_len: u32) -> O
     };
     store(ctx, 0, p.dmac)?;
     store(ctx, ETH_ALEN, p.smac)?;
-    Some(port)
+    Some((port, p.dmac, p.smac))
 }

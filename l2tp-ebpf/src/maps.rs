@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use l2tp_common::{
     session::{
-        SessionCommand, SessionConfig, SessionRxState, SessionStats, SessionTxState, ATTACH_PORT_MAX, MAX_PORTS,
-        MAX_SESSIONS,
+        DataplaneConfig, NextHop, SessionCommand, SessionConfig, SessionRxState, SessionStats, SessionTxState,
+        ATTACH_PORT_MAX, MAX_PORTS, MAX_SESSIONS,
     },
     GlobalCounter,
 };
@@ -45,6 +45,12 @@ pub static SESSION_STATS: PerCpuArray<SessionStats> = PerCpuArray::with_max_entr
 pub static CSUM_SCRATCH: PerCpuArray<[u8; 512]> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static TX_PORTS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
+/// Cached next hops: `l2tp_attach` is its only writer.
+#[map]
+pub static SESSION_NEXT_HOP: Array<NextHop> = Array::with_max_entries(MAX_SESSIONS, 0);
+/// Switches set by userspace (next-hop cache generation, drop tracing).
+#[map]
+pub static DP_CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static PORT_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
 

@@ -256,3 +256,42 @@ fn dataplane_session_add_without_next_hop_mac_turns_forwarding_on_and_says_so() 
     dp_a.destroy().expect("destroy a");
     dp_b.destroy().expect("destroy b");
 }
+
+/// The next hop from `bpf_fib_lookup` is cached per session, and a bump of
+/// the cache's generation (what the daemon does on an rtnetlink neighbour
+/// or route change) makes the next frame look it up again.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn fib_next_hop_is_cached_and_looked_up_again_after_invalidation() {
+    let t = TwoSites::new().expect("topology");
+    let (pins_a, pins_b) = (PinDir::new("nh-a"), PinDir::new("nh-b"));
+    let udp = Encap::Udp { local_port: 1701, peer_port: 1701 };
+    let dp_a = endpoint(&t.pe_a, &pins_a, topology::PE_A_UP, topology::PE_B_UP, NextHop::Fib, (ID_A, ID_B), udp);
+    let dp_b = endpoint(&t.pe_b, &pins_b, topology::PE_B_UP, topology::PE_A_UP, NextHop::Fib, (ID_B, ID_A), udp);
+    run(t.pe_a.command("ping").args(["-c", "1", "-W", "2", topology::PE_B_UP])).expect("uplink ping");
+    run(t.pe_b.command("ping").args(["-c", "1", "-W", "2", topology::PE_A_UP])).expect("uplink ping");
+    run(t.cust_a.command("ping").args(["-c", "2", "-i", "0.05", "-W", "2", topology::CUST_B])).expect("ping");
+    let table = dp_a.sessions().expect("maps");
+    let idx = table.index_of(ID_A).expect("session");
+    let gen = dp_a.switches().expect("switches").get().expect("config").next_hop_gen;
+    assert_ne!(gen, 0, "the cache is on after a load");
+    let nh = table.next_hop(idx).expect("read").expect("cache map");
+    assert_eq!((nh.gen_begin, nh.gen_end, nh.dmac), (gen, gen, mac(topology::PE_B_UP_MAC)), "{nh:?}");
+
+    // The neighbour changes; after the invalidation the next frame sees it.
+    const OTHER: &str = "02:00:00:00:0e:01";
+    t.pe_a
+        .ip(&["neigh", "replace", topology::PE_B_UP, "lladdr", OTHER, "dev", "up0", "nud", "permanent"])
+        .expect("neigh");
+    dp_a.switches().expect("switches").invalidate_next_hops().expect("invalidate");
+    // Whether the ping gets through does not matter (the peer's veth takes
+    // any MAC); the frames it sends refill the cache.
+    let _ = run(t.cust_a.command("ping").args(["-c", "1", "-W", "1", topology::CUST_B]));
+    let nh = table.next_hop(idx).expect("read").expect("cache map");
+    assert_eq!((nh.gen_begin, nh.gen_end), (gen + 1, gen + 1), "{nh:?}");
+    assert_eq!(nh.dmac, mac(OTHER), "{nh:?}");
+    let s = table.stats(idx).expect("stats");
+    assert_eq!(s.tx_no_route, 0, "{s:?}");
+    dp_a.destroy().expect("destroy a");
+    dp_b.destroy().expect("destroy b");
+}

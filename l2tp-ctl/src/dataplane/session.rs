@@ -330,6 +330,10 @@ pub struct SessionTable {
     /// `ifindex -> slot` of `TX_PORTS`, as `PORT_SLOTS` holds it.
     ports: std::collections::HashMap<u32, u32>,
     used: BTreeSet<u32>,
+    /// The data-plane switches, to make cached next hops stale when a
+    /// session changes (absent in pins of an older object).
+    switches: Option<super::Switches>,
+    next_hop: Option<Array<MapData, l2tp_common::session::NextHop>>,
     /// Where the search for a free slot starts (one past the last taken):
     /// sequential installs stay O(1) each.
     next_free: u32,
@@ -360,6 +364,8 @@ impl SessionTable {
             ports: port_slots.iter().filter_map(|r| r.ok()).collect(),
             port_slots,
             used,
+            switches: get(l2tp_common::session::MAP_DP_CONFIG).ok().and_then(|m| super::Switches::new(m).ok()),
+            next_hop: get(l2tp_common::session::MAP_SESSION_NEXT_HOP).ok().and_then(|m| Array::try_from(m).ok()),
             next_free: 0,
         })
     }
@@ -396,6 +402,10 @@ impl SessionTable {
         self.tx_state.set(idx, SessionTxState::default(), 0)?;
         self.rx_cmd.set(idx, SessionCommand::default(), 0)?;
         self.tx_cmd.set(idx, SessionCommand::default(), 0)?;
+        // No next hop cached for a slot's earlier session survives.
+        if let Some(nh) = &mut self.next_hop {
+            nh.set(idx, l2tp_common::session::NextHop::default(), 0)?;
+        }
         let zero = vec![
             SessionStats::default();
             aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io {
@@ -464,6 +474,11 @@ impl SessionTable {
         cfg.uplink_port = self.port(p.uplink_ifindex)?;
         cfg.attach_port = self.port(p.attach_ifindex)?;
         self.cfg.set(idx, cfg, 0)?;
+        // The peer or uplink may have changed: what the data path cached
+        // for the old configuration must not be used.
+        if let Some(sw) = &mut self.switches {
+            sw.invalidate_next_hops()?;
+        }
         if key != old_key {
             self.by_attach.insert(key, idx, 0)?;
             if self.by_attach.get(&old_key, 0).ok() == Some(idx) {
@@ -510,6 +525,15 @@ impl SessionTable {
         self.cfg.set(idx, zeroed_config(), 0)?;
         self.used.remove(&idx);
         Ok(())
+    }
+
+    /// The next hop the data path cached for slot `idx` (`None`: pins of
+    /// an older object, without the cache).
+    pub fn next_hop(&self, idx: u32) -> Result<Option<l2tp_common::session::NextHop>> {
+        match &self.next_hop {
+            Some(m) => Ok(Some(m.get(&idx, 0)?)),
+            None => Ok(None),
+        }
     }
 
     pub fn config(&self, idx: u32) -> Result<SessionConfig> {
