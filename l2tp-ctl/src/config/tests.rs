@@ -154,10 +154,13 @@ fn recovery_time_shorter_than_the_control_timeout_is_warned_about() {
     // Defaults: 1 s doubling to 8 s, 5 retransmissions: 1+2+4+8+8+8 s.
     assert_eq!(warnings::control_timeout(&l2tp_proto::channel::ChannelConfig::default()), Duration::from_secs(31));
     let tunnel = |extra: &str| format!("[[tunnel]]\nname = \"a\"\npeer = \"198.18.0.2\"\n{extra}");
-    let c = parse(&tunnel("[tunnel.failover]\nrecovery_time_ms = 3000\n")).expect("legal");
+    let c = parse(&tunnel("[tunnel.failover]\nrecovery_time_ms = 2500\n")).expect("legal");
     let w = c.warnings();
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].starts_with("tunnel[0].failover.recovery_time_ms = 3000") && w[0].contains("31000 ms"), "{w:?}");
+    assert!(w[0].starts_with("tunnel[0].failover.recovery_time_ms = 2500") && w[0].contains("31000 ms"), "{w:?}");
+    // The default Recovery Time (3 s, for peers that wait it after their
+    // timeout, as this daemon does) is not warned about.
+    assert!(parse(&tunnel("")).expect("legal").warnings().is_empty());
     // The tunnel's own timers count: 200 ms doubling to 400 ms, twice.
     let fast = "[tunnel.retransmit]\ninitial_ms = 200\nmax_ms = 8000\nretries = 2\n[tunnel.failover]\nrecovery_time_ms = 3000\n";
     assert!(parse(&tunnel(fast)).expect("legal").warnings().is_empty(), "1.4 s < 3 s");

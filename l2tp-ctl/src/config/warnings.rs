@@ -52,7 +52,11 @@ pub fn control_timeout(c: &ChannelConfig) -> Duration {
 fn recovery_time_warning(key: &str, t: &TunnelConfig, channel: &ChannelConfig) -> Option<String> {
     let timeout = control_timeout(channel);
     let rt = u128::from(t.failover.recovery_time_ms);
-    (t.failover.control && rt < timeout.as_millis()).then(|| {
+    // The default (3 s) is meant for peers like this daemon, which wait the
+    // Recovery Time after their timeout; only a value the operator chose is
+    // worth a word (a warning on every default tunnel would be noise).
+    let default = t.failover.recovery_time_ms == super::Failover::default().recovery_time_ms;
+    (t.failover.control && !default && rt < timeout.as_millis()).then(|| {
         format!(
             "{key}.failover.recovery_time_ms = {rt}: shorter than the control channel timeout of {} ms \
              (retransmissions from {} ms doubling to {} ms, {} of them; the peer's taken to be the same): a \
