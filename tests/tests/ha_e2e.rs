@@ -462,3 +462,101 @@ fn a_planned_switchover_hands_over_without_losing_a_session() {
     let err = r.a.ctl(&["ha", "switchover"]).expect_err("refused");
     assert!(err.to_string().contains("not the active one"), "{err:#}");
 }
+
+/// Names of the sessions `d` has established now.
+fn up_sessions(d: &Daemon) -> std::collections::BTreeSet<String> {
+    let v = d.json(&["session", "list"]).unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|s| s["state"] == "established")
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// (local ID, peer ID) of every established session of `d`'s tunnel
+/// `tunnel`, as `d` sees them.
+fn established_sessions(d: &Daemon, tunnel: &str) -> std::collections::BTreeSet<(u64, u64)> {
+    let v = d.json(&["session", "list", "--tunnel", tunnel]).unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|s| s["state"] == "established")
+                .filter_map(|s| Some((s["local_id"].as_u64()?, s["peer_id"].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 14 test 5, churn: sessions are added and deleted on A while A is
+/// killed at a different point in each trial. With `sync` on, the peer C
+/// and the new active B agree afterwards on every session: none is
+/// established on one side only (a session the standby knew only as
+/// answered is confirmed or cleared by FSQ/FSR, RFC 4951 F-SS-8).
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn churn_with_sync_leaves_the_peer_and_the_new_active_agreeing_on_every_session() {
+    // The peer accepts the pseudowires A will add (by Remote End ID).
+    let mut sessions = vec![Session::new("pw1", "up0")];
+    sessions.extend((0..16).map(|i| Session { vlan: Some(100 + i), ..Session::new(&format!("c{i}"), "cust0") }));
+    let peer = Config { hello_interval: Some(30), ..Config::new("p") }
+        .tunnel(Tunnel { failover: failover(), sessions, ..Tunnel::new("to-service", SERVICE, false) })
+        .toml();
+    for (trial, kill_after) in [3usize, 5, 8, 11, 14].into_iter().enumerate() {
+        let pair = topology();
+        let p = Daemon::start(&pair.p, "p", &peer).expect("peer");
+        let b = Daemon::start(&pair.b, "b", &pair_config(&pair, "b", "standby", "198.19.0.2", "198.19.0.1", "probe"))
+            .expect("standby");
+        let mut a =
+            Daemon::start(&pair.a, "a", &pair_config(&pair, "a", "active", "198.19.0.1", "198.19.0.2", "probe"))
+                .expect("active");
+        p.wait_json(&["tunnel", "list"], "tunnel up", WAIT, |v| up_with_session(v, "to-service")).expect("up");
+        b.wait_json(&["ha", "status"], "in sync", WAIT, |v| v["partner_state"] == "normal").expect("sync");
+        a.wait_json(&["ha", "status"], "replicating", WAIT, |v| v["unacknowledged"] == 0).expect("acked");
+        // Churn: add VLAN pseudowires, delete every third, then kill A.
+        for i in 0..kill_after {
+            let vlan = (100 + i).to_string();
+            let name = format!("c{i}");
+            if let Err(e) = a.ctl(&["session", "add", "to-p", "--name", &name, "--interface", "cust0", "--vlan", &vlan])
+            {
+                panic!("session add: {e:#}");
+            }
+            if i % 3 == 2 {
+                let _ = a.ctl(&["session", "delete", "to-p", &format!("c{}", i - 1)]);
+            }
+        }
+        a.kill();
+        // What the peer holds as established when A dies.
+        let up_at_kill = up_sessions(&p);
+        for dev in ["up0", "ha0"] {
+            pair.a.ip(&["link", "del", dev]).expect("A's links gone");
+        }
+        b.wait_json(&["tunnel", "list"], "takeover", WAIT, |v| {
+            tunnel(v, "to-p").is_some_and(|t| t["state"] == "established")
+        })
+        .expect("B took over");
+        // FSQ/FSR settle: the peer's and B's views agree.
+        let deadline = std::time::Instant::now() + WAIT;
+        let (mut at_p, mut at_b);
+        loop {
+            at_p = established_sessions(&p, "to-service");
+            at_b = established_sessions(&b, "to-p");
+            let mirrored: std::collections::BTreeSet<(u64, u64)> = at_b.iter().map(|(l, r)| (*r, *l)).collect();
+            if mirrored == at_p || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mirrored: std::collections::BTreeSet<(u64, u64)> = at_b.iter().map(|(l, r)| (*r, *l)).collect();
+        assert_eq!(mirrored, at_p, "trial {trial} (A killed after {kill_after} adds): C and B disagree\n{}", b.log());
+        assert!(at_p.len() >= 2, "trial {trial}: the configured session and some added ones: {at_p:?}");
+        // With sync, no session the peer held as established is lost: the
+        // standby knew each before the peer could (sessions_lost = 0).
+        let names_now = up_sessions(&p);
+        let lost: Vec<&String> = up_at_kill.difference(&names_now).collect();
+        assert!(lost.is_empty(), "trial {trial}: sessions lost at the peer: {lost:?}\n{}", p.log());
+        eprintln!("trial {trial}: A killed after {kill_after} adds; {} sessions agreed", at_p.len());
+    }
+}

@@ -153,6 +153,9 @@ impl Config {
                 ack_delay: Duration::from_millis(g.retransmit.ack_delay_ms),
                 receive_window: g.receive_window,
             },
+            // Issue 14 synchronous replication: the message that lets the
+            // peer consider a session established waits for the standby.
+            hold_for_replication: self.ha.as_ref().is_some_and(|h| h.sync),
             ..EngineConfig::default()
         }
     }

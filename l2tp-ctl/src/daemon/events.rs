@@ -362,13 +362,7 @@ impl Daemon {
                     "peer reported circuit errors".into(),
                 );
             }
-            Event::SessionToReplicate { tunnel, session } => {
-                // No standby partner holds the message back: released at
-                // once (the engine holds it only with hold_for_replication).
-                if let Err(e) = self.engine.session_replicated(Self::now(), tunnel, session.local_id) {
-                    debug!(tunnel, session = session.local_id, "session replicated: {e}");
-                }
-            }
+            Event::SessionToReplicate { tunnel, session } => self.replicate_before_establishing(tunnel, session),
             Event::Rejected { peer, what } => {
                 debug!(%peer, "rejected: {what}");
                 self.events.send(EventView {

@@ -34,8 +34,13 @@ use tokio::{
 };
 use tracing::{debug, error, info, warn};
 
-use super::Daemon;
-use crate::{api::HaView, config, service_addr};
+use l2tp_proto::engine::{RestoredSession, TunnelId};
+
+use super::{
+    persist::{self, session_key, UpSession},
+    Daemon,
+};
+use crate::{api::HaView, config, service_addr, store::SessionRecord};
 
 /// Store keys of what outlives tunnels.
 const TERM_KEY: &str = "ha.term";
@@ -67,6 +72,9 @@ pub(super) struct HaState {
     iface: String,
     pub takeovers: u64,
     last_takeover: Option<Instant>,
+    /// Synchronous replication: sessions whose establishing message waits
+    /// for the standby's acknowledgement of the update numbered by the key.
+    held: std::collections::BTreeMap<u64, Vec<(TunnelId, u32)>>,
 }
 
 impl HaState {
@@ -94,6 +102,7 @@ impl HaState {
             iface,
             takeovers: 0,
             last_takeover: None,
+            held: std::collections::BTreeMap::new(),
         };
         Ok((s, rx))
     }
@@ -450,7 +459,12 @@ impl Daemon {
                 // Not acknowledged: the active keeps it as lag.
                 Err(e) => error!(seq, "replicated update not stored: {e}"),
             },
-            HaEvent::Acked { .. } => {}
+            HaEvent::Acked { seq } => {
+                let Some(ha) = &mut self.ha else { return };
+                let later = ha.held.split_off(&(seq + 1));
+                let done = std::mem::replace(&mut ha.held, later);
+                self.release_held(done.into_values().flatten());
+            }
             HaEvent::State { from, to } => {
                 let what = match (from, to) {
                     (_, PartnerState::Normal | PartnerState::Recover) => "ha-partner-up",
@@ -458,6 +472,13 @@ impl Daemon {
                     _ => "ha-partner-state",
                 };
                 self.emit(what, None, None, None, format!("partner state {} -> {}", from.as_str(), to.as_str()));
+                if to != PartnerState::Normal {
+                    // Nobody will acknowledge: the held sessions go on
+                    // without the standby (its FSQ after a takeover, or the
+                    // snapshot, reconciles them).
+                    let held = self.ha.as_mut().map(|h| std::mem::take(&mut h.held)).unwrap_or_default();
+                    self.release_held(held.into_values().flatten());
+                }
                 if let Some(ha) = self.ha.as_ref().filter(|h| h.role() == Role::Active && to == PartnerState::Normal) {
                     // The partner is back: if it held the service address
                     // while cut off, the link's caches may point at it.
@@ -465,6 +486,63 @@ impl Daemon {
                 }
             }
             HaEvent::Violation { what } => warn!("partner: {what}"),
+        }
+    }
+
+    /// Synchronous replication (`ha.sync`): a session the peer may consider
+    /// established once our next message arrives is replicated first, as
+    /// a record the standby stores; the message goes when the standby has
+    /// acknowledged it. Answered-but-unconfirmed on the standby, it is
+    /// recovered after a takeover and confirmed or cleared by FSQ/FSR
+    /// (RFC 4951 F-SS-8). Without a reachable, synchronised standby the
+    /// message goes at once.
+    pub(super) fn replicate_before_establishing(&mut self, tunnel: TunnelId, session: RestoredSession) {
+        let now = Self::now();
+        let sid = session.local_id;
+        let replicating = self.ha.as_ref().is_some_and(|h| h.partner.replicating());
+        let record = replicating.then(|| self.pending_record(tunnel, &session)).flatten();
+        if let (Some(rec), Some(ha)) = (record, self.ha.as_mut()) {
+            match serde_json::to_vec(&rec) {
+                Ok(value) => {
+                    let seq = ha.partner.replicate(now, session_key(tunnel, sid), Some(value));
+                    ha.held.entry(seq).or_default().push((tunnel, sid));
+                    return;
+                }
+                Err(e) => error!("session record not replicated: {e}"),
+            }
+        }
+        self.release_held([(tunnel, sid)]);
+    }
+
+    /// The record of a session not established yet, as the standby keeps
+    /// it.
+    fn pending_record(&self, tunnel: TunnelId, s: &RestoredSession) -> Option<SessionRecord> {
+        let tname = self.reg.name_of(tunnel)?;
+        let slot = self.reg.get(tname)?;
+        let rid = String::from_utf8_lossy(&s.params.remote_end_id).into_owned();
+        let scfg = slot.cfg.sessions.iter().find(|c| c.remote_end_id() == rid);
+        let up = UpSession {
+            tunnel,
+            name: scfg.map_or_else(|| s.local_id.to_string(), |c| c.name.clone()),
+            local_id: s.local_id,
+            peer_id: s.peer_id,
+            remote_end_id: rid,
+            pw_type: s.params.pw_type,
+            rx_cookie: s.rx_cookie.clone(),
+            tx_cookie: s.tx_cookie.clone(),
+            sublayer: s.params.sublayer || s.params.sequencing,
+            sequencing: s.params.sequencing,
+        };
+        Some(persist::session_record(up, scfg))
+    }
+
+    fn release_held(&mut self, sessions: impl IntoIterator<Item = (TunnelId, u32)>) {
+        let now = Self::now();
+        for (tunnel, sid) in sessions {
+            // Gone meanwhile (CDN, StopCCN): nothing to release.
+            if let Err(e) = self.engine.session_replicated(now, tunnel, sid) {
+                debug!(tunnel, sid, "held session: {e}");
+            }
         }
     }
 
