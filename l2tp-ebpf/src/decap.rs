@@ -43,15 +43,11 @@ struct Data {
 /// Reads the L2TP header. Counts control and data messages of sound
 /// frames; `None` when the frame is not L2TPv3 data (the kernel's), or is
 /// cut before its Session ID. `*bad` is set when the declared end cuts the
-/// header (such a frame is still looked up, to drop it if it is ours).
+/// header (such a frame is still looked up, to drop it if it is ours); the
+/// caller counts it malformed, once.
 #[inline(always)]
-fn l2tp_data(ctx: &XdpContext, o: &Outer, end: usize, bad: &mut bool, g: *mut Global) -> Option<Data> {
-    let mark = |bad: &mut bool| {
-        if !*bad {
-            *bad = true;
-            count(g, GlobalCounter::Malformed);
-        }
-    };
+fn l2tp_data(ctx: &XdpContext, o: &Outer, end: usize, bad: &mut bool, g: &mut Global) -> Option<Data> {
+    let mark = |bad: &mut bool| *bad = true;
     if o.over_ip {
         // RFC 3931 4.1.1.2: a Session ID of zero marks a control message.
         if o.l2tp + V3_IP_SESSION_HLEN > end {
@@ -152,21 +148,23 @@ fn udp_checksum_ok(ctx: &XdpContext, o: &Outer, cfg: &SessionConfig, end: usize)
 }
 
 #[inline(always)]
-pub fn uplink(ctx: &XdpContext, g: *mut Global) -> Option<u32> {
+pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
     // 1. Outer headers.
     let o = parse::outer(ctx, g)?;
     count(g, if o.over_ip { GlobalCounter::L2tpIp } else { GlobalCounter::L2tpUdp });
     let declared = parse::declared_end(ctx, &o);
     let mut bad = declared.is_none();
-    if bad {
-        count(g, GlobalCounter::Malformed);
-    }
     let end = declared.unwrap_or(0);
 
     // 2. L2TP header and session. The session's home slot first (IDs are
     // placed by their low bits), the hash of IDs that could not be.
     // Unknown sessions are not ours: the kernel decides.
-    let data = l2tp_data(ctx, &o, end, &mut bad, g)?;
+    let data = l2tp_data(ctx, &o, end, &mut bad, g);
+    // Unsound outer headers, or an L2TP header cut by the declared end.
+    if bad {
+        count(g, GlobalCounter::Malformed);
+    }
+    let data = data?;
     let home = data.session_id & (MAX_SESSIONS - 1);
     let idx = match SESSION_CFG.get(home) {
         Some(c) if c.local_session_id == data.session_id && c.flags & flags::ACTIVE != 0 => home,

@@ -39,7 +39,7 @@ pub fn l2tp_uplink(ctx: XdpContext) -> u32 {
 /// `l2tp_uplink`'s body (also wrapped by `tools::bench_decap`).
 #[inline(always)]
 fn uplink_entry(ctx: &XdpContext) -> u32 {
-    let g = maps::global();
+    let Some(g) = maps::global() else { return xdp_action::XDP_PASS };
     maps::count(g, GlobalCounter::Frames);
     decap::uplink(ctx, g).unwrap_or(xdp_action::XDP_PASS)
 }

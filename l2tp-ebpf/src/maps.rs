@@ -54,17 +54,17 @@ pub static DP_CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static PORT_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
 
-/// This CPU's global counters (null if the map has no slot, never in
-/// practice).
+/// This CPU's global counters; `None` only if the map has no slot (never
+/// in practice: the program then passes every frame, counting nothing).
 #[inline(always)]
-pub fn global() -> *mut Global {
-    GLOBAL_STATS.get_ptr_mut(0).unwrap_or_default()
+pub fn global() -> Option<&'static mut Global> {
+    // SAFETY: per-CPU slot, only this CPU touches it while we run.
+    GLOBAL_STATS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
+/// Bumps counter `c` of `g`, as [`global`] returned it (checked once per
+/// frame, not once per counter).
 #[inline(always)]
-pub fn count(g: *mut Global, c: GlobalCounter) {
-    if !g.is_null() {
-        // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        unsafe { (*g)[c as usize] += 1 };
-    }
+pub fn count(g: &mut Global, c: GlobalCounter) {
+    g[c as usize] += 1;
 }

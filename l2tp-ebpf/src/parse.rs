@@ -105,7 +105,7 @@ pub struct Outer {
 /// look at (not IP, another protocol, IP options, a fragment, or too short
 /// to hold the fixed headers); the kernel gets it.
 #[inline(always)]
-pub fn outer(ctx: &XdpContext, g: *mut Global) -> Option<Outer> {
+pub fn outer(ctx: &XdpContext, g: &mut Global) -> Option<Outer> {
     let mut ip = ETH_HLEN;
     let mut proto = load_be16(ctx, ETH_TYPE_OFF)?;
     // Up to two VLAN tags (802.1ad outer, 802.1Q inner).
