@@ -560,3 +560,23 @@ fn churn_with_sync_leaves_the_peer_and_the_new_active_agreeing_on_every_session(
         eprintln!("trial {trial}: A killed after {kill_after} adds; {} sessions agreed", at_p.len());
     }
 }
+
+/// An orderly stop of the active (SIGTERM: StopCCN to the peer) tells the
+/// standby the tunnels are gone and gives up the service address; the
+/// standby takes over and brings the configured tunnel up anew.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn an_orderly_stop_of_the_active_lets_the_standby_serve_the_configured_tunnels() {
+    let pair = topology();
+    let mut r = start(&pair, "probe");
+    r.a.signal(libc::SIGTERM);
+    let st = r.a.wait(WAIT).expect("A stops");
+    assert!(st.success(), "{st}: {}", r.a.log());
+    let out = pair.a.ip(&["-4", "addr", "show", "dev", "up0"]).expect("addr");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SERVICE), "A gave up the service address");
+    r.b.wait_json(&["tunnel", "list"], "B serves", WAIT, |v| up_with_session(v, "to-p")).expect("B serves");
+    let s = r.b.json(&["ha", "status"]).expect("status");
+    assert_eq!(s["role"].as_str(), Some("active"), "{s:#}");
+    r.p.wait_json(&["tunnel", "list"], "the peer's tunnel up again", WAIT, |v| up_with_session(v, "to-service"))
+        .expect("peer");
+}

@@ -588,14 +588,18 @@ impl Daemon {
 
     /// Becomes a standby: the service address given up at once, every
     /// tunnel forgotten silently (the new active recovers them).
-    fn step_down(&mut self, term: u64, handover: bool) {
+    /// Removes the service address from its interface.
+    pub(super) fn give_up_service_address(&self) {
         let Some(ha) = &self.ha else { return };
-        let (iface, addrs) = (ha.iface.clone(), ha.cfg.service_address.clone());
-        for a in &addrs {
-            if let Err(e) = service_addr::remove(&iface, *a) {
-                error!("giving up the service address {a} on {iface}: {e}");
+        for a in &ha.cfg.service_address {
+            if let Err(e) = service_addr::remove(&ha.iface, *a) {
+                error!("giving up the service address {a} on {}: {e}", ha.iface);
             }
         }
+    }
+
+    fn step_down(&mut self, term: u64, handover: bool) {
+        self.give_up_service_address();
         self.store.record_changes(false);
         self.forget_everything();
         if handover {

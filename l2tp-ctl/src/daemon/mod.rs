@@ -449,6 +449,13 @@ impl Daemon {
             }
         }
         self.store.clear()?;
+        if self.ha.as_ref().is_some_and(|h| h.role() == l2tp_ha::Role::Active) {
+            // The standby learns that the tunnels are gone, and may take
+            // the service address over (it is given up: nobody answers).
+            self.ha_drive();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.give_up_service_address();
+        }
         if let Some(dp) = self.dp.take() {
             if self.cfg.dataplane.remove_on_shutdown {
                 dp.destroy()?;
