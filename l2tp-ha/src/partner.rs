@@ -177,6 +177,10 @@ pub struct Partner {
     receiving: bool,
     /// Standby: a snapshot request is out (one at a time).
     requested: bool,
+    /// The term this daemon handed the active role over in (switchover):
+    /// a partner still saying "standby" in it has not taken over yet, and
+    /// nobody-serves is not to be concluded from it.
+    handed_over: Option<u64>,
     partner_role: Option<Role>,
     out: VecDeque<Msg>,
     events: VecDeque<HaEvent>,
@@ -205,6 +209,7 @@ impl Partner {
             last_seq: 0,
             receiving: false,
             requested: false,
+            handed_over: None,
             partner_role: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -415,6 +420,7 @@ impl Partner {
             return false;
         }
         let term = self.term;
+        self.handed_over = Some(term);
         self.out.push_back(Msg::Handover { term });
         self.role = Role::Standby;
         self.unacked.clear();
@@ -555,7 +561,9 @@ impl Partner {
                 // Two actives of one term: the smaller name stays.
                 self.step_down(term);
             }
-            (Role::Standby, Role::Standby) if term == self.term && self.cfg.role == Role::Active => {
+            (Role::Standby, Role::Standby)
+                if term == self.term && self.cfg.role == Role::Active && self.handed_over != Some(term) =>
+            {
                 // Nobody serves: the one configured active takes over.
                 let state = PartnerState::Normal;
                 self.become_active(state);
@@ -781,6 +789,11 @@ mod tests {
         let now = pair.now;
         assert!(pair.p[0].switchover(now));
         assert!(!pair.p[0].switchover(now), "no longer active");
+        // A hello the partner sent before it saw the handover ("standby",
+        // same term) does not make the old active take the role back.
+        let old = Msg::Hello { node: "b".into(), term: 1, role: Role::Standby, state: PartnerState::Normal, seq: 0 };
+        pair.p[0].handle_msg(now, old);
+        assert_eq!(pair.p[0].role(), Role::Standby);
         pair.step();
         pair.step();
         assert!(pair.events[0].contains(&HaEvent::StepDown { term: 1, handover: true }));
