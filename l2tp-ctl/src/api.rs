@@ -129,6 +129,17 @@ pub struct TunnelMetrics {
     pub control_recovery: bool,
     /// Control messages sent and not yet acknowledged.
     pub unacknowledged: usize,
+    /// Control messages of the tunnel's current control connection:
+    /// received (ZLB and ACK excluded), sent (retransmissions included),
+    /// retransmitted, and failed authentication.
+    #[serde(default)]
+    pub messages_received: u64,
+    #[serde(default)]
+    pub messages_sent: u64,
+    #[serde(default)]
+    pub retransmissions: u64,
+    #[serde(default)]
+    pub auth_failures: u64,
     pub sessions_configured: usize,
     pub sessions_established: usize,
     pub stale_sessions: usize,

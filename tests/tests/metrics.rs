@@ -124,6 +124,12 @@ fn metrics_pass_promtool_and_match_stats_json() {
     assert_eq!(sample(&before, "l2tp_tunnel_sessions{tunnel=\"udp\"}"), 1);
     assert_eq!(sample(&before, "l2tp_failover_tunnels{state=\"protected\"}"), 1);
     assert!(sample(&before, "l2tp_control_datagrams_received_total") > 0);
+    // Per tunnel: the control connection's messages (SCCRQ..SCCCN, ICRQ..,
+    // at least 3 each way), nothing retransmitted or refused on a clean link.
+    assert!(sample(&before, "l2tp_tunnel_control_messages_received_total{tunnel=\"udp\"}") >= 2);
+    assert!(sample(&before, "l2tp_tunnel_control_messages_sent_total{tunnel=\"udp\"}") >= 2);
+    assert_eq!(sample(&before, "l2tp_tunnel_auth_failures_total{tunnel=\"udp\"}"), 0);
+    let _ = sample(&before, "l2tp_tunnel_control_retransmissions_total{tunnel=\"udp\"}");
 
     // promtool reads the Prometheus text format and lints it.
     let mut promtool = std::process::Command::new("promtool")

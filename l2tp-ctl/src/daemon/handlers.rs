@@ -187,6 +187,10 @@ impl Daemon {
                 };
                 if let Some(i) = &info {
                     m.unacknowledged = i.unacknowledged;
+                    m.messages_received = i.channel.received;
+                    m.messages_sent = i.channel.sent;
+                    m.retransmissions = i.channel.retransmitted;
+                    m.auth_failures = i.auth_failures;
                     m.sessions_established =
                         i.sessions.iter().filter(|s| s.state == SessionStatus::Established).count();
                     m.unconfirmed_sessions = i.sessions.iter().filter(|s| s.unconfirmed).count();

@@ -487,6 +487,10 @@ impl Scraper {
         let stale = Family::<TunnelLabel, Gauge>::default();
         let unconfirmed = Family::<TunnelLabel, Gauge>::default();
         let by_failover = Family::<StateLabel, Gauge>::default();
+        let msgs_in = Family::<TunnelLabel, Counter>::default();
+        let msgs_out = Family::<TunnelLabel, Counter>::default();
+        let retrans = Family::<TunnelLabel, Counter>::default();
+        let auth = Family::<TunnelLabel, Counter>::default();
         for s in FAILOVER_STATES {
             by_failover.get_or_create(&StateLabel { state: s.into() }).set(0);
         }
@@ -497,6 +501,10 @@ impl Scraper {
             }
             up.get_or_create(&tunnel(&t.name)).set(i64::from(t.state == "established"));
             unacked.get_or_create(&tunnel(&t.name)).set(t.unacknowledged as i64);
+            msgs_in.get_or_create(&tunnel(&t.name)).inc_by(t.messages_received);
+            msgs_out.get_or_create(&tunnel(&t.name)).inc_by(t.messages_sent);
+            retrans.get_or_create(&tunnel(&t.name)).inc_by(t.retransmissions);
+            auth.get_or_create(&tunnel(&t.name)).inc_by(t.auth_failures);
             established.get_or_create(&tunnel(&t.name)).set(t.sessions_established as i64);
             configured.get_or_create(&tunnel(&t.name)).set(t.sessions_configured as i64);
             stale.get_or_create(&tunnel(&t.name)).set(t.stale_sessions as i64);
@@ -507,6 +515,18 @@ impl Scraper {
         reg.register("tunnel_state", "1 for the state the tunnel is in, 0 for the others", state);
         reg.register("tunnel_up", "1 when the control connection is established", up);
         reg.register("tunnel_unacknowledged_messages", "Control messages sent and not yet acknowledged", unacked);
+        reg.register(
+            "tunnel_control_messages_received",
+            "Control messages received on the tunnel's control connection (a new connection starts from 0)",
+            msgs_in,
+        );
+        reg.register(
+            "tunnel_control_messages_sent",
+            "Control messages sent on the tunnel's control connection, retransmissions included",
+            msgs_out,
+        );
+        reg.register("tunnel_control_retransmissions", "Control messages retransmitted on the tunnel", retrans);
+        reg.register("tunnel_auth_failures", "Control messages of the tunnel that failed authentication", auth);
         reg.register("tunnel_sessions", "Sessions established on the tunnel", established);
         reg.register("tunnel_sessions_configured", "Sessions configured on the tunnel", configured);
 

@@ -268,6 +268,9 @@ impl Engine {
             // within the control message. If the calculation fails, the
             // message MUST be dropped."
             self.stats.auth_failures += 1;
+            if let Some(t) = self.tunnels.get_mut(&id) {
+                t.auth_failures += 1;
+            }
             self.events.push_back(Event::Rejected { peer: from, what: "message digest does not verify".into() });
             return;
         }
@@ -416,16 +419,20 @@ impl Engine {
     fn deliver(&mut self, now: Instant, id: u32, m: Incoming) {
         let Some(t) = self.tunnels.get(&id) else { return };
         let (version, peer) = (t.params.version, t.peer);
+        let closing = matches!(t.state, TunnelState::Closing { .. });
         match Message::decode(version, &m.body, t.params.secret.as_deref()) {
             Ok(msg) => self.on_message(now, id, m.session_id, msg),
             Err(e) => {
                 if matches!(e, DecodeError::HiddenCorrupt { .. } | DecodeError::HiddenWithoutSecret { .. }) {
                     self.stats.auth_failures += 1;
+                    if let Some(t) = self.tunnels.get_mut(&id) {
+                        t.auth_failures += 1;
+                    }
                 } else {
                     self.stats.malformed += 1;
                 }
                 self.events.push_back(Event::Rejected { peer, what: format!("message: {e}") });
-                if matches!(t.state, TunnelState::Closing { .. }) {
+                if closing {
                     // Only acknowledging now.
                     self.stats.ignored += 1;
                     return;

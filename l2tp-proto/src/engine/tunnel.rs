@@ -98,6 +98,8 @@ pub(in crate::engine) struct Tunnel {
     pub(in crate::engine) scs: Option<(u16, u16)>,
     /// RFC 4951 F-SS-6: when the sessions marked stale are queried.
     pub(in crate::engine) stale_query_at: Option<Instant>,
+    /// Messages of this tunnel that failed authentication.
+    pub(in crate::engine) auth_failures: u64,
 }
 
 impl Tunnel {
@@ -127,6 +129,7 @@ impl Tunnel {
             recovers: None,
             scs: None,
             stale_query_at: None,
+            auth_failures: 0,
         }
     }
 
@@ -237,6 +240,8 @@ impl Engine {
             ns,
             nr,
             unacknowledged: t.channel.unacknowledged(),
+            channel: t.channel.stats(),
+            auth_failures: t.auth_failures,
             sessions,
         })
     }

@@ -315,6 +315,12 @@ pub struct TunnelInfo {
     pub nr: u16,
     /// Control messages sent and not yet acknowledged.
     pub unacknowledged: usize,
+    /// This tunnel's reliable channel counters (messages in and out,
+    /// retransmissions, duplicates, ...).
+    pub channel: crate::channel::ChannelStats,
+    /// Messages of this tunnel that failed authentication (RFC 3931 4.3,
+    /// or a hidden AVP that did not unhide).
+    pub auth_failures: u64,
     pub sessions: Vec<SessionInfo>,
 }
 

@@ -517,3 +517,24 @@ fn half_open_tunnels_are_counted_per_peer_address_not_per_port() {
     assert_eq!(b.tunnel_infos().len(), 16, "half-open tunnels of one address");
     assert_eq!(b.stats().refused, 48);
 }
+
+/// Per-tunnel counters (for the per-tunnel metrics): messages in and out,
+/// retransmissions, authentication failures of this tunnel only.
+#[test]
+fn tunnel_info_counts_each_tunnels_messages_retransmissions_and_auth_failures() {
+    let (mut pair, _) = establish(Version::V3, Some(b"v3-secret"));
+    let (tb, _) = pair.ends[1].tunnels()[0];
+    let before = pair.ends[1].tunnel_info(tb).expect("tunnel");
+    assert!(before.channel.received >= 2 && before.channel.sent >= 1, "{:?}", before.channel);
+    assert_eq!(before.auth_failures, 0);
+    let mut tampered = pair.sent[0].last().expect("sent").1.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    pair.inject(1, &tampered);
+    assert_eq!(pair.ends[1].tunnel_info(tb).expect("tunnel").auth_failures, 1);
+    // B goes on sending into a void: its HELLO is retransmitted.
+    pair.blackhole = [true, false];
+    pair.run(Duration::from_secs(80));
+    let after = pair.ends[1].tunnel_info(tb).map(|i| i.channel.retransmitted).unwrap_or(0);
+    assert!(after >= 2, "retransmissions counted: {after}");
+}
