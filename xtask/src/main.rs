@@ -45,6 +45,13 @@ enum Cmd {
         #[arg(long)]
         out_dir: Option<std::path::PathBuf>,
     },
+    /// The hot standby's churn test (sessions added and deleted on the
+    /// active, which is killed at a different point each trial), a hundred
+    /// trials by default; prints the tally. Needs root.
+    Soak {
+        #[arg(long, default_value_t = 100)]
+        trials: usize,
+    },
     /// Benchmarks: data plane (test runs and live frames against
     /// redirect_map and bridge+VXLAN) and control plane (setup rate,
     /// recovery after SIGKILL), pinned to one CPU; writes
@@ -66,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::Demo => demo::run(),
         Cmd::Man { out_dir } => man(out_dir),
         Cmd::Bench { args } => bench(&args),
+        Cmd::Soak { trials } => soak(trials),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,6 +138,23 @@ fn test(args: &[String]) -> anyhow::Result<()> {
 
 /// The man pages come from `l2tp-ctl`'s own command definition (its hidden
 /// `man` subcommand runs clap_mangen), so they never drift from `--help`.
+fn soak(trials: usize) -> anyhow::Result<()> {
+    use util::{cargo, step};
+    bootstrap::ensure()?;
+    if !util::is_root() {
+        anyhow::bail!("the soak needs root (network namespaces, BPF)");
+    }
+    step("l2tp-ctl binary");
+    util::run(cargo().args(["build", "--package", "l2tp-ctl", "--bins"]))?;
+    step(&format!("churn with sync: {trials} trials (the tally is the last line)"));
+    util::run(
+        cargo()
+            .args(["nextest", "run", "--package", "l2tp-tests", "--run-ignored", "all", "--no-capture"])
+            .args(["-E", "binary(ha_e2e) & test(churn)"])
+            .env("L2TP_SOAK_TRIALS", trials.to_string()),
+    )
+}
+
 fn man(out_dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     use util::{cargo, step, workspace};
     bootstrap::ensure()?;
