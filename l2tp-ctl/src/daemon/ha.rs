@@ -48,6 +48,14 @@ const ROLE_KEY: &str = "ha.role";
 /// Pause between attempts to (re)connect to the partner.
 const RECONNECT: Duration = Duration::from_millis(200);
 
+/// How long a probe of the service address waits for an answer (three
+/// probes spread over it). A host on the link answers ARP or neighbour
+/// solicitation from its kernel in well under a millisecond; this bounds
+/// the time a takeover spends beyond `dead_ms`.
+pub(super) fn probe_timeout(dead_ms: u64) -> Duration {
+    Duration::from_millis((dead_ms / 2).clamp(50, 150))
+}
+
 /// What the partner connection task reports to the daemon.
 #[derive(Debug)]
 pub(super) enum HaInput {
@@ -160,7 +168,7 @@ impl HaState {
 
     fn probe(&self) {
         let (iface, addrs, tx) = (self.iface.clone(), self.cfg.service_address.clone(), self.inputs.clone());
-        let timeout = Duration::from_millis(self.cfg.dead_ms.min(300));
+        let timeout = probe_timeout(self.cfg.dead_ms);
         tokio::task::spawn_blocking(move || {
             // Answered when anybody answers for any service address.
             let answered = addrs.iter().any(|a| match service_addr::probe(&iface, *a, timeout) {

@@ -191,7 +191,7 @@ impl Daemon {
                 // somebody answers for the service address serves nothing
                 // until the partner says so.
                 let (i, addrs) = (iface.clone(), h.service_address.clone());
-                let timeout = Duration::from_millis(h.dead_ms.min(300));
+                let timeout = ha::probe_timeout(h.dead_ms);
                 let answered = tokio::task::spawn_blocking(move || {
                     addrs.iter().any(|a| {
                         crate::service_addr::holds(&i, *a).is_ok_and(|held| !held)
