@@ -226,6 +226,12 @@ fn ping(from: &NetNs, to: &str) -> bool {
     from.command("ping").args(["-c", "3", "-i", "0.1", "-W", "1", to]).output().is_ok_and(|o| o.status.success())
 }
 
+/// Whether pings cross within about 20 tries (a resynchronising data
+/// channel drops its first packets, RFC 4951 F-DC-3).
+fn pings_cross(from: &NetNs, to: &str) -> bool {
+    (0..20).any(|_| ping(from, to))
+}
+
 /// The whole point: customer traffic on a pseudowire of the XDP data plane
 /// goes on after the active host dies, through the standby's takeover
 /// (its data plane rebuilt from the replicated store: Ns from 0, Nr
@@ -233,36 +239,9 @@ fn ping(from: &NetNs, to: &str) -> bool {
 #[test]
 #[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
 fn customer_traffic_crosses_the_pseudowire_again_after_the_standby_takes_over() {
-    use l2tp_tests::topology::{self, HaSites};
-    let t = HaSites::new().expect("topology");
-    let dir = l2tp_tests::daemon::TempDir::new("ha-dp").expect("dir");
-    let key = dir.path().join("partner.key");
-    std::fs::write(&key, "a partner key of more than sixteen bytes\n").expect("key");
-    let (pins_p, pins_a, pins_b) =
-        (l2tp_tests::PinDir::new("hp"), l2tp_tests::PinDir::new("ha"), l2tp_tests::PinDir::new("hb"));
-    let peer = Config { hello_interval: Some(30), ..Config::new("p") }
-        .dataplane(&pins_p)
-        .tunnel(Tunnel {
-            secret: Some("ha-secret".into()),
-            failover: failover(),
-            sessions: vec![Session { cookie_len: 8, sequencing: true, ..Session::new("customer", "ac0") }],
-            ..Tunnel::new("to-service", topology::HA_SERVICE, false)
-        })
-        .toml();
-    let p = Daemon::start(&t.p, "p", &peer).expect("peer");
-    let b = Daemon::start(
-        &t.b,
-        "b",
-        &dp_pair_config(&pins_b, &key, "b", "standby", topology::HA_B_PARTNER, topology::HA_A_PARTNER),
-    )
-    .expect("standby");
-    let mut a = Daemon::start(
-        &t.a,
-        "a",
-        &dp_pair_config(&pins_a, &key, "a", "active", topology::HA_A_PARTNER, topology::HA_B_PARTNER),
-    )
-    .expect("active");
-    p.wait_json(&["tunnel", "list"], "pseudowire up", WAIT, |v| up_with_session(v, "to-service")).expect("up");
+    use l2tp_tests::topology;
+    // Every field bound: the pins and the key must live as long as the test.
+    let DpPair { t, p, mut a, b, pins: _pins, _dir, key: _key } = dp_pair(None);
     b.wait_json(&["ha", "status"], "standby in sync", WAIT, |v| {
         v["partner_state"] == "normal" && v["seq"].as_u64() >= Some(2)
     })
@@ -274,14 +253,12 @@ fn customer_traffic_crosses_the_pseudowire_again_after_the_standby_takes_over() 
         t.a.ip(&["link", "del", dev]).expect("A's links gone");
     }
     b.wait_json(&["tunnel", "list"], "takeover", WAIT, |v| up_with_session(v, "to-p")).expect("B took over");
-    let mut ok = false;
-    for _ in 0..20 {
-        if ping(&t.cust_a, topology::CUST_B) {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "customer traffic does not cross the pseudowire through B\n{}\n{}", b.log(), p.log());
+    assert!(
+        pings_cross(&t.cust_a, topology::CUST_B),
+        "customer traffic does not cross the pseudowire through B\n{}\n{}",
+        b.log(),
+        p.log()
+    );
     let ev = events(&p);
     assert!(ev.iter().any(|e| e == "tunnel-recovered"), "{ev:?}");
     assert!(!ev.iter().any(|e| e == "tunnel-down" || e == "session-down"), "{ev:?}");
@@ -370,14 +347,10 @@ fn an_isolated_active_that_comes_back_meets_the_higher_term_and_becomes_standby(
     let list = r.p.json(&["tunnel", "list"]).expect("list");
     assert!(up_with_session(&list, "to-service"), "{list:#}");
     assert_eq!(tunnel(&list, "to-service").map(|t| t["local_id"].clone()), p_id, "the same tunnel at C");
-    let mut ok = false;
-    for _ in 0..20 {
-        if ping(&r.t.cust_a, l2tp_tests::topology::CUST_B) {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "customer traffic through B after the partition healed");
+    assert!(
+        pings_cross(&r.t.cust_a, l2tp_tests::topology::CUST_B),
+        "customer traffic through B after the partition healed"
+    );
 }
 
 /// Issue 14 test 8: failback. A restarts after B took over, starts as
@@ -450,14 +423,7 @@ fn a_planned_switchover_hands_over_without_losing_a_session() {
     let ev = events(&r.p);
     assert!(!ev.iter().any(|e| e == "tunnel-down" || e == "session-down"), "{ev:?}");
     assert!(ev.iter().any(|e| e == "tunnel-recovered"), "{ev:?}");
-    let mut ok = false;
-    for _ in 0..20 {
-        if ping(&r.t.cust_a, l2tp_tests::topology::CUST_B) {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "customer traffic through B after the switchover");
+    assert!(pings_cross(&r.t.cust_a, l2tp_tests::topology::CUST_B), "customer traffic through B after the switchover");
     // Switching over from a standby is refused.
     let err = r.a.ctl(&["ha", "switchover"]).expect_err("refused");
     assert!(err.to_string().contains("not the active one"), "{err:#}");
