@@ -174,6 +174,10 @@ pub struct HaView {
     pub oldest_unacknowledged_ms: Option<u64>,
     pub service_address: Vec<std::net::IpAddr>,
     pub takeovers: u64,
+    /// When this daemon last took over (Unix ms), if it did since it
+    /// started.
+    #[serde(default)]
+    pub last_takeover_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -207,6 +207,10 @@ pub fn ha(conn: &Conn, cmd: HaCmd) -> anyhow::Result<()> {
                     h.oldest_unacknowledged_ms.map_or(String::new(), |ms| format!(", oldest {ms} ms"))
                 );
                 println!("takeovers      {}", h.takeovers);
+                if let Some(ms) = h.last_takeover_ms {
+                    let ago = crate::store::now_ms().saturating_sub(ms);
+                    println!("last takeover  {:.1} s ago", ago as f64 / 1000.0);
+                }
                 Ok(())
             }
             r => anyhow::bail!("unexpected reply {r:?}"),

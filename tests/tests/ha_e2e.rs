@@ -157,6 +157,7 @@ fn the_standby_takes_over_a_dead_hosts_tunnel_and_session_through_rfc_4951_recov
     let _ = b_list;
     let status = r.b.json(&["ha", "status"]).expect("status");
     assert_eq!((status["role"].as_str(), status["term"].as_u64()), (Some("active"), Some(1)), "{status:#}");
+    assert!(status["last_takeover_ms"].as_u64().is_some(), "status shows the last takeover: {status:#}");
     let out = pair.b.ip(&["-4", "addr", "show", "dev", "up0"]).expect("addr");
     assert!(String::from_utf8_lossy(&out.stdout).contains(SERVICE), "B holds the service address");
     // The peer never saw its tunnel go: same tunnel, recovered.

@@ -79,7 +79,8 @@ pub(super) struct HaState {
     /// The interface of the service address.
     iface: String,
     pub takeovers: u64,
-    last_takeover: Option<Instant>,
+    /// Unix ms of the last takeover.
+    last_takeover: Option<u64>,
     /// Synchronous replication: sessions whose establishing message waits
     /// for the standby's acknowledgement of the update numbered by the key.
     held: std::collections::BTreeMap<u64, Vec<(TunnelId, u32)>>,
@@ -132,6 +133,7 @@ impl HaState {
             oldest_unacknowledged_ms: oldest.map(|d| d.as_millis() as u64),
             service_address: self.cfg.service_address.clone(),
             takeovers: self.takeovers,
+            last_takeover_ms: self.last_takeover,
         }
     }
 
@@ -557,10 +559,9 @@ impl Daemon {
     /// Becomes the active: the service address, then recovery of every
     /// replicated tunnel as on a restart.
     fn take_over(&mut self, term: u64) {
-        let started = Instant::now();
         let Some(ha) = &mut self.ha else { return };
         ha.takeovers += 1;
-        ha.last_takeover = Some(started);
+        ha.last_takeover = Some(crate::store::now_ms());
         let (iface, addrs) = (ha.iface.clone(), ha.cfg.service_address.clone());
         // 1. Take the service address and announce it.
         for a in &addrs {
