@@ -17,7 +17,10 @@
 //! sessions are Ethernet VLAN pseudowires on VLANs 1, 2, ... of it, with
 //! sequence numbers, all installed in the XDP data plane.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context, Result};
 use l2tp_tests::{
@@ -38,6 +41,16 @@ pub struct Results {
     recovery_data_ms: Vec<f64>,
     reestablish_ms: Vec<f64>,
     rss: Vec<f64>,
+    setup_phases: Vec<Phases>,
+    recovery_phases: Vec<Phases>,
+    recovery_data_phases: Vec<Phases>,
+    /// Control datagrams (both directions) of the first setup and of each
+    /// recovery, from the daemons' `stats` (datagrams received).
+    setup_datagrams: u64,
+    recovery_datagrams: Vec<f64>,
+    floor_ms: Vec<f64>,
+    floor_setup_ms: Vec<f64>,
+    floor_resent: u64,
 }
 
 impl Results {
@@ -45,6 +58,12 @@ impl Results {
         let med = |v: &[f64]| if v.is_empty() { f64::NAN } else { super::stats(v).1 };
         let min = |v: &[f64]| if v.is_empty() { f64::NAN } else { super::stats(v).0 };
         let total = (self.tunnels * self.sessions) as f64;
+        let mut rec_data = phases_json(&self.recovery_data_phases);
+        let ctl_only = phases_json(&self.recovery_phases);
+        if let (Some(a), Some(b)) = (rec_data["api_up_ms"].as_f64(), ctl_only["api_up_ms"].as_f64()) {
+            rec_data["dataplane_rebuild_extra_ms"] = super::r1(a - b);
+        }
+        let setup_ms = med(&self.setup_s) * 1e3;
         json!({
             "tunnels": self.tunnels,
             "sessions": self.tunnels * self.sessions,
@@ -62,6 +81,20 @@ impl Results {
             "rss_mb_10k_sessions_max": super::r1(self.rss.iter().copied().fold(0.0, f64::max)),
             "setup_sessions_per_s_best": super::r1(total / min(&self.setup_s)),
             "dataplane": "on: every session installed in the XDP maps, sequencing on",
+            "rss_mb": super::r1(med(&self.rss)),
+            "phases": {
+                "setup": phases_json(&self.setup_phases),
+                "control_only": ctl_only,
+                "control_and_data": rec_data,
+            },
+            "floor_ms": super::r1(med(&self.floor_ms)),
+            "floor_setup_ms": super::r1(med(&self.floor_setup_ms)),
+            "floor_resent": self.floor_resent,
+            "floor_datagrams_recovery": super::r1(med(&self.recovery_datagrams)),
+            "floor_datagrams_setup": self.setup_datagrams,
+            "recovery_vs_floor": super::r1(med(&self.recovery_data_ms) / med(&self.floor_ms)),
+            "recovery_control_only_vs_floor": super::r1(med(&self.recovery_ms) / med(&self.floor_ms)),
+            "setup_vs_floor": super::r1(setup_ms / med(&self.floor_setup_ms)),
         })
     }
 }
@@ -191,9 +224,11 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
     let (pins_a, pins_b) = (PinDir::new("bench-a"), PinDir::new("bench-b"));
     let mut b = Daemon::start_logging(&t.pe_b, "bench-b", &config("pe-b", false, tunnels, sessions, &pins_b), level)?;
     let start = Instant::now();
-    let mut a = Daemon::start_logging(&t.pe_a, "bench-a", &config("pe-a", true, tunnels, sessions, &pins_a), level)?;
+    let cfg_a = config("pe-a", true, tunnels, sessions, &pins_a);
+    let mut a = Daemon::start_logging(&t.pe_a, "bench-a", &cfg_a, level)?;
     wait_sessions(&a, total, "setup")?;
     wait_sessions(&b, total, "setup (responder)")?;
+    let setup_datagrams = datagrams(&a) + datagrams(&b);
     let mut r = Results {
         tunnels,
         sessions,
@@ -202,6 +237,14 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
         recovery_data_ms: Vec::new(),
         reestablish_ms: Vec::new(),
         rss: vec![rss_mb(a.pid().context("daemon pid")?)?],
+        setup_phases: Vec::new(),
+        recovery_phases: Vec::new(),
+        recovery_data_phases: Vec::new(),
+        setup_datagrams,
+        recovery_datagrams: Vec::new(),
+        floor_ms: Vec::new(),
+        floor_setup_ms: Vec::new(),
+        floor_resent: 0,
     };
     if let Ok(dir) = std::env::var("L2TP_BENCH_KEEP_LOGS") {
         std::fs::write(format!("{dir}/a.log"), a.log())?;
@@ -210,19 +253,27 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
     eprintln!("bench: {total} sessions set up in {:.2} s, {:.1} MB resident", r.setup_s[0], r.rss[0]);
     for round in 0..rounds {
         // Recovery: SIGKILL, restart on the same state.
+        let b0 = datagrams(&b);
         a.kill();
+        let w = Watch::start(&a);
         let t0 = Instant::now();
         a.spawn(&t.pe_a)?;
         wait_recovered(&a, &b, tunnels, total).with_context(|| a.log())?;
         r.recovery_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        let (up, evs) = w.finish();
+        r.recovery_phases.push(recovery_phases(up, &evs));
         wait_sessions(&b, total, "peer after recovery")?;
+        r.recovery_datagrams.push((datagrams(&a) + datagrams(&b) - b0) as f64);
         // Control and data: the pinned data plane goes too.
         a.kill();
         std::fs::remove_dir_all(pins_a.path()).context("removing A's pins")?;
+        let w = Watch::start(&a);
         let t0 = Instant::now();
         a.spawn(&t.pe_a)?;
         wait_recovered(&a, &b, tunnels, total).with_context(|| a.log())?;
         r.recovery_data_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        let (up, evs) = w.finish();
+        r.recovery_data_phases.push(recovery_phases(up, &evs));
         wait_sessions(&b, total, "peer after recovery")?;
         // Re-establishment: orderly stop (StopCCN), start from scratch.
         let t0 = Instant::now();
@@ -239,14 +290,25 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
             d.wait(WAIT)?;
         }
         b.spawn(&t.pe_b)?;
+        let w = Watch::start(&a);
         let t1 = Instant::now();
         a.spawn(&t.pe_a)?;
         wait_sessions(&a, total, "setup")?;
         wait_sessions(&b, total, "setup (responder)")?;
         r.setup_s.push(t1.elapsed().as_secs_f64());
+        let (up, evs) = w.finish();
+        r.setup_phases.push(setup_phases(up, &evs));
+        // The floor, same run, same pinning, daemons idle: the recovery's
+        // datagram count, then the setup's.
+        let n = r.recovery_datagrams.last().copied().unwrap_or(0.0) as u64;
+        let (ms, resent) = floor(&t, tunnels, n)?;
+        r.floor_ms.push(ms);
+        let (ms_setup, resent_setup) = floor(&t, tunnels, r.setup_datagrams)?;
+        r.floor_setup_ms.push(ms_setup);
+        r.floor_resent += resent + resent_setup;
         r.rss.push(rss_mb(a.pid().context("daemon pid")?)?);
         eprintln!(
-            "bench: control round {}/{rounds}: recovery {:.0} ms (control and data {:.0} ms), re-establishment {:.0} ms",
+            "bench: control round {}/{rounds}: recovery {:.0} ms (control and data {:.0} ms), re-establishment {:.0} ms, floor {ms:.1} ms ({n} datagrams), setup floor {ms_setup:.1} ms",
             round + 1,
             r.recovery_ms[round],
             r.recovery_data_ms[round],
@@ -259,4 +321,254 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
     }
     drop(b);
     Ok(r)
+}
+
+/// Unix time in ms, with sub-millisecond precision.
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// Watches a daemon being (re)started: a 1 ms `connect` probe on its API
+/// socket (the time the process is up), then one `l2tp-ctl events --follow
+/// --json` stream, subscribed as soon as the socket answers. The daemon
+/// keeps only its last 1,000 events for late clients, fewer than a
+/// 10,000-session run emits, so the events are streamed (pushed by the
+/// daemon, read by a thread here, parsed only at the end): nothing polls.
+struct Watch {
+    restart_ms: f64,
+    thread: std::thread::JoinHandle<(Option<f64>, Option<std::process::Child>, Vec<String>)>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    child: std::sync::Arc<std::sync::Mutex<Option<u32>>>,
+}
+
+impl Watch {
+    fn start(d: &Daemon) -> Watch {
+        use std::sync::{atomic::AtomicBool, Arc, Mutex};
+        let socket = d.socket();
+        let stop = Arc::new(AtomicBool::new(false));
+        let child_pid: Arc<Mutex<Option<u32>>> = Arc::default();
+        let (stop2, pid2) = (stop.clone(), child_pid.clone());
+        let restart_ms = unix_ms();
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut up = None;
+            while Instant::now() < deadline && !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                    up = Some(unix_ms());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if up.is_none() {
+                return (None, None, Vec::new());
+            }
+            let child = std::process::Command::new(l2tp_tests::daemon::ctl_bin())
+                .args(["events", "--follow", "--json", "--socket"])
+                .arg(&socket)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            let Ok(mut child) = child else { return (up, None, Vec::new()) };
+            if let Ok(mut p) = pid2.lock() {
+                *p = Some(child.id());
+            }
+            let mut lines = Vec::new();
+            if let Some(out) = child.stdout.take() {
+                use std::io::BufRead;
+                for l in std::io::BufReader::new(out).lines() {
+                    match l {
+                        Ok(l) => lines.push(l),
+                        Err(_) => break,
+                    }
+                }
+            }
+            (up, Some(child), lines)
+        });
+        Watch { restart_ms, thread, stop, child: child_pid }
+    }
+
+    /// Ends the stream; the process-up time and the events, as ms after
+    /// the restart.
+    fn finish(self) -> (Option<f64>, Vec<(String, f64)>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Give the stream a moment to deliver what the daemon already sent.
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(pid) = self.child.lock().ok().and_then(|p| *p) {
+            // SAFETY: kill(2) on our own child (the events stream).
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        let (up, child, lines) = self.thread.join().unwrap_or((None, None, Vec::new()));
+        if let Some(mut c) = child {
+            let _ = c.wait();
+        }
+        let evs = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| Some((v["event"].as_str()?.to_owned(), v["time_ms"].as_f64()? - self.restart_ms)))
+            .collect();
+        (up.map(|u| u - self.restart_ms), evs)
+    }
+}
+
+fn first(evs: &[(String, f64)], what: &str) -> Option<f64> {
+    evs.iter().filter(|e| e.0 == what).map(|e| e.1).reduce(f64::min)
+}
+fn last(evs: &[(String, f64)], what: &str) -> Option<f64> {
+    evs.iter().filter(|e| e.0 == what).map(|e| e.1).reduce(f64::max)
+}
+fn count(evs: &[(String, f64)], what: &str) -> f64 {
+    evs.iter().filter(|e| e.0 == what).count() as f64
+}
+
+type Phases = BTreeMap<&'static str, f64>;
+
+fn put(p: &mut Phases, k: &'static str, v: Option<f64>) {
+    if let Some(v) = v {
+        p.insert(k, v);
+    }
+}
+
+fn recovery_phases(up: Option<f64>, evs: &[(String, f64)]) -> Phases {
+    let mut p = Phases::new();
+    put(&mut p, "api_up_ms", up);
+    put(&mut p, "first_recovery_started_ms", first(evs, "recovery-started"));
+    put(&mut p, "last_recovery_started_ms", last(evs, "recovery-started"));
+    put(&mut p, "first_tunnel_recovered_ms", first(evs, "tunnel-recovered"));
+    put(&mut p, "last_tunnel_recovered_ms", last(evs, "tunnel-recovered"));
+    put(&mut p, "first_session_confirmed_ms", first(evs, "session-confirmed"));
+    put(&mut p, "last_session_confirmed_ms", last(evs, "session-confirmed"));
+    p.insert("events_session_confirmed", count(evs, "session-confirmed"));
+    p
+}
+
+fn setup_phases(up: Option<f64>, evs: &[(String, f64)]) -> Phases {
+    let mut p = Phases::new();
+    put(&mut p, "api_up_ms", up);
+    put(&mut p, "first_tunnel_up_ms", first(evs, "tunnel-up"));
+    put(&mut p, "last_tunnel_up_ms", last(evs, "tunnel-up"));
+    put(&mut p, "first_session_up_ms", first(evs, "session-up"));
+    put(&mut p, "last_session_up_ms", last(evs, "session-up"));
+    p.insert("events_session_up", count(evs, "session-up"));
+    p
+}
+
+fn phases_json(v: &[Phases]) -> Value {
+    let mut keys: Vec<&str> = v.iter().flat_map(|p| p.keys().copied()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut m = serde_json::Map::new();
+    for k in keys {
+        let xs: Vec<f64> = v.iter().filter_map(|p| p.get(k).copied()).collect();
+        if !xs.is_empty() {
+            m.insert(k.into(), super::r1(super::stats(&xs).1));
+        }
+    }
+    Value::Object(m)
+}
+
+fn datagrams(d: &Daemon) -> u64 {
+    d.json(&["stats"]).ok().and_then(|v| v["control"]["datagrams"].as_u64()).unwrap_or(0)
+}
+
+const FLOOR_PORT: u16 = 1799;
+const FLOOR_SIZE: usize = 100;
+
+/// The control-plane floor: `datagrams` UDP datagrams of 100 bytes between
+/// the two namespaces over the tunnels' own address pairs, as request and
+/// response, one request in flight per tunnel, all tunnels at once, no
+/// protocol work (the server echoes). Threads of this process (so on the
+/// same CPU pinning as the daemons), entered into the namespaces. Returns
+/// ms from the first request to the last response, and the requests sent
+/// again after a loss.
+pub fn floor(t: &TwoSites, tunnels: usize, datagrams: u64) -> Result<(f64, u64)> {
+    use std::net::{SocketAddr, UdpSocket};
+    let per_tunnel = (datagrams as usize).div_ceil(2 * tunnels).max(1);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| -> Result<(f64, u64)> {
+        let server = s.spawn(|| {
+            t.pe_b.enter(move || -> Result<()> {
+                let sock = UdpSocket::bind(("0.0.0.0", FLOOR_PORT))?;
+                big_buffers(&sock);
+                sock.set_read_timeout(Some(WAIT))?;
+                let _ = ready_tx.send(());
+                let mut buf = [0u8; 2048];
+                loop {
+                    let (n, from) = sock.recv_from(&mut buf)?;
+                    if n == 1 {
+                        return Ok(());
+                    }
+                    sock.send_to(&buf[..n], from)?;
+                }
+            })?
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).context("floor server")?;
+        let r = t.pe_a.enter(move || -> Result<(f64, u64)> {
+            let sock = UdpSocket::bind(("0.0.0.0", FLOOR_PORT))?;
+            big_buffers(&sock);
+            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let peers: Vec<SocketAddr> =
+                (0..tunnels).map(|i| Ok(SocketAddr::new(addr_b(i).parse()?, FLOOR_PORT))).collect::<Result<_>>()?;
+            let mut left = vec![per_tunnel; tunnels];
+            let mut msg = [0u8; FLOOR_SIZE];
+            let mut buf = [0u8; 2048];
+            let mut resent = 0;
+            let start = Instant::now();
+            for (i, p) in peers.iter().enumerate() {
+                msg[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                sock.send_to(&msg, p)?;
+            }
+            let mut pending = tunnels;
+            let deadline = Instant::now() + WAIT;
+            while pending > 0 {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, _)) if n >= 4 => {
+                        let i = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                        if i >= tunnels || left[i] == 0 {
+                            continue;
+                        }
+                        left[i] -= 1;
+                        if left[i] == 0 {
+                            pending -= 1;
+                        } else {
+                            msg[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                            sock.send_to(&msg, peers[i])?;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) if Instant::now() < deadline => {
+                        // A loss: the outstanding requests again.
+                        for (i, p) in peers.iter().enumerate().filter(|(i, _)| left[*i] > 0) {
+                            msg[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                            sock.send_to(&msg, p)?;
+                            resent += 1;
+                        }
+                    }
+                    Err(e) => bail!("floor: {pending} tunnels unanswered: {e}"),
+                }
+            }
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            sock.send_to(&[0], peers[0])?;
+            Ok((ms, resent))
+        })?;
+        server.join().map_err(|_| anyhow::anyhow!("floor server panicked"))??;
+        r
+    })
+}
+
+fn big_buffers(s: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = 16 << 20;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+        // SAFETY: setsockopt with a valid fd and an int option.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
 }

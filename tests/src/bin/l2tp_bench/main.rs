@@ -57,6 +57,9 @@ struct Opts {
     dataplane: bool,
     tunnels: usize,
     sessions_per_tunnel: usize,
+    /// `--scale`: also tunnels x sessions per tunnel at the data plane's
+    /// capacity, one round.
+    scale: Option<(usize, usize)>,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -69,6 +72,7 @@ fn parse_args() -> Result<Opts> {
         dataplane: true,
         tunnels: 100,
         sessions_per_tunnel: 100,
+        scale: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -87,7 +91,10 @@ fn parse_args() -> Result<Opts> {
             "--no-dataplane" => o.dataplane = false,
             "--tunnels" => o.tunnels = val()?.parse()?,
             "--sessions-per-tunnel" => o.sessions_per_tunnel = val()?.parse()?,
-            _ => bail!("unknown argument {a} (--out DIR, --rounds N, --quick, --no-control, --no-dataplane, --tunnels N, --sessions-per-tunnel N)"),
+            "--scale" => o.scale = Some(o.scale.unwrap_or((1000, 65))),
+            "--scale-tunnels" => o.scale = Some((val()?.parse()?, o.scale.map_or(65, |s| s.1))),
+            "--scale-sessions-per-tunnel" => o.scale = Some((o.scale.map_or(1000, |s| s.0), val()?.parse()?)),
+            _ => bail!("unknown argument {a} (--out DIR, --rounds N, --quick, --no-control, --no-dataplane, --tunnels N, --sessions-per-tunnel N, --scale, --scale-tunnels N, --scale-sessions-per-tunnel N)"),
         }
     }
     ensure!(o.rounds >= 1, "--rounds must be at least 1");
@@ -512,7 +519,13 @@ fn r1(v: f64) -> Value {
     }
 }
 
-fn report(o: &Opts, s: &Series, control: Option<&control::Results>, notes: &[String]) -> Result<()> {
+fn report(
+    o: &Opts,
+    s: &Series,
+    control: Option<&control::Results>,
+    scale: Option<&control::Results>,
+    notes: &[String],
+) -> Result<()> {
     std::fs::create_dir_all(&o.out)?;
     let tr = |size: usize, stat: fn(&Series, &str) -> f64| {
         let mut m = serde_json::Map::new();
@@ -559,6 +572,9 @@ fn report(o: &Opts, s: &Series, control: Option<&control::Results>, notes: &[Str
     });
     if let Some(c) = control {
         j["control"] = c.json();
+    }
+    if let Some(c) = scale {
+        j["control_scale"] = c.json();
     }
     std::fs::write(o.out.join("report.json"), serde_json::to_string_pretty(&j)? + "\n")?;
     std::fs::write(o.out.join("report.md"), markdown(&j, s))?;
@@ -643,6 +659,24 @@ fn markdown(j: &Value, s: &Series) -> String {
         for k in ["control_only", "control_and_data"] {
             m.push_str(&format!("| recovery after SIGKILL, {k}, ms | {} |\n", num(&c["recovery_ms"][k])));
         }
+        control_md(&mut m, c);
+    }
+    if let Some(c) = j.get("control_scale") {
+        m.push_str(&format!(
+            "\n## Control plane at scale ({} tunnels, {} sessions, one round)\n\n| measurement | value |\n|---|---|\n",
+            c["tunnels"], c["sessions"]
+        ));
+        for (k, what) in [
+            ("setup_sessions_per_s", "sessions set up per second"),
+            ("rss_mb", "daemon resident memory, MB"),
+            ("reestablish_ms", "tear down and re-establish all, ms"),
+        ] {
+            m.push_str(&format!("| {what} | {} |\n", num(&c[k])));
+        }
+        for k in ["control_only", "control_and_data"] {
+            m.push_str(&format!("| recovery after SIGKILL, {k}, ms | {} |\n", num(&c["recovery_ms"][k])));
+        }
+        control_md(&mut m, c);
     }
     if let Some(notes) = j["notes"].as_array().filter(|n| !n.is_empty()) {
         m.push_str("\n## Notes\n\n");
@@ -651,6 +685,54 @@ fn markdown(j: &Value, s: &Series) -> String {
         }
     }
     m
+}
+
+/// Phases and the floor of one control-plane run.
+fn control_md(m: &mut String, c: &Value) {
+    m.push_str(&format!(
+        "| control-plane floor, recovery's {} datagrams, ms | {} |\n| recovery (control and data) / floor | {} |\n| recovery (control only) / floor | {} |\n| control-plane floor, setup's {} datagrams, ms | {} |\n| setup / floor | {} |\n",
+        num(&c["floor_datagrams_recovery"]),
+        num(&c["floor_ms"]),
+        num(&c["recovery_vs_floor"]),
+        num(&c["recovery_control_only_vs_floor"]),
+        c["floor_datagrams_setup"],
+        num(&c["floor_setup_ms"]),
+        num(&c["setup_vs_floor"]),
+    ));
+    m.push_str("\nPhases, ms from the (re)start of the initiating daemon (median):\n\n| phase (event) | setup | recovery, control only | recovery, control and data |\n|---|---|---|---|\n");
+    let p = &c["phases"];
+    for (k, what) in [
+        ("api_up_ms", "API socket answers (a 1 ms connect probe; the store is read and the data plane attached or rebuilt before it)"),
+        ("dataplane_rebuild_extra_ms", "data plane rebuilt: API-up of control and data minus API-up of control only"),
+        ("first_recovery_started_ms", "first recovery SCCRQ sent (first `recovery-started`)"),
+        ("last_recovery_started_ms", "last recovery SCCRQ sent (last `recovery-started`)"),
+        ("first_tunnel_recovered_ms", "first SCCCN sent (first `tunnel-recovered`)"),
+        ("last_tunnel_recovered_ms", "last SCCCN sent (last `tunnel-recovered`)"),
+        ("first_session_confirmed_ms", "first FSR arrives (first `session-confirmed`)"),
+        ("last_session_confirmed_ms", "last FSR arrives (last `session-confirmed`)"),
+        ("first_tunnel_up_ms", "first tunnel up (`tunnel-up`)"),
+        ("last_tunnel_up_ms", "last tunnel up (`tunnel-up`)"),
+        ("first_session_up_ms", "first session up (`session-up`)"),
+        ("last_session_up_ms", "last session up (`session-up`)"),
+    ] {
+        m.push_str(&format!(
+            "| {what} | {} | {} | {} |\n",
+            num(&p["setup"][k]),
+            num(&p["control_only"][k]),
+            num(&p["control_and_data"][k])
+        ));
+    }
+    let total = c["sessions"].as_f64().unwrap_or(0.0);
+    for (k, e) in [
+        ("control_only", "events_session_confirmed"),
+        ("control_and_data", "events_session_confirmed"),
+        ("setup", "events_session_up"),
+    ] {
+        if let Some(n) = p[k][e].as_f64().filter(|n| *n < total) {
+            m.push_str(&format!("\n{k}: the event stream lagged (the daemon queues 4,096 events per client): {n:.0} of {total:.0} session events seen; the first and last events are still right, the counts are not.\n"));
+        }
+    }
+    m.push_str("\nEvents are the initiating daemon's own (`time_ms`, ms resolution), streamed by one `l2tp-ctl events --follow --json` subscribed when the API socket answers (the daemon keeps only its last 1,000 events for later clients) and parsed after the run; nothing polls for them. The floor: 100-byte UDP datagrams, request and echo, one in flight per tunnel over each tunnel's address pair, all tunnels at once, between threads of the benchmark entered into the two namespaces (same CPU pinning), as many datagrams as the daemons' `stats` counted (`control.datagrams`, both ends) for the recovery and for the setup.\n\n");
 }
 
 /// Horizontal bar chart of the 64-byte data-plane figures.
@@ -707,7 +789,11 @@ fn main() -> Result<()> {
         dataplane(&o, &mut s, &mut notes)?;
     }
     let control = if o.control { Some(control::run(o.tunnels, o.sessions_per_tunnel, o.rounds.min(3))?) } else { None };
-    report(&o, &s, control.as_ref(), &notes)?;
+    let scale = match o.scale {
+        Some((tunnels, per)) => Some(control::run(tunnels, per, 1)?),
+        None => None,
+    };
+    report(&o, &s, control.as_ref(), scale.as_ref(), &notes)?;
     print!("{}", std::fs::read_to_string(o.out.join("report.md"))?);
     Ok(())
 }
