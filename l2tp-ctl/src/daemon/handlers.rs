@@ -228,22 +228,12 @@ impl Daemon {
     }
 
     fn stats(&self) -> anyhow::Result<StatsView> {
-        let c = self.engine.stats();
         let dataplane_global = match &self.dp {
             Some(dp) => dp.global_stats()?,
             None => Vec::new(),
         };
         Ok(StatsView {
-            control: ControlStats {
-                datagrams: c.datagrams,
-                malformed: c.malformed,
-                unknown_tunnel: c.unknown_tunnel,
-                auth_failures: c.auth_failures,
-                refused: c.refused,
-                stopccn_sent: c.stopccn_sent,
-                cdn_sent: c.cdn_sent,
-                ignored: c.ignored,
-            },
+            control: self.control_stats(),
             dataplane_global,
             sessions: self
                 .tunnel_views()

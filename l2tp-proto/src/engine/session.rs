@@ -46,6 +46,38 @@ impl SessionState {
 }
 
 impl Session {
+    /// A session carried over by a recovery (RFC 4951 F-RT-5): established,
+    /// with what was negotiated before the failure.
+    pub(in crate::engine) fn restored(s: &RestoredSession) -> Self {
+        Session {
+            state: SessionState::Established,
+            outgoing: false,
+            stale: false,
+            unconfirmed: false,
+            local_id: s.local_id,
+            peer_id: s.peer_id,
+            params: s.params.clone(),
+            rx_cookie: s.rx_cookie.clone(),
+            tx_cookie: s.tx_cookie.clone(),
+            peer_sublayer: s.peer_sublayer,
+            peer_sequencing: s.peer_sequencing,
+            held: None,
+        }
+    }
+
+    /// What a store (or a standby) keeps of this session to restore it.
+    pub(in crate::engine) fn to_restored(&self) -> RestoredSession {
+        RestoredSession {
+            local_id: self.local_id,
+            peer_id: self.peer_id,
+            params: self.params.clone(),
+            rx_cookie: self.rx_cookie.clone(),
+            tx_cookie: self.tx_cookie.clone(),
+            peer_sublayer: self.peer_sublayer,
+            peer_sequencing: self.peer_sequencing,
+        }
+    }
+
     /// Every change of a session's state goes through here; an illegal one
     /// is refused (state unchanged, false).
     #[must_use]
@@ -389,15 +421,7 @@ impl Engine {
         let Some(s) = t.sessions.get_mut(&sid) else { return };
         if hold {
             s.held = Some((out, up));
-            let session = RestoredSession {
-                local_id: s.local_id,
-                peer_id: s.peer_id,
-                params: s.params.clone(),
-                rx_cookie: s.rx_cookie.clone(),
-                tx_cookie: s.tx_cookie.clone(),
-                peer_sublayer: s.peer_sublayer,
-                peer_sequencing: s.peer_sequencing,
-            };
+            let session = s.to_restored();
             self.events.push_back(Event::SessionToReplicate { tunnel: id, session });
             return;
         }

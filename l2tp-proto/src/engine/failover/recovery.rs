@@ -85,29 +85,7 @@ impl Engine {
             // F-RT-5: the old sessions' IDs are reserved again.
             self.hold_session_id(s.local_id);
         }
-        let sessions = old
-            .sessions
-            .iter()
-            .map(|s| {
-                (
-                    s.local_id,
-                    Session {
-                        state: SessionState::Established,
-                        outgoing: false,
-                        stale: false,
-                        unconfirmed: false,
-                        local_id: s.local_id,
-                        peer_id: s.peer_id,
-                        params: s.params.clone(),
-                        rx_cookie: s.rx_cookie.clone(),
-                        tx_cookie: s.tx_cookie.clone(),
-                        peer_sublayer: s.peer_sublayer,
-                        peer_sequencing: s.peer_sequencing,
-                        held: None,
-                    },
-                )
-            })
-            .collect();
+        let sessions = old.sessions.iter().map(|s| (s.local_id, Session::restored(s))).collect();
         let id = old.local_id;
         let channel = Channel::new(self.channel_config(&old.params));
         self.tunnels.insert(
