@@ -6,6 +6,7 @@
 //! Test hosts use 198.18.0.0/15 and 2001:2::/48 only.
 
 pub mod daemon;
+pub mod ha;
 pub mod netns;
 pub mod pcap;
 pub mod topology;

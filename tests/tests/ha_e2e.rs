@@ -12,7 +12,8 @@
 use std::time::Duration;
 
 use l2tp_tests::{
-    daemon::{Config, Daemon, Failover, Ha, Session, Tunnel},
+    daemon::{Config, Daemon, Ha, Session, Tunnel},
+    ha::{self, events, failover, holds_service, ping, pings_cross, tunnel, up_with_session},
     netns::run,
     NetNs,
 };
@@ -51,10 +52,6 @@ fn topology() -> Pair {
     Pair { sw, p, a, b, dir }
 }
 
-fn failover() -> Option<Failover> {
-    Some(Failover::default())
-}
-
 fn pair_config(
     pair: &Pair,
     me: &str,
@@ -90,17 +87,6 @@ fn peer_config() -> String {
     Config { hello_interval: Some(30), ..Config::new("p") }.tunnel(t).toml()
 }
 
-fn tunnel<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
-    list.as_array()?.iter().find(|t| t["name"] == name)
-}
-
-fn up_with_session(list: &Value, name: &str) -> bool {
-    tunnel(list, name).is_some_and(|t| {
-        t["state"] == "established"
-            && t["sessions"].as_array().is_some_and(|s| s.iter().any(|s| s["state"] == "established"))
-    })
-}
-
 struct Running {
     p: Daemon,
     a: Daemon,
@@ -122,15 +108,6 @@ fn start(pair: &Pair, takeover: &'static str) -> Running {
     .expect("standby synchronised");
     a.wait_json(&["ha", "status"], "acknowledged", WAIT, |v| v["unacknowledged"] == 0).expect("no lag");
     Running { p, a, b }
-}
-
-fn events(d: &Daemon) -> Vec<String> {
-    let out = d.ctl(&["events", "--json"]).expect("events");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["event"].as_str().map(str::to_owned))
-        .collect()
 }
 
 #[test]
@@ -192,47 +169,6 @@ fn a_standby_whose_partner_link_fails_while_the_service_address_answers_stays_st
     run(&mut pair.p.command("true")).expect("p alive");
 }
 
-fn dp_pair_config(
-    pins: &l2tp_tests::PinDir,
-    key: &std::path::Path,
-    me: &str,
-    role: &'static str,
-    listen: &str,
-    partner: &str,
-) -> String {
-    use l2tp_tests::topology::{HA_P_UP, HA_SERVICE};
-    let t = Tunnel {
-        secret: Some("ha-secret".into()),
-        failover: failover(),
-        sessions: vec![Session { cookie_len: 8, sequencing: true, ..Session::new("customer", "ac0") }],
-        ..Tunnel::new("to-p", HA_P_UP, true)
-    };
-    let ha = Ha {
-        node: me.into(),
-        role,
-        listen: listen.into(),
-        partner: partner.into(),
-        key_file: key.to_owned(),
-        service_address: HA_SERVICE.into(),
-        interface: None,
-        takeover: "probe",
-    };
-    Config { reconnect_interval: Some(1), hello_interval: Some(30), ha: Some(ha), ..Config::new(me) }
-        .dataplane(pins)
-        .tunnel(t)
-        .toml()
-}
-
-fn ping(from: &NetNs, to: &str) -> bool {
-    from.command("ping").args(["-c", "3", "-i", "0.1", "-W", "1", to]).output().is_ok_and(|o| o.status.success())
-}
-
-/// Whether pings cross within about 20 tries (a resynchronising data
-/// channel drops its first packets, RFC 4951 F-DC-3).
-fn pings_cross(from: &NetNs, to: &str) -> bool {
-    (0..20).any(|_| ping(from, to))
-}
-
 /// The whole point: customer traffic on a pseudowire of the XDP data plane
 /// goes on after the active host dies, through the standby's takeover
 /// (its data plane rebuilt from the replicated store: Ns from 0, Nr
@@ -285,35 +221,29 @@ fn dp_pair(b_key: Option<&str>) -> DpPair {
     let b_key_path = dir.path().join("b.key");
     std::fs::write(&b_key_path, b_key.unwrap_or("a partner key of more than sixteen bytes\n")).expect("key");
     let pins = [l2tp_tests::PinDir::new("hp"), l2tp_tests::PinDir::new("ha"), l2tp_tests::PinDir::new("hb")];
-    let peer = Config { hello_interval: Some(30), ..Config::new("p") }
-        .dataplane(&pins[0])
-        .tunnel(Tunnel {
-            secret: Some("ha-secret".into()),
-            failover: failover(),
-            sessions: vec![Session { cookie_len: 8, sequencing: true, ..Session::new("customer", "ac0") }],
-            ..Tunnel::new("to-service", topology::HA_SERVICE, false)
-        })
-        .toml();
+    let peer = ha::peer_config(&pins[0]);
     let p = Daemon::start(&t.p, "p", &peer).expect("peer");
     let b = Daemon::start(
         &t.b,
         "b",
-        &dp_pair_config(&pins[2], &b_key_path, "b", "standby", topology::HA_B_PARTNER, topology::HA_A_PARTNER),
+        &ha::pair_config(
+            &pins[2],
+            &b_key_path,
+            "b",
+            "standby",
+            (topology::HA_B_PARTNER, topology::HA_A_PARTNER),
+            "probe",
+        ),
     )
     .expect("standby");
     let a = Daemon::start(
         &t.a,
         "a",
-        &dp_pair_config(&pins[1], &key, "a", "active", topology::HA_A_PARTNER, topology::HA_B_PARTNER),
+        &ha::pair_config(&pins[1], &key, "a", "active", (topology::HA_A_PARTNER, topology::HA_B_PARTNER), "probe"),
     )
     .expect("active");
     p.wait_json(&["tunnel", "list"], "pseudowire up", WAIT, |v| up_with_session(v, "to-service")).expect("up");
     DpPair { t, _dir: dir, key, pins, p, a, b }
-}
-
-fn holds_service(ns: &NetNs) -> bool {
-    let out = ns.ip(&["-4", "addr", "show", "dev", "up0"]).expect("addr");
-    String::from_utf8_lossy(&out.stdout).contains(l2tp_tests::topology::HA_SERVICE)
 }
 
 fn links(ns: &NetNs, state: &str) {

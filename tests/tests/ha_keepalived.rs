@@ -19,11 +19,11 @@ use std::{
 };
 
 use l2tp_tests::{
-    daemon::{ctl_bin, Config, Daemon, Failover, Ha, Session, TempDir, Tunnel},
+    daemon::{ctl_bin, Daemon, TempDir},
+    ha::{events, holds_service, pair_config, peer_config, ping_across, tunnel, up_with_session},
     topology::{self, HaSites},
     NetNs, PinDir,
 };
-use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
@@ -179,70 +179,6 @@ fn subreaper() {
     assert_eq!(r, 0, "PR_SET_CHILD_SUBREAPER");
 }
 
-fn failover() -> Option<Failover> {
-    Some(Failover::default())
-}
-
-fn customer() -> Session {
-    Session { cookie_len: 8, sequencing: true, ..Session::new("customer", "ac0") }
-}
-
-fn pair_config(pins: &PinDir, key: &Path, me: &str, role: &'static str, listen: &str, partner: &str) -> String {
-    let t = Tunnel {
-        secret: Some("ha-secret".into()),
-        failover: failover(),
-        sessions: vec![customer()],
-        ..Tunnel::new("to-p", topology::HA_P_UP, true)
-    };
-    let ha = Ha {
-        node: me.into(),
-        role,
-        listen: listen.into(),
-        partner: partner.into(),
-        key_file: key.to_owned(),
-        service_address: topology::HA_SERVICE.into(),
-        interface: None,
-        takeover: "external",
-    };
-    Config { reconnect_interval: Some(1), hello_interval: Some(30), ha: Some(ha), ..Config::new(me) }
-        .dataplane(pins)
-        .tunnel(t)
-        .toml()
-}
-
-fn tunnel<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
-    list.as_array()?.iter().find(|t| t["name"] == name)
-}
-
-fn up_with_session(list: &Value, name: &str) -> bool {
-    tunnel(list, name).is_some_and(|t| {
-        t["state"] == "established"
-            && t["sessions"].as_array().is_some_and(|s| s.iter().any(|s| s["state"] == "established"))
-    })
-}
-
-fn events(d: &Daemon) -> Vec<String> {
-    let out = d.ctl(&["events", "--json"]).expect("events");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["event"].as_str().map(str::to_owned))
-        .collect()
-}
-
-fn ping(from: &NetNs, to: &str) -> bool {
-    from.command("ping").args(["-c", "3", "-i", "0.1", "-W", "1", to]).output().is_ok_and(|o| o.status.success())
-}
-
-fn ping_across(t: &HaSites) -> bool {
-    (0..20).any(|_| ping(&t.cust_a, topology::CUST_B))
-}
-
-fn holds_service(ns: &NetNs) -> bool {
-    let out = ns.ip(&["-4", "addr", "show", "dev", "up0"]).expect("addr");
-    String::from_utf8_lossy(&out.stdout).contains(topology::HA_SERVICE)
-}
-
 /// P, the pair (external takeover) and a keepalived beside each of A and
 /// B; started when P's pseudowire is up, B is in sync, A's keepalived is
 /// VRRP master and B's a backup that has heard it.
@@ -266,26 +202,18 @@ fn setup() -> Setup {
     let key = dir.path().join("partner.key");
     fs::write(&key, "a partner key of more than sixteen bytes\n").expect("key");
     let pins = [PinDir::new("kp"), PinDir::new("ka"), PinDir::new("kb")];
-    let peer = Config { hello_interval: Some(30), ..Config::new("p") }
-        .dataplane(&pins[0])
-        .tunnel(Tunnel {
-            secret: Some("ha-secret".into()),
-            failover: failover(),
-            sessions: vec![customer()],
-            ..Tunnel::new("to-service", topology::HA_SERVICE, false)
-        })
-        .toml();
+    let peer = peer_config(&pins[0]);
     let p = Daemon::start(&t.p, "p", &peer).expect("peer");
     let b = Daemon::start(
         &t.b,
         "b",
-        &pair_config(&pins[2], &key, "b", "standby", topology::HA_B_PARTNER, topology::HA_A_PARTNER),
+        &pair_config(&pins[2], &key, "b", "standby", (topology::HA_B_PARTNER, topology::HA_A_PARTNER), "external"),
     )
     .expect("standby");
     let a = Daemon::start(
         &t.a,
         "a",
-        &pair_config(&pins[1], &key, "a", "active", topology::HA_A_PARTNER, topology::HA_B_PARTNER),
+        &pair_config(&pins[1], &key, "a", "active", (topology::HA_A_PARTNER, topology::HA_B_PARTNER), "external"),
     )
     .expect("active");
     // A's keepalived first: it becomes master after one master-down
