@@ -38,14 +38,26 @@ pub enum GlobalCounter {
     Malformed = 5,
     /// IPv4 fragments and packets with IP options (never parsed, passed).
     IpUnparsed = 6,
+    /// Frames of sessions installed inactive on a hot standby
+    /// (`flags::STANDBY`): received ones passed to the kernel, customer
+    /// ones dropped.
+    Standby = 7,
 }
 
 impl GlobalCounter {
     /// Number of slots in [`MAP_GLOBAL_STATS`].
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
     /// All counters, in slot order.
-    pub const ALL: [GlobalCounter; Self::COUNT as usize] =
-        [Self::Frames, Self::L2tpUdp, Self::L2tpIp, Self::Control, Self::Data, Self::Malformed, Self::IpUnparsed];
+    pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
+        Self::Frames,
+        Self::L2tpUdp,
+        Self::L2tpIp,
+        Self::Control,
+        Self::Data,
+        Self::Malformed,
+        Self::IpUnparsed,
+        Self::Standby,
+    ];
 
     /// Stable name used in logs, tables and `--json` output.
     pub const fn name(self) -> &'static str {
@@ -57,6 +69,7 @@ impl GlobalCounter {
             Self::Data => "data",
             Self::Malformed => "malformed",
             Self::IpUnparsed => "ip_unparsed",
+            Self::Standby => "standby",
         }
     }
 }

@@ -81,6 +81,11 @@ pub mod flags {
     /// template's MACs are the fallback when the kernel has no neighbour
     /// entry (an all-zero fallback drops and counts `tx_no_route`).
     pub const FIB_LOOKUP: u32 = 1 << 7;
+    /// Installed on a hot standby but inactive: the session neither
+    /// decapsulates (its frames are passed to the kernel) nor encapsulates
+    /// (its customer frames are dropped), and its state stays as installed
+    /// (Ns 0, no Nr) until a takeover clears this bit: one map update.
+    pub const STANDBY: u32 = 1 << 8;
     /// Session in use (a zeroed slot is free).
     pub const ACTIVE: u32 = 1 << 31;
 }

@@ -178,6 +178,13 @@ pub struct HaView {
     /// started.
     #[serde(default)]
     pub last_takeover_ms: Option<u64>,
+    /// Standby: replicated sessions installed in the data plane, inactive
+    /// until a takeover, and those that could not be (installed at the
+    /// takeover instead).
+    #[serde(default)]
+    pub warm_sessions: u64,
+    #[serde(default)]
+    pub warm_failed: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -245,6 +252,10 @@ pub struct DataplaneView {
     /// Next Ns we send and next Nr we expect (24-bit space).
     pub next_ns: u32,
     pub next_nr: u32,
+    /// Installed inactive on a hot standby (forwarding nothing until a
+    /// takeover).
+    #[serde(default)]
+    pub standby: bool,
 }
 
 impl DataplaneView {
@@ -252,7 +263,13 @@ impl DataplaneView {
     pub fn read(table: &SessionTable, local_session_id: u32) -> Option<Self> {
         let idx = table.index_of(local_session_id)?;
         let st = table.state(idx).ok()?;
-        Some(Self { counters: table.stats(idx).ok()?, next_ns: st.tx_ns & SEQ_MASK, next_nr: st.rx_nr & SEQ_MASK })
+        let standby = table.config(idx).ok()?.flags & l2tp_common::session::flags::STANDBY != 0;
+        Some(Self {
+            counters: table.stats(idx).ok()?,
+            next_ns: st.tx_ns & SEQ_MASK,
+            next_nr: st.rx_nr & SEQ_MASK,
+            standby,
+        })
     }
 }
 

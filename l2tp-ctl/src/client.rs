@@ -206,6 +206,13 @@ pub fn ha(conn: &Conn, cmd: HaCmd) -> anyhow::Result<()> {
                     h.unacknowledged,
                     h.oldest_unacknowledged_ms.map_or(String::new(), |ms| format!(", oldest {ms} ms"))
                 );
+                if h.role == "standby" {
+                    println!(
+                        "warm           {} session(s) installed inactive{}",
+                        h.warm_sessions,
+                        if h.warm_failed > 0 { format!(", {} not installable", h.warm_failed) } else { String::new() }
+                    );
+                }
                 println!("takeovers      {}", h.takeovers);
                 if let Some(ms) = h.last_takeover_ms {
                     let ago = crate::store::now_ms().saturating_sub(ms);

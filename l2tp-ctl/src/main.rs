@@ -644,6 +644,7 @@ fn run_session(cmd: SessionCmd) -> anyhow::Result<()> {
                 rx_mode: a.rx_mode.rx_mode(a.resync_n, a.resync_deliver),
                 resync_deliver: a.resync_deliver,
                 udp6_zero_checksum: a.udp6_zero_checksum,
+                standby: false,
             };
             if params.fib_lookup && params.next_hop_mac == [0; 6] {
                 next_hop_lookup_needs_forwarding(&a.uplink, a.local.is_ipv6(), !a.no_enable_forwarding)?;

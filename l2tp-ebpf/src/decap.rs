@@ -172,6 +172,11 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
         _ => unsafe { *SESSION_BY_ID.get(data.session_id)? },
     };
     let cfg = SESSION_CFG.get(idx)?;
+    // A hot standby's warm session: not ours until a takeover activates it.
+    if cfg.flags & flags::STANDBY != 0 {
+        count(g, GlobalCounter::Standby);
+        return None;
+    }
 
     // 3. Addressed to us, or not ours at all (transit traffic of a host
     // that forwards): passed, nothing counted against the session.

@@ -12,6 +12,7 @@ use aya_ebpf::{
 use l2tp_common::{
     session::{attach_key, flags, SessionConfig, ATTACH_PORT_MAX, NEXT_HOP_TTL_JIFFIES},
     wire::*,
+    GlobalCounter,
 };
 
 use crate::{
@@ -58,6 +59,13 @@ pub fn attach(ctx: &XdpContext) -> Option<u32> {
         None => unsafe { *SESSION_BY_ATTACH.get(attach_key(ifindex, 0))? },
     };
     let cfg = SESSION_CFG.get(idx)?;
+    // A hot standby's warm session: the active forwards this circuit.
+    if cfg.flags & flags::STANDBY != 0 {
+        if let Some(g) = crate::maps::global() {
+            crate::maps::count(g, GlobalCounter::Standby);
+        }
+        return Some(xdp_action::XDP_DROP);
+    }
     let tx = SESSION_TX_STATE.get_ptr_mut(idx)?;
     let stats = SESSION_STATS.get_ptr_mut(idx)?;
     // SAFETY: per-CPU counters of this slot, valid for this program run.

@@ -123,6 +123,7 @@ pub fn params(local_id: u32, encap: Encap, ipv6: bool) -> SessionParams {
         rx_mode: RxMode::AcceptNew,
         resync_deliver: false,
         udp6_zero_checksum: ipv6,
+        standby: false,
     }
 }
 

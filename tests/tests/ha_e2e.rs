@@ -170,20 +170,31 @@ fn a_standby_whose_partner_link_fails_while_the_service_address_answers_stays_st
 }
 
 /// The whole point: customer traffic on a pseudowire of the XDP data plane
-/// goes on after the active host dies, through the standby's takeover
-/// (its data plane rebuilt from the replicated store: Ns from 0, Nr
-/// resynchronised, F-DC-1/F-DC-3) and RFC 4951 recovery with the peer.
+/// goes on after the active host dies, through the standby's takeover and
+/// RFC 4951 recovery with the peer. The standby's data plane is warm: the
+/// replicated session sits in its maps, inactive (no frame forwarded, Ns
+/// never advanced), and the takeover activates it with Ns from 0 and Nr
+/// resynchronised (F-DC-1/F-DC-3).
 #[test]
 #[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
 fn customer_traffic_crosses_the_pseudowire_again_after_the_standby_takes_over() {
     use l2tp_tests::topology;
     // Every field bound: the pins and the key must live as long as the test.
-    let DpPair { t, p, mut a, b, pins: _pins, _dir, key: _key } = dp_pair(None);
-    b.wait_json(&["ha", "status"], "standby in sync", WAIT, |v| {
-        v["partner_state"] == "normal" && v["seq"].as_u64() >= Some(2)
-    })
-    .expect("synchronised");
+    let DpPair { t, p, mut a, b, pins, _dir, key: _key } = dp_pair(None);
+    let status = b
+        .wait_json(&["ha", "status"], "standby in sync with a warm session", WAIT, |v| {
+            v["partner_state"] == "normal" && v["seq"].as_u64() >= Some(2) && v["warm_sessions"] == 1
+        })
+        .expect("synchronised");
+    assert_eq!(status["warm_failed"], 0, "{status:#}");
     assert!(ping(&t.cust_a, topology::CUST_B), "customer traffic through A");
+    // B's own maps: the session is installed, inactive, and forwarded
+    // nothing while A carried the traffic.
+    let warm = dataplane_sessions(pins[2].path());
+    assert_eq!(warm.len(), 1, "B's data plane: {warm:#?}");
+    assert_eq!(warm[0]["standby"], true, "{warm:#?}");
+    assert_eq!((warm[0]["rx_packets"].as_u64(), warm[0]["tx_packets"].as_u64()), (Some(0), Some(0)), "{warm:#?}");
+    assert_eq!(warm[0]["next_ns"], 0, "{warm:#?}");
     // The active host dies.
     a.kill();
     for dev in ["up0", "ac0", "ha0"] {
@@ -199,6 +210,35 @@ fn customer_traffic_crosses_the_pseudowire_again_after_the_standby_takes_over() 
     let ev = events(&p);
     assert!(ev.iter().any(|e| e == "tunnel-recovered"), "{ev:?}");
     assert!(!ev.iter().any(|e| e == "tunnel-down" || e == "session-down"), "{ev:?}");
+    // The same session (no reinstall), now active and forwarding.
+    let live = dataplane_sessions(pins[2].path());
+    assert_eq!(live.len(), 1, "B's data plane: {live:#?}");
+    assert_eq!(live[0]["session_id"], warm[0]["session_id"], "{live:#?}");
+    assert_eq!(live[0]["standby"], false, "{live:#?}");
+    assert!(live[0]["tx_packets"].as_u64() > Some(0) && live[0]["rx_packets"].as_u64() > Some(0), "{live:#?}");
+    let takeover = event_message(&b, "ha-takeover").expect("B's takeover event");
+    assert!(takeover.contains("1 warm session(s) activated"), "{takeover}");
+}
+
+/// `l2tp-ctl dataplane session list --json` of the pins in `dir`.
+fn dataplane_sessions(dir: &std::path::Path) -> Vec<Value> {
+    let out = std::process::Command::new(l2tp_tests::daemon::ctl_bin())
+        .args(["dataplane", "session", "list", "--json", "--pin-dir"])
+        .arg(dir)
+        .output()
+        .expect("l2tp-ctl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("JSON list")
+}
+
+/// The detail of `d`'s first `event`.
+fn event_message(d: &Daemon, event: &str) -> Option<String> {
+    let out = d.ctl(&["events", "--json"]).ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == event)
+        .and_then(|v| v["detail"].as_str().map(str::to_owned))
 }
 
 /// The pair with a data plane on `HaSites`, started: P, then B, then A.

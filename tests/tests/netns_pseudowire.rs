@@ -74,6 +74,7 @@ fn endpoint(
             rx_mode: RxMode::AcceptNew,
             resync_deliver: false,
             udp6_zero_checksum: false,
+            standby: false,
         };
         dp.sessions().expect("maps").add(&params).expect("session");
     })

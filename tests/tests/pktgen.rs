@@ -47,6 +47,7 @@ fn generated_frames_arrive_in_sequence_with_exact_counts() {
                     rx_mode: RxMode::AcceptNew,
                     resync_deliver: false,
                     udp6_zero_checksum: false,
+                    standby: false,
                 })
                 .expect("session");
             let _up = dp.program(Role::Uplink).expect("uplink").attach("up0", XdpMode::Driver).expect("attach up0");

@@ -356,6 +356,44 @@ fn commands_are_applied_by_the_program_that_owns_what_they_change() {
     assert_eq!(rig.table.state(idx).expect("state").mode, u32::from(rx_mode::STRICT));
 }
 
+/// Issue 14, the warm data plane: a session installed inactive on a hot
+/// standby neither decapsulates (its frames are the kernel's, passed
+/// unchanged) nor encapsulates (customer frames dropped), touches no
+/// session counter or state, and is counted globally as standby traffic.
+/// One activation later it forwards both ways with the state it was
+/// installed with: Ns from 0 (RFC 4951 F-DC-1) and Nr set by the first
+/// packet.
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn a_warm_standby_session_forwards_nothing_until_one_activation() {
+    let mut p = seq_params(UDP, false, &COOKIE);
+    p.standby = true;
+    let (mut rig, idx) = rig_with(&p);
+    let before = (global(&rig, GlobalCounter::Standby), rig.table.stats(idx).expect("stats"));
+    let f = frame(&p, false, 500);
+    let (action, out) = rig.run(Role::Uplink, &f);
+    assert_eq!(action, XDP_PASS, "a standby session's frame is the kernel's");
+    assert_eq!(out, f, "passed unchanged");
+    let (action, _) = rig.run(Role::Attachment, &inner());
+    assert_eq!(action, XDP_DROP, "a standby session encapsulates nothing");
+    let st = rig.table.state(idx).expect("state");
+    assert_eq!((st.tx_ns, st.rx_valid, st.rx_nr), (0, 0, 0), "state touched while inactive: {st:?}");
+    assert_eq!(rig.table.stats(idx).expect("stats"), before.1, "session counters moved while inactive");
+    assert_eq!(global(&rig, GlobalCounter::Standby) - before.0, 2, "standby frames counted");
+
+    assert!(rig.table.activate(ID).expect("activate"), "was inactive");
+    assert!(!rig.table.activate(ID).expect("activate"), "activated once");
+    assert_eq!(rig.table.config(idx).expect("config").flags & l2tp_common::session::flags::STANDBY, 0);
+    let (action, out) = rig.run(Role::Attachment, &inner());
+    assert_eq!(action, XDP_REDIRECT);
+    // v4/UDP, 8-byte cookie: sublayer at 14 + 20 + 8 + 8 + 8.
+    assert_eq!(u32::from_be_bytes([out[58], out[59], out[60], out[61]]) & 0xff_ffff, 0, "first Ns after activation");
+    assert_eq!(rig.run(Role::Uplink, &f).0, XDP_REDIRECT);
+    let st = rig.table.state(idx).expect("state");
+    assert_eq!((st.rx_valid, st.rx_nr), (1, 501), "{st:?}");
+    assert_eq!(global(&rig, GlobalCounter::Standby) - before.0, 2, "no more standby frames");
+}
+
 /// The map names the loader pins by are the object's (its statics).
 #[test]
 #[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]

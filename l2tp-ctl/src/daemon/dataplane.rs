@@ -163,8 +163,16 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Installs one pseudowire.
-    pub fn install(&mut self, uplink: &str, t: &TunnelConfig, s: &SessionConfig, w: &Wire<'_>) -> anyhow::Result<()> {
+    /// Installs one pseudowire; `standby`: inactive, a hot standby's warm
+    /// session (forwarding nothing until [`Self::activate_all`]).
+    pub fn install(
+        &mut self,
+        uplink: &str,
+        t: &TunnelConfig,
+        s: &SessionConfig,
+        w: &Wire<'_>,
+        standby: bool,
+    ) -> anyhow::Result<()> {
         let local = match t.local {
             Some(l) => l,
             None => self.facts.source(w.peer.ip())?,
@@ -192,9 +200,24 @@ impl DataPlane {
             rx_mode: s.rx_mode(),
             resync_deliver: s.resync_deliver,
             udp6_zero_checksum: t.udp6_zero_checksum,
+            standby,
         };
         self.table.add(&p)?;
         Ok(())
+    }
+
+    /// Takeover: every session installed inactive starts forwarding, one
+    /// map update each (see [`SessionTable::activate`]). Returns how many.
+    pub fn activate_all(&mut self) -> usize {
+        let mut n = 0;
+        for (_, sid) in self.table.list() {
+            match self.table.activate(sid) {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(e) => error!(sid, "activating a warm session: {e}"),
+            }
+        }
+        n
     }
 
     /// Whether a session receiving on `sid` is installed.
@@ -209,6 +232,11 @@ impl DataPlane {
                 error!(session = %s.name, "removing from the data plane: {e}");
             }
         }
+    }
+
+    /// Removes the session receiving on `sid`.
+    pub fn remove(&mut self, sid: u32) -> anyhow::Result<()> {
+        Ok(self.table.remove(sid)?)
     }
 
     /// Removes every installed session `keep` does not want.

@@ -108,6 +108,7 @@ impl Daemon {
                                     sublayer: rx_sublayer,
                                     sequencing: rx_sequencing,
                                 },
+                                false,
                             ),
                         }
                     };

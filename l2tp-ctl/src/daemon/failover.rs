@@ -58,7 +58,7 @@ impl Daemon {
                         } else {
                             // The data plane did not survive: rebuilt from
                             // the store before recovery starts.
-                            match self.reinstall(&tcfg, &rec, s) {
+                            match self.reinstall(&tcfg, &rec, s, false) {
                                 Ok(()) => installed = true,
                                 Err(e) => warn!(tunnel = %rec.name, session = %s.name, "not reinstalled: {e:#}"),
                             }
@@ -96,7 +96,14 @@ impl Daemon {
     }
 
     /// Reinstalls a session of the store in the data plane.
-    fn reinstall(&mut self, tcfg: &TunnelConfig, rec: &TunnelRecord, s: &SessionRecord) -> anyhow::Result<()> {
+    /// `standby`: installed inactive (a hot standby's warm session).
+    pub(super) fn reinstall(
+        &mut self,
+        tcfg: &TunnelConfig,
+        rec: &TunnelRecord,
+        s: &SessionRecord,
+        standby: bool,
+    ) -> anyhow::Result<()> {
         let c = tcfg
             .sessions
             .iter()
@@ -114,7 +121,7 @@ impl Daemon {
             sublayer: s.sublayer,
             sequencing: s.sequencing,
         };
-        dp.install(uplink, tcfg, c, &w)
+        dp.install(uplink, tcfg, c, &w, standby)
     }
 
     /// The resync run length of a tunnel's sessions (F-DC-3 `n`).
@@ -152,6 +159,11 @@ impl Daemon {
                 }
             }
         }
+        if !self.serving() {
+            // A standby's data plane holds the warm copy, nothing else.
+            self.warm_rebuild();
+            return info!("standby: warm data plane rebuilt from the replicated store");
+        }
         let records = match self.store.tunnels() {
             Ok(r) => r,
             Err(e) => return error!("data plane rebuilt empty: the state store cannot be read: {e}"),
@@ -178,7 +190,7 @@ impl Daemon {
                 if !slot.installed {
                     continue;
                 }
-                match self.reinstall(&tcfg, &rec, &s) {
+                match self.reinstall(&tcfg, &rec, &s, false) {
                     Ok(()) => rebuilt += 1,
                     Err(e) => error!(tunnel = %rec.name, session = %s.name, "not reinstalled: {e:#}"),
                 }

@@ -84,6 +84,8 @@ pub(super) struct HaState {
     /// Synchronous replication: sessions whose establishing message waits
     /// for the standby's acknowledgement of the update numbered by the key.
     held: std::collections::BTreeMap<u64, Vec<(TunnelId, u32)>>,
+    /// Standby: the replicated sessions installed inactive.
+    pub warm: super::warm::Warm,
 }
 
 impl HaState {
@@ -112,6 +114,7 @@ impl HaState {
             takeovers: 0,
             last_takeover: None,
             held: std::collections::BTreeMap::new(),
+            warm: Default::default(),
         };
         Ok((s, rx))
     }
@@ -134,6 +137,8 @@ impl HaState {
             service_address: self.cfg.service_address.clone(),
             takeovers: self.takeovers,
             last_takeover_ms: self.last_takeover,
+            warm_sessions: self.warm.sessions() as u64,
+            warm_failed: self.warm.failed,
         }
     }
 
@@ -451,20 +456,22 @@ impl Daemon {
                 // has goes.
                 let r = self.store.clear().and_then(|()| self.store.apply_replicated(&records));
                 match r {
-                    Ok(()) => {
+                    Ok(applied) => {
                         info!(records = records.len(), seq, "snapshot from the active stored");
                         if let Some(ha) = &mut self.ha {
                             ha.partner.durable(seq);
                         }
+                        self.warm(applied, true);
                     }
                     Err(e) => error!("snapshot from the active not stored: {e}"),
                 }
             }
             HaEvent::Apply { seq: Some(seq), key, value } => match self.store.apply_replicated(&[(key, value)]) {
-                Ok(()) => {
+                Ok(applied) => {
                     if let Some(ha) = &mut self.ha {
                         ha.partner.durable(seq);
                     }
+                    self.warm(applied, false);
                 }
                 // Not acknowledged: the active keeps it as lag.
                 Err(e) => error!(seq, "replicated update not stored: {e}"),
@@ -572,11 +579,17 @@ impl Daemon {
                 warn!("announcing the service address {a}: {e}");
             }
         }
+        // 2. The warm sessions start forwarding, one map update each, with
+        // the state they were installed with: Ns from 0 (F-DC-1), Nr set
+        // by the peer's next packet and resynchronised after n once the
+        // tunnel is recovered (F-DC-3).
+        let warm = self.warm_activate();
+        info!(sessions = warm, "warm sessions activated");
         self.store.record_changes(true);
-        // 2. and 3. The replicated sessions into the data plane (Ns from 0,
-        // Nr resynchronised: F-DC-1, F-DC-3) and RFC 4951 recovery of every
-        // failover-capable tunnel with its old IDs; 4. the others cleared,
-        // and brought up anew if configured.
+        // 3. RFC 4951 recovery of every failover-capable tunnel with its old
+        // IDs (a replicated session that was not warm is installed from the
+        // store first); 4. the others cleared, and brought up anew if
+        // configured.
         self.dp_rebuilt = true;
         if let Err(e) = self.previous_run() {
             error!("takeover: replicated state not recovered: {e:#}");
@@ -591,7 +604,10 @@ impl Daemon {
             None,
             None,
             None,
-            format!("active with term {term} (service address {})", fmt_addrs(&addrs)),
+            format!(
+                "active with term {term} (service address {}, {warm} warm session(s) activated)",
+                fmt_addrs(&addrs)
+            ),
         );
     }
 

@@ -267,6 +267,7 @@ fn global_name(counter: &str) -> Option<(&'static str, &'static str)> {
         "data" => ("dataplane_data_frames", "L2TP data frames seen on the uplinks"),
         "malformed" => ("dataplane_malformed_frames", "L2TP frames with unsound outer headers"),
         "ip_unparsed" => ("dataplane_ip_unparsed_frames", "IPv4 fragments and packets with options, passed"),
+        "standby" => ("dataplane_standby_frames", "Frames of sessions held inactive on a hot standby"),
         _ => return None,
     })
 }

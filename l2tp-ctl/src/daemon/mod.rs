@@ -31,6 +31,7 @@ mod metrics;
 mod persist;
 mod registry;
 mod tunnels;
+mod warm;
 
 use std::{
     net::SocketAddr,

@@ -31,6 +31,15 @@ enum Removal {
 /// key and its JSON, or `None` for a removal.
 pub(super) type Change = (String, Option<Vec<u8>>);
 
+/// A replicated record the standby made durable.
+#[derive(Debug)]
+pub(super) enum Applied {
+    Tunnel(TunnelRecord),
+    TunnelGone(TunnelId),
+    Session(SessionRecord),
+    SessionGone(TunnelId, u32),
+}
+
 /// Replication keys: `t/<tunnel ID>` and `s/<tunnel ID>/<session ID>`.
 pub(super) fn tunnel_key(id: TunnelId) -> String {
     format!("t/{id}")
@@ -118,16 +127,25 @@ impl Persistence {
     }
 
     /// Standby: applies replicated records, all in order; durable when
-    /// this returns `Ok`. A key or record that does not parse is an error
-    /// (and nothing after it is applied).
-    pub fn apply_replicated(&mut self, records: &[(String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+    /// this returns `Ok`, with what was applied (for the warm data plane).
+    /// A key or record that does not parse is an error (and nothing after
+    /// it is applied).
+    pub fn apply_replicated(&mut self, records: &[(String, Option<Vec<u8>>)]) -> Result<Vec<Applied>, StoreError> {
         let bad = |k: &str| StoreError::Io(format!("replicated record with an unknown key {k:?}"));
-        let mut sessions: Vec<SessionRecord> = Vec::new();
-        let flush = |p: &mut Self, sessions: &mut Vec<SessionRecord>| -> Result<(), StoreError> {
-            if !sessions.is_empty() {
-                let refs: Vec<&SessionRecord> = sessions.iter().collect();
+        let mut applied = Vec::new();
+        // Consecutive session records are written in one transaction.
+        let mut run = 0;
+        let flush = |p: &mut Self, applied: &[Applied], run: &mut usize| -> Result<(), StoreError> {
+            if *run > 0 {
+                let refs: Vec<&SessionRecord> = applied[applied.len() - *run..]
+                    .iter()
+                    .filter_map(|a| match a {
+                        Applied::Session(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect();
                 p.store.put_sessions(&refs)?;
-                sessions.clear();
+                *run = 0;
             }
             Ok(())
         };
@@ -138,22 +156,34 @@ impl Persistence {
                 _ => return Err(bad(key)),
             };
             match (key.as_bytes()[0], ids.as_slice(), value) {
-                (b's', [_, _], Some(v)) => sessions.push(serde_json::from_slice(v)?),
+                (b's', [_, _], Some(v)) => {
+                    applied.push(Applied::Session(serde_json::from_slice(v)?));
+                    run += 1;
+                }
                 (b't', [t], v) => {
-                    flush(self, &mut sessions)?;
+                    flush(self, &applied, &mut run)?;
                     match v {
-                        Some(v) => self.store.put_tunnel(&serde_json::from_slice(v)?)?,
-                        None => self.store.remove_tunnel(*t)?,
+                        Some(v) => {
+                            let rec: TunnelRecord = serde_json::from_slice(v)?;
+                            self.store.put_tunnel(&rec)?;
+                            applied.push(Applied::Tunnel(rec));
+                        }
+                        None => {
+                            self.store.remove_tunnel(*t)?;
+                            applied.push(Applied::TunnelGone(*t));
+                        }
                     }
                 }
                 (b's', [t, s], None) => {
-                    flush(self, &mut sessions)?;
+                    flush(self, &applied, &mut run)?;
                     self.store.remove_session(*t, *s)?;
+                    applied.push(Applied::SessionGone(*t, *s));
                 }
                 _ => return Err(bad(key)),
             }
         }
-        flush(self, &mut sessions)
+        flush(self, &applied, &mut run)?;
+        Ok(applied)
     }
 
     /// Removes a tunnel and its sessions; retried later if the store

@@ -97,6 +97,9 @@ pub struct SessionParams {
     /// IPv6 over UDP: send UDP checksum 0 (RFC 6935/6936) instead of
     /// computing it for every frame.
     pub udp6_zero_checksum: bool,
+    /// Installed inactive on a hot standby (`flags::STANDBY`): nothing is
+    /// forwarded until [`SessionTable::activate`].
+    pub standby: bool,
 }
 
 fn ip4_checksum(h: &[u8]) -> u16 {
@@ -160,6 +163,9 @@ impl SessionParams {
         }
         if deliver || self.resync_deliver {
             f |= flags::RESYNC_DELIVER;
+        }
+        if self.standby {
+            f |= flags::STANDBY;
         }
         if self.fib_lookup {
             f |= flags::FIB_LOOKUP;
@@ -498,6 +504,25 @@ impl SessionTable {
             self.post(idx, Command::SetMode(p.rx_mode))?;
         }
         Ok(idx)
+    }
+
+    /// Activates a session installed inactive (a hot standby's warm
+    /// session at takeover): one write of its configuration, the standby
+    /// bit cleared. Its state is as installed, since nothing ran on it: Ns
+    /// starts at 0 (RFC 4951 F-DC-1) and the first packet sets Nr; the
+    /// recovery that follows posts the resync of F-DC-3. Returns whether
+    /// it was inactive.
+    pub fn activate(&mut self, local_session_id: u32) -> Result<bool> {
+        let idx = self
+            .index_of(local_session_id)
+            .ok_or_else(|| DataplaneError::Session(format!("no session {local_session_id}")))?;
+        let mut cfg = self.cfg.get(&idx, 0)?;
+        if cfg.flags & flags::STANDBY == 0 {
+            return Ok(false);
+        }
+        cfg.flags &= !flags::STANDBY;
+        self.cfg.set(idx, cfg, 0)?;
+        Ok(true)
     }
 
     /// Index of the session receiving `local_session_id`.

@@ -147,6 +147,7 @@ fn session(local: u32, encap: Encap, v6: bool, uplink: u32, attach: u32) -> Sess
         rx_mode: RxMode::AcceptNew,
         resync_deliver: false,
         udp6_zero_checksum: v6,
+        standby: false,
     }
 }
 
