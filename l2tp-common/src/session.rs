@@ -52,6 +52,10 @@ pub const MAX_PORTS: u32 = 4096;
 pub const MAP_SESSION_NEXT_HOP: &str = "SESSION_NEXT_HOP";
 /// `DataplaneConfig[1]`: switches userspace flips for the whole data plane.
 pub const MAP_DP_CONFIG: &str = "DP_CONFIG";
+/// `TraceConfig[1]`: drop tracing, written by `l2tp-ctl dataplane trace`
+/// only (a map of its own, so it never races the daemon's writes of
+/// `DP_CONFIG`).
+pub const MAP_TRACE_CFG: &str = "TRACE_CFG";
 /// Jiffies a cached next hop is used for before it is looked up again
 /// (0.1 s at HZ=1000, 1 s at HZ=100): the bound on how long a change of
 /// route or neighbour goes unseen when nobody bumps
@@ -179,12 +183,93 @@ pub struct DataplaneConfig {
     /// session is changed in place; installing a session clears its slot's
     /// entry). 0: no cache, a lookup on every frame.
     pub next_hop_gen: u32,
-    /// Reserved for drop tracing (issue 16: on/off, session filter, end
-    /// time); nothing reads them yet.
-    pub _trace: u32,
-    pub _trace_session: u32,
+    /// Reserved (zero).
+    pub _reserved0: u32,
+    pub _reserved1: u32,
     pub _pad: u32,
-    pub _trace_until_ns: u64,
+    pub _reserved2: u64,
+}
+
+/// Drop tracing (one slot of `TRACE_CFG`). While `on` and
+/// `bpf_ktime_get_ns() < until_ns`, every frame the programs drop or pass
+/// up unexpectedly (of `session`, or of any session when 0) is written to
+/// the aya-log ring as one record: see [`trace`]. The deadline stops
+/// tracing in the kernel even if the tracer dies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceConfig {
+    pub on: u32,
+    /// Local session ID to trace (0: all).
+    pub session: u32,
+    /// CLOCK_MONOTONIC ns after which nothing is traced.
+    pub until_ns: u64,
+}
+
+/// Why a frame was traced: the `reason` of a trace record. Records are
+/// `"<program << 16 | reason> <session> <ns << 32 | nr>"`, three decimal
+/// integers (integers only: the verifier refuses variable-length log
+/// arguments; and each argument costs the programs code).
+pub mod trace {
+    /// `<program>` of a record.
+    pub const UPLINK: u32 = 1;
+    pub const ATTACH: u32 = 2;
+
+    /// Unsound outer headers, or an L2TP header, cookie, sublayer or inner
+    /// frame cut by the declared end (dropped).
+    pub const MALFORMED: u32 = 1;
+    /// Over UDP for a session over IP, or the reverse (dropped).
+    pub const WRONG_ENCAPSULATION: u32 = 2;
+    /// Non-zero and wrong UDP checksum, or zero over IPv6 where not
+    /// allowed (dropped).
+    pub const UDP_CHECKSUM: u32 = 3;
+    pub const COOKIE_MISMATCH: u32 = 4;
+    /// Older than Nr, or any mismatch in strict mode, or a run not yet
+    /// confirmed in resync mode (dropped).
+    pub const OUT_OF_SEQUENCE: u32 = 5;
+    /// Ns = Nr - 1 (dropped).
+    pub const DUPLICATE: u32 = 6;
+    pub const REDIRECT_FAILED: u32 = 7;
+    /// L2TPv3 data for a Session ID we do not have (passed to the kernel).
+    pub const UNKNOWN_SESSION: u32 = 8;
+    /// A session's data for another destination address (passed).
+    pub const NOT_ADDRESSED_TO_US: u32 = 9;
+    /// A hot standby's inactive session (received: passed; customer
+    /// frame: dropped).
+    pub const STANDBY: u32 = 10;
+    /// Encapsulated packet larger than the uplink's MTU (dropped).
+    pub const MTU_EXCEEDED: u32 = 11;
+    /// No route or neighbour, and no fallback next hop (dropped).
+    pub const NO_ROUTE: u32 = 12;
+    /// The frame could not be grown for the outer headers (dropped).
+    pub const NO_HEADROOM: u32 = 13;
+
+    /// Stable name of a reason, as `dataplane trace` prints it.
+    pub const fn name(reason: u32) -> &'static str {
+        match reason {
+            MALFORMED => "malformed",
+            WRONG_ENCAPSULATION => "wrong-encapsulation",
+            UDP_CHECKSUM => "udp-checksum",
+            COOKIE_MISMATCH => "cookie-mismatch",
+            OUT_OF_SEQUENCE => "out-of-sequence",
+            DUPLICATE => "duplicate",
+            REDIRECT_FAILED => "redirect-failed",
+            UNKNOWN_SESSION => "unknown-session",
+            NOT_ADDRESSED_TO_US => "not-addressed-to-us",
+            STANDBY => "standby",
+            MTU_EXCEEDED => "mtu-exceeded",
+            NO_ROUTE => "no-route",
+            NO_HEADROOM => "no-headroom",
+            _ => "unknown",
+        }
+    }
+
+    /// Whether frames traced for `reason` are dropped (else passed to the
+    /// kernel).
+    pub const fn dropped(program: u32, reason: u32) -> bool {
+        let passed =
+            matches!(reason, UNKNOWN_SESSION | NOT_ADDRESSED_TO_US) || (program == UPLINK && reason == STANDBY);
+        !passed
+    }
 }
 
 /// Receive state of a session: written only by `l2tp_uplink` (and by
@@ -291,6 +376,7 @@ const _: () = assert!(core::mem::size_of::<SessionCommand>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionStats>() == 104);
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
 const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<TraceConfig>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -303,4 +389,5 @@ mod pod {
     unsafe impl aya::Pod for super::SessionStats {}
     unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::DataplaneConfig {}
+    unsafe impl aya::Pod for super::TraceConfig {}
 }

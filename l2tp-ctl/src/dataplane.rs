@@ -10,6 +10,7 @@
 //! - `link_<ifname>`: one bpf_link per attached interface
 
 pub mod session;
+pub mod trace;
 
 use std::{
     fmt, fs, io,
@@ -25,7 +26,7 @@ use l2tp_common::{
     session::{
         DataplaneConfig, MAP_ATTACH_PORT, MAP_DP_CONFIG, MAP_PORT_SLOTS, MAP_SESSION_BY_ATTACH, MAP_SESSION_BY_ID,
         MAP_SESSION_CFG, MAP_SESSION_NEXT_HOP, MAP_SESSION_RX_CMD, MAP_SESSION_RX_STATE, MAP_SESSION_STATS,
-        MAP_SESSION_TX_CMD, MAP_SESSION_TX_STATE, MAP_TX_PORTS, PROG_ATTACH, PROG_UPLINK,
+        MAP_SESSION_TX_CMD, MAP_SESSION_TX_STATE, MAP_TRACE_CFG, MAP_TX_PORTS, PROG_ATTACH, PROG_UPLINK,
     },
     GlobalCounter, MAP_GLOBAL_STATS,
 };
@@ -39,7 +40,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/l2tp";
 
 /// Every map of the object, pinned as `map_<name>`.
-pub const MAPS: [&str; 14] = [
+pub const MAPS: [&str; 15] = [
     MAP_GLOBAL_STATS,
     MAP_ATTACH_PORT,
     MAP_SESSION_BY_ID,
@@ -54,6 +55,7 @@ pub const MAPS: [&str; 14] = [
     MAP_PORT_SLOTS,
     MAP_SESSION_NEXT_HOP,
     MAP_DP_CONFIG,
+    MAP_TRACE_CFG,
 ];
 const PIN_LINK_PREFIX: &str = "link_";
 
@@ -653,6 +655,11 @@ impl Pinned {
 
     pub fn global_stats(&self) -> Result<GlobalStats> {
         read_global_stats(&PerCpuArray::<_, GlobalSlot>::try_from(self.map(MAP_GLOBAL_STATS)?)?)
+    }
+
+    /// The pinned program of `role` (for BPF_PROG_TEST_RUN fixtures).
+    pub fn program(&self, role: Role) -> Result<Xdp> {
+        Ok(Xdp::from_pin(prog_pin(&self.dir, role), aya_obj::programs::XdpAttachType::Interface)?)
     }
 
     /// The session tables, through the pinned maps.

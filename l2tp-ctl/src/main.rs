@@ -351,6 +351,26 @@ enum DataplaneCmd {
         #[arg(long, default_value = dataplane::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+    /// Trace, for a bounded time, every frame the XDP programs drop or
+    /// pass up unexpectedly: one line each with the program, the action,
+    /// the reason, the session and the Ns/Nr involved.
+    ///
+    /// Tracing is off unless this runs; the kernel stops it at the end even
+    /// if this command is killed. One trace at a time. Under a flood the
+    /// ring (128 KiB) can overflow and lines are lost: trace one session.
+    Trace {
+        /// Only this (local) session ID.
+        #[arg(long)]
+        session: Option<u32>,
+        /// How long to trace, 1 to 3600 seconds.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: u64,
+        #[arg(long, default_value = dataplane::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the attached interfaces and the global counters.
     Stats {
         #[arg(long, default_value = dataplane::DEFAULT_PIN_DIR)]
@@ -569,6 +589,29 @@ fn run_dataplane(cmd: DataplaneCmd) -> anyhow::Result<()> {
                 dp.detach(iface)?;
                 println!("detached from {iface}");
             }
+            Ok(())
+        }
+        DataplaneCmd::Trace { session, seconds, pin_dir, json } => {
+            use std::io::Write as _;
+            let dp = Pinned::open(&pin_dir)?;
+            let mut out = std::io::stdout().lock();
+            let summary = dp.trace(session, std::time::Duration::from_secs(seconds), |l| {
+                let _ = if json {
+                    serde_json::to_string(l).map_or(Ok(()), |j| writeln!(out, "{j}"))
+                } else {
+                    writeln!(out, "{l}")
+                };
+                let _ = out.flush();
+            })?;
+            eprintln!(
+                "{} frame(s) traced in {seconds} s{}",
+                summary.traced,
+                if summary.unreadable > 0 {
+                    format!(", {} record(s) not readable", summary.unreadable)
+                } else {
+                    String::new()
+                }
+            );
             Ok(())
         }
         DataplaneCmd::Stats { pin_dir, json } => {

@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use l2tp_common::{
-    session::{flags, SessionConfig, MAX_SESSIONS},
+    session::{flags, trace, SessionConfig, MAX_SESSIONS},
     wire::*,
     GlobalCounter,
 };
@@ -31,6 +31,7 @@ use crate::{
     maps::{count, Global, SESSION_BY_ID, SESSION_CFG, SESSION_RX_STATE, SESSION_STATS, TX_PORTS},
     parse::{self, frame_len, load_be16, load_be32, ptr_at, words, Outer},
     sequence,
+    trace::Trace,
 };
 
 /// The L2TP data header of a frame: the Session ID and where the header
@@ -148,7 +149,7 @@ fn udp_checksum_ok(ctx: &XdpContext, o: &Outer, cfg: &SessionConfig, end: usize)
 }
 
 #[inline(always)]
-pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
+pub fn uplink(ctx: &XdpContext, g: &mut Global, t: &mut Trace) -> Option<u32> {
     // 1. Outer headers.
     let o = parse::outer(ctx, g)?;
     count(g, if o.over_ip { GlobalCounter::L2tpIp } else { GlobalCounter::L2tpUdp });
@@ -166,21 +167,30 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
     }
     let data = data?;
     let home = data.session_id & (MAX_SESSIONS - 1);
+    let sid = data.session_id;
     let idx = match SESSION_CFG.get(home) {
-        Some(c) if c.local_session_id == data.session_id && c.flags & flags::ACTIVE != 0 => home,
+        Some(c) if c.local_session_id == sid && c.flags & flags::ACTIVE != 0 => home,
         // SAFETY: the value is a plain u32 copied out at once.
-        _ => unsafe { *SESSION_BY_ID.get(data.session_id)? },
+        _ => match unsafe { SESSION_BY_ID.get(sid) } {
+            Some(i) => *i,
+            None => {
+                t.set(trace::UNKNOWN_SESSION, sid);
+                return None;
+            }
+        },
     };
     let cfg = SESSION_CFG.get(idx)?;
     // A hot standby's warm session: not ours until a takeover activates it.
     if cfg.flags & flags::STANDBY != 0 {
         count(g, GlobalCounter::Standby);
+        t.set(trace::STANDBY, sid);
         return None;
     }
 
     // 3. Addressed to us, or not ours at all (transit traffic of a host
     // that forwards): passed, nothing counted against the session.
     if !addressed_to(ctx, &o, cfg) {
+        t.set(trace::NOT_ADDRESSED_TO_US, sid);
         return None;
     }
     let rx = SESSION_RX_STATE.get_ptr_mut(idx)?;
@@ -191,6 +201,16 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
     // 4. A good frame, checked without touching session state.
     if bad || o.over_ip != (cfg.flags & flags::ENCAP_IP != 0) || (!o.over_ip && !udp_checksum_ok(ctx, &o, cfg, end)) {
         stats.rx_malformed += 1;
+        t.set(
+            if bad {
+                trace::MALFORMED
+            } else if o.over_ip != (cfg.flags & flags::ENCAP_IP != 0) {
+                trace::WRONG_ENCAPSULATION
+            } else {
+                trace::UDP_CHECKSUM
+            },
+            sid,
+        );
         return Some(xdp_action::XDP_DROP);
     }
     let mut off = data.next;
@@ -199,6 +219,7 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
     let cookie_len = usize::from(cfg.rx_cookie_len & 0xC);
     if off + cookie_len > end {
         stats.rx_malformed += 1;
+        t.set(trace::MALFORMED, sid);
         return Some(xdp_action::XDP_DROP);
     }
     // Compared word by word as they are in memory (2-byte loads: see
@@ -213,6 +234,7 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
     };
     if !cookie_ok {
         stats.rx_cookie_mismatch += 1;
+        t.set(trace::COOKIE_MISMATCH, sid);
         return Some(xdp_action::XDP_DROP);
     }
     off += cookie_len;
@@ -221,6 +243,7 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
         let word = if off + V3_SUBLAYER_LEN <= end { load_be32(ctx, off) } else { None };
         let Some(word) = word else {
             stats.rx_malformed += 1;
+            t.set(trace::MALFORMED, sid);
             return Some(xdp_action::XDP_DROP);
         };
         sublayer = word;
@@ -229,6 +252,7 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
     // The inner frame needs at least an Ethernet header.
     if off + ETH_HLEN > end || ptr_at::<[u8; ETH_HLEN]>(ctx, off).is_none() {
         stats.rx_malformed += 1;
+        t.set(trace::MALFORMED, sid);
         return Some(xdp_action::XDP_DROP);
     }
     let inner_len = end - off;
@@ -238,11 +262,13 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
     // to the inner Ethernet frame checked above.
     if padding != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(padding as i32)) } != 0 {
         stats.rx_malformed += 1;
+        t.set(trace::MALFORMED, sid);
         return Some(xdp_action::XDP_DROP);
     }
     // SAFETY: as above.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, off as i32) } != 0 {
         stats.rx_malformed += 1;
+        t.set(trace::MALFORMED, sid);
         return Some(xdp_action::XDP_DROP);
     }
 
@@ -254,7 +280,11 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
         // SAFETY: receive state is written by this program only (one flow,
         // one RSS queue: one CPU at a time in practice).
         let rx = unsafe { &mut *rx };
-        if !sequence::rx_sequence(cfg, rx, stats, sublayer & V3_SEQ_MASK) {
+        let ns = sublayer & V3_SEQ_MASK;
+        if !sequence::rx_sequence(cfg, rx, stats, ns) {
+            let duplicate = ns.wrapping_sub(rx.rx_nr) & V3_SEQ_MASK == V3_SEQ_MASK;
+            t.set(if duplicate { trace::DUPLICATE } else { trace::OUT_OF_SEQUENCE }, sid);
+            (t.ns, t.nr) = (ns, rx.rx_nr);
             return Some(xdp_action::XDP_DROP);
         }
     }
@@ -264,6 +294,7 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global) -> Option<u32> {
         Ok(action) => Some(action),
         Err(_) => {
             stats.redirect_errors += 1;
+            t.set(trace::REDIRECT_FAILED, sid);
             Some(xdp_action::XDP_DROP)
         }
     }

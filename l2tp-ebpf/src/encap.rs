@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use l2tp_common::{
-    session::{attach_key, flags, SessionConfig, ATTACH_PORT_MAX, NEXT_HOP_TTL_JIFFIES},
+    session::{attach_key, flags, trace, SessionConfig, ATTACH_PORT_MAX, NEXT_HOP_TTL_JIFFIES},
     wire::*,
     GlobalCounter,
 };
@@ -23,6 +23,7 @@ use crate::{
     },
     parse::{frame_len, load_be16, store},
     sequence,
+    trace::Trace,
 };
 
 /// Outer header sizes: Ethernet + IPv4 or IPv6, + UDP over UDP.
@@ -41,7 +42,7 @@ fn put_template<const N: usize>(ctx: &XdpContext, cfg: &SessionConfig) -> Option
 }
 
 #[inline(always)]
-pub fn attach(ctx: &XdpContext) -> Option<u32> {
+pub fn attach(ctx: &XdpContext, t: &mut Trace) -> Option<u32> {
     let ifindex = ctx.ingress_ifindex() as u32;
     // A VLAN circuit of this interface first (802.1Q tag: RFC 4448 tagged
     // mode, the frame crosses with its tag), else the whole interface.
@@ -60,10 +61,12 @@ pub fn attach(ctx: &XdpContext) -> Option<u32> {
     };
     let cfg = SESSION_CFG.get(idx)?;
     // A hot standby's warm session: the active forwards this circuit.
+    let sid = cfg.local_session_id;
     if cfg.flags & flags::STANDBY != 0 {
         if let Some(g) = crate::maps::global() {
             crate::maps::count(g, GlobalCounter::Standby);
         }
+        t.set(trace::STANDBY, sid);
         return Some(xdp_action::XDP_DROP);
     }
     let tx = SESSION_TX_STATE.get_ptr_mut(idx)?;
@@ -83,12 +86,14 @@ pub fn attach(ctx: &XdpContext) -> Option<u32> {
     if ip_len > u32::from(cfg.uplink_mtu) {
         // No fragmentation: too big for the uplink.
         stats.tx_mtu_drops += 1;
+        t.set(trace::MTU_EXCEEDED, sid);
         return Some(xdp_action::XDP_DROP);
     }
     let push = hdr_len + l2tp_len;
     // SAFETY: ctx.ctx is the program's xdp_md.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(push as i32)) } != 0 {
         stats.redirect_errors += 1;
+        t.set(trace::NO_HEADROOM, sid);
         return Some(xdp_action::XDP_DROP);
     }
     // Outer headers from the template, then the length fields.
@@ -100,6 +105,7 @@ pub fn attach(ctx: &XdpContext) -> Option<u32> {
     };
     let Some(l4) = l4 else {
         stats.redirect_errors += 1;
+        t.set(trace::NO_HEADROOM, sid);
         return Some(xdp_action::XDP_DROP);
     };
     if ipv6 {
@@ -118,6 +124,7 @@ pub fn attach(ctx: &XdpContext) -> Option<u32> {
             None if cfg.hdr[..ETH_ALEN] != [0; ETH_ALEN] => {}
             None => {
                 stats.tx_no_route += 1;
+                t.set(trace::NO_ROUTE, sid);
                 return Some(xdp_action::XDP_DROP);
             }
         }
@@ -152,6 +159,7 @@ pub fn attach(ctx: &XdpContext) -> Option<u32> {
         // RFC 8200 8.1: "a UDP checksum ... is mandatory" over IPv6.
         let Some(c) = checksum::udp6_for_send(ctx, l4, udp_len) else {
             stats.tx_mtu_drops += 1;
+            t.set(trace::MTU_EXCEEDED, sid);
             return Some(xdp_action::XDP_DROP);
         };
         store(ctx, l4 + UDP_CSUM_OFF, c)?;
@@ -162,6 +170,7 @@ pub fn attach(ctx: &XdpContext) -> Option<u32> {
         Ok(action) => Some(action),
         Err(_) => {
             stats.redirect_errors += 1;
+            t.set(trace::REDIRECT_FAILED, sid);
             Some(xdp_action::XDP_DROP)
         }
     }

@@ -12,7 +12,8 @@
 //! - [`parse`]: frame access and the outer headers, with their soundness
 //!   checks; [`checksum`]: Internet checksums; [`sequence`]: sequence
 //!   numbers and the commands that change them; [`maps`]: every map;
-//!   `tools`: the packet generator's and the benchmarks' programs.
+//!   [`trace`]: drop tracing; `tools`: the packet generator's and the
+//!   benchmarks' programs.
 #![no_std]
 #![no_main]
 // The BPF target has no atomic types (no CAS); the intrinsics map to BPF
@@ -30,6 +31,7 @@ mod maps;
 mod parse;
 mod sequence;
 mod tools;
+mod trace;
 
 #[xdp]
 pub fn l2tp_uplink(ctx: XdpContext) -> u32 {
@@ -41,7 +43,12 @@ pub fn l2tp_uplink(ctx: XdpContext) -> u32 {
 fn uplink_entry(ctx: &XdpContext) -> u32 {
     let Some(g) = maps::global() else { return xdp_action::XDP_PASS };
     maps::count(g, GlobalCounter::Frames);
-    decap::uplink(ctx, g).unwrap_or(xdp_action::XDP_PASS)
+    let mut t = trace::Trace::none();
+    let action = decap::uplink(ctx, g, &mut t).unwrap_or(xdp_action::XDP_PASS);
+    if t.reason != 0 {
+        trace::emit(ctx, l2tp_common::session::trace::UPLINK, &t);
+    }
+    action
 }
 
 #[xdp]
@@ -52,7 +59,12 @@ pub fn l2tp_attach(ctx: XdpContext) -> u32 {
 /// `l2tp_attach`'s body (also wrapped by `tools::bench_encap`).
 #[inline(always)]
 fn attach_entry(ctx: &XdpContext) -> u32 {
-    encap::attach(ctx).unwrap_or(xdp_action::XDP_PASS)
+    let mut t = trace::Trace::none();
+    let action = encap::attach(ctx, &mut t).unwrap_or(xdp_action::XDP_PASS);
+    if t.reason != 0 {
+        trace::emit(ctx, l2tp_common::session::trace::ATTACH, &t);
+    }
+    action
 }
 
 #[cfg(not(test))]

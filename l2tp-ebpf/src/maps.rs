@@ -9,7 +9,7 @@ use aya_ebpf::{
 use l2tp_common::{
     session::{
         DataplaneConfig, NextHop, SessionCommand, SessionConfig, SessionRxState, SessionStats, SessionTxState,
-        ATTACH_PORT_MAX, MAX_PORTS, MAX_SESSIONS,
+        TraceConfig, ATTACH_PORT_MAX, MAX_PORTS, MAX_SESSIONS,
     },
     GlobalCounter,
 };
@@ -51,6 +51,9 @@ pub static SESSION_NEXT_HOP: Array<NextHop> = Array::with_max_entries(MAX_SESSIO
 /// Switches set by userspace (next-hop cache generation, drop tracing).
 #[map]
 pub static DP_CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
+/// Drop tracing: written by `l2tp-ctl dataplane trace` only.
+#[map]
+pub static TRACE_CFG: Array<TraceConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static PORT_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
 

@@ -70,11 +70,13 @@ pub fn bench_redirect(_ctx: XdpContext) -> u32 {
     BENCH_PORTS.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
 }
 
-/// The frame's length: a scalar to keep across the program (a saved
-/// packet pointer may be spilled in a way the verifier refuses).
+/// The frame's length, from the helper: a plain scalar to keep across
+/// the program (a difference of packet pointers can be reordered by the
+/// compiler into arithmetic the verifier refuses).
 #[inline(always)]
 fn frame_len(ctx: &XdpContext) -> i64 {
-    (ctx.data_end() - ctx.data()) as i64
+    // SAFETY: ctx.ctx is the program's xdp_md.
+    unsafe { aya_ebpf::helpers::bpf_xdp_get_buff_len(ctx.ctx) as i64 }
 }
 
 /// Gives the frame back the length it had when the program began (the
