@@ -284,7 +284,7 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global, t: &mut Trace) -> Option<u32> {
         if !sequence::rx_sequence(cfg, rx, stats, ns) {
             let duplicate = ns.wrapping_sub(rx.rx_nr) & V3_SEQ_MASK == V3_SEQ_MASK;
             t.set(if duplicate { trace::DUPLICATE } else { trace::OUT_OF_SEQUENCE }, sid);
-            (t.ns, t.nr) = (ns, rx.rx_nr);
+            t.set_seq(ns, rx.rx_nr);
             return Some(xdp_action::XDP_DROP);
         }
     }

@@ -45,7 +45,7 @@ fn uplink_entry(ctx: &XdpContext) -> u32 {
     maps::count(g, GlobalCounter::Frames);
     let mut t = trace::Trace::none();
     let action = decap::uplink(ctx, g, &mut t).unwrap_or(xdp_action::XDP_PASS);
-    if t.reason != 0 {
+    if cfg!(feature = "trace") && t.is_set() {
         trace::emit(ctx, l2tp_common::session::trace::UPLINK, &t);
     }
     action
@@ -61,7 +61,7 @@ pub fn l2tp_attach(ctx: XdpContext) -> u32 {
 fn attach_entry(ctx: &XdpContext) -> u32 {
     let mut t = trace::Trace::none();
     let action = encap::attach(ctx, &mut t).unwrap_or(xdp_action::XDP_PASS);
-    if t.reason != 0 {
+    if cfg!(feature = "trace") && t.is_set() {
         trace::emit(ctx, l2tp_common::session::trace::ATTACH, &t);
     }
     action

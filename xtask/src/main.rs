@@ -174,6 +174,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     step("release build");
     util::run(cargo().args(["build", "--release", "--package", "l2tp-ctl", "--bins"]))?;
     util::run(cargo().args(["build", "--release", "--package", "l2tp-tests", "--bin", "l2tp-bench"]))?;
+    let no_trace = util::build_ebpf_without_trace()?;
     let target = workspace().join("target");
     // One CPU for everything measured: the last one, away from CPU 0's
     // housekeeping.
@@ -187,6 +188,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         .arg(target.join("bench"))
         .args(args)
         .env("L2TP_CTL_BIN", target.join("release/l2tp-ctl"))
+        .env("L2TP_BENCH_NO_TRACE_OBJ", &no_trace)
         .current_dir(workspace());
     util::run(&mut cmd)
 }

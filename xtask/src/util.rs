@@ -61,9 +61,14 @@ pub const EBPF_TARGET: &str = "bpfel-unknown-none";
 /// `cargo +nightly SUBCMD` for the eBPF crate, with the same flags as
 /// l2tp-ctl's build script uses for the release object embedded in `l2tp-ctl`.
 pub fn ebpf_cargo(subcmd: &str, release: bool) -> Command {
+    ebpf_cargo_in(subcmd, release, &workspace().join("target/ebpf"))
+}
+
+/// [`ebpf_cargo`] with its own target directory.
+fn ebpf_cargo_in(subcmd: &str, release: bool, target_dir: &std::path::Path) -> Command {
     let mut cmd = Command::new("rustup");
     cmd.current_dir(workspace()).args(["run", "nightly", "cargo", subcmd, "--package", "l2tp-ebpf", "--target"]);
-    cmd.args([EBPF_TARGET, "-Z", "build-std=core", "--target-dir"]).arg(workspace().join("target/ebpf"));
+    cmd.args([EBPF_TARGET, "-Z", "build-std=core", "--target-dir"]).arg(target_dir);
     if release {
         cmd.arg("--release");
     }
@@ -76,6 +81,19 @@ pub fn ebpf_cargo(subcmd: &str, release: bool) -> Command {
         cmd.env_remove(key);
     }
     cmd
+}
+
+/// Builds the release eBPF object without drop tracing (the benchmark's
+/// comparison: what tracing costs while nobody traces), in a target
+/// directory of its own, and returns its path.
+pub fn build_ebpf_without_trace() -> Result<PathBuf> {
+    let dir = workspace().join("target/ebpf-no-trace");
+    run(ebpf_cargo_in("build", true, &dir).arg("--no-default-features"))?;
+    let path = dir.join(EBPF_TARGET).join("release").join("l2tp-ebpf");
+    if !path.is_file() {
+        bail!("eBPF build produced no {}", path.display());
+    }
+    Ok(path)
 }
 
 /// Builds the eBPF object and returns its path.
