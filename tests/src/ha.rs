@@ -1,4 +1,4 @@
-//! Shared pieces of the hot-standby tests and demo (issue 14) on
+//! Shared pieces of the hot-standby tests, demo and benchmark (issue 14) on
 //! [`crate::topology::HaSites`]: the configuration of the pair and of the
 //! peer P (one customer pseudowire, sequencing and cookies on), and what
 //! the tests read back from the daemons.
@@ -31,7 +31,7 @@ pub fn pair_config(
     key: &Path,
     me: &str,
     role: &'static str,
-    (listen, partner): (&str, &str),
+    addrs: (&str, &str),
     takeover: &'static str,
 ) -> String {
     let t = Tunnel {
@@ -40,6 +40,20 @@ pub fn pair_config(
         sessions: vec![customer()],
         ..Tunnel::new("to-p", topology::HA_P_UP, true)
     };
+    pair(pins, key, me, role, addrs, takeover).tunnel(t).toml()
+}
+
+/// One daemon of the pair as [`pair_config`] writes it, without its
+/// tunnel: `[global]`, the data plane and `[ha]` (the default timers),
+/// for set-ups with tunnels of their own (the benchmark's).
+pub fn pair(
+    pins: &PinDir,
+    key: &Path,
+    me: &str,
+    role: &'static str,
+    (listen, partner): (&str, &str),
+    takeover: &'static str,
+) -> Config {
     let ha = Ha {
         node: me.into(),
         role,
@@ -50,16 +64,12 @@ pub fn pair_config(
         interface: None,
         takeover,
     };
-    Config { reconnect_interval: Some(1), hello_interval: Some(30), ha: Some(ha), ..Config::new(me) }
-        .dataplane(pins)
-        .tunnel(t)
-        .toml()
+    Config { reconnect_interval: Some(1), hello_interval: Some(30), ha: Some(ha), ..Config::new(me) }.dataplane(pins)
 }
 
 /// The peer P: tunnel `to-service` (passive) to the service address.
 pub fn peer_config(pins: &PinDir) -> String {
-    Config { hello_interval: Some(30), ..Config::new("p") }
-        .dataplane(pins)
+    peer(Some(pins))
         .tunnel(Tunnel {
             secret: Some("ha-secret".into()),
             failover: failover(),
@@ -67,6 +77,16 @@ pub fn peer_config(pins: &PinDir) -> String {
             ..Tunnel::new("to-service", topology::HA_SERVICE, false)
         })
         .toml()
+}
+
+/// The peer as [`peer_config`] writes it, without its tunnel; `pins`
+/// `None`: no data plane (control plane only).
+pub fn peer(pins: Option<&PinDir>) -> Config {
+    let c = Config { hello_interval: Some(30), ..Config::new("p") };
+    match pins {
+        Some(p) => c.dataplane(p),
+        None => c,
+    }
 }
 
 /// The tunnel named `name` in a `tunnel list --json`.

@@ -110,20 +110,27 @@ fn config(me: &str, initiate: bool, tunnels: usize, sessions: usize, pins: &PinD
     let mut c = Config::new(me).dataplane(pins);
     for t in 0..tunnels {
         let peer = if initiate { addr_b(t) } else { addr_a(t) };
-        c = c.tunnel(Tunnel {
-            secret: Some("bench-secret".into()),
-            failover: Some(Failover { recovery_time_ms: Some(10_000), ..Failover::default() }),
-            sessions: (0..sessions)
-                .map(|s| Session {
-                    vlan: Some(s as u16 + 1),
-                    sequencing: true,
-                    ..Session::new(&format!("s{s}"), &format!("c{t}"))
-                })
-                .collect(),
-            ..Tunnel::new(&format!("t{t}"), &peer, initiate)
-        });
+        c = c.tunnel(tunnel(t, &peer, initiate, sessions));
     }
     c.toml()
+}
+
+/// Tunnel `t{t}` of the benchmarks: `sessions` Ethernet VLAN pseudowires
+/// (VLANs 1, 2, ... of interface `c{t}`) with sequence numbers, a secret,
+/// failover capability (the hot-standby run uses the same tunnels).
+pub fn tunnel(t: usize, peer: &str, initiate: bool, sessions: usize) -> Tunnel {
+    Tunnel {
+        secret: Some("bench-secret".into()),
+        failover: Some(Failover { recovery_time_ms: Some(10_000), ..Failover::default() }),
+        sessions: (0..sessions)
+            .map(|s| Session {
+                vlan: Some(s as u16 + 1),
+                sequencing: true,
+                ..Session::new(&format!("s{s}"), &format!("c{t}"))
+            })
+            .collect(),
+        ..Tunnel::new(&format!("t{t}"), peer, initiate)
+    }
 }
 
 /// One address per tunnel on each side, with a host route whose preferred
@@ -324,7 +331,7 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
 }
 
 /// Unix time in ms, with sub-millisecond precision.
-fn unix_ms() -> f64 {
+pub fn unix_ms() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 

@@ -33,6 +33,7 @@ use l2tp_tests::NetNs;
 use serde_json::{json, Value};
 
 mod control;
+mod ha;
 
 const UDP: Encap = Encap::Udp { local_port: 1701, peer_port: 1701 };
 const MAC_GEN: [u8; 6] = [0x02, 0x18, 0, 0, 0, 0x02];
@@ -60,6 +61,9 @@ struct Opts {
     /// `--scale`: also tunnels x sessions per tunnel at the data plane's
     /// capacity, one round.
     scale: Option<(usize, usize)>,
+    /// `--ha` / `--no-ha`: the hot-standby run (default: with the control
+    /// plane's).
+    ha: Option<bool>,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -73,6 +77,7 @@ fn parse_args() -> Result<Opts> {
         tunnels: 100,
         sessions_per_tunnel: 100,
         scale: None,
+        ha: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -89,12 +94,14 @@ fn parse_args() -> Result<Opts> {
             }
             "--no-control" => o.control = false,
             "--no-dataplane" => o.dataplane = false,
+            "--ha" => o.ha = Some(true),
+            "--no-ha" => o.ha = Some(false),
             "--tunnels" => o.tunnels = val()?.parse()?,
             "--sessions-per-tunnel" => o.sessions_per_tunnel = val()?.parse()?,
             "--scale" => o.scale = Some(o.scale.unwrap_or((1000, 65))),
             "--scale-tunnels" => o.scale = Some((val()?.parse()?, o.scale.map_or(65, |s| s.1))),
             "--scale-sessions-per-tunnel" => o.scale = Some((o.scale.map_or(1000, |s| s.0), val()?.parse()?)),
-            _ => bail!("unknown argument {a} (--out DIR, --rounds N, --quick, --no-control, --no-dataplane, --tunnels N, --sessions-per-tunnel N, --scale, --scale-tunnels N, --scale-sessions-per-tunnel N)"),
+            _ => bail!("unknown argument {a} (--out DIR, --rounds N, --quick, --no-control, --no-dataplane, --ha, --no-ha, --tunnels N, --sessions-per-tunnel N, --scale, --scale-tunnels N, --scale-sessions-per-tunnel N)"),
         }
     }
     ensure!(o.rounds >= 1, "--rounds must be at least 1");
@@ -525,6 +532,7 @@ fn report(
     s: &Series,
     control: Option<&control::Results>,
     scale: Option<&control::Results>,
+    ha: Option<&ha::Results>,
     notes: &[String],
 ) -> Result<()> {
     std::fs::create_dir_all(&o.out)?;
@@ -576,6 +584,9 @@ fn report(
     }
     if let Some(c) = scale {
         j["control_scale"] = c.json();
+    }
+    if let Some(h) = ha {
+        j["ha"] = h.json(j.get("control"));
     }
     std::fs::write(o.out.join("report.json"), serde_json::to_string_pretty(&j)? + "\n")?;
     std::fs::write(o.out.join("report.md"), markdown(&j, s))?;
@@ -678,6 +689,9 @@ fn markdown(j: &Value, s: &Series) -> String {
             m.push_str(&format!("| recovery after SIGKILL, {k}, ms | {} |\n", num(&c["recovery_ms"][k])));
         }
         control_md(&mut m, c);
+    }
+    if let Some(h) = j.get("ha") {
+        ha::markdown(&mut m, h);
     }
     if let Some(notes) = j["notes"].as_array().filter(|n| !n.is_empty()) {
         m.push_str("\n## Notes\n\n");
@@ -794,7 +808,12 @@ fn main() -> Result<()> {
         Some((tunnels, per)) => Some(control::run(tunnels, per, 1)?),
         None => None,
     };
-    report(&o, &s, control.as_ref(), scale.as_ref(), &notes)?;
+    let ha = if o.ha.unwrap_or(o.control) {
+        Some(ha::run(o.tunnels, o.sessions_per_tunnel, o.rounds.min(3))?)
+    } else {
+        None
+    };
+    report(&o, &s, control.as_ref(), scale.as_ref(), ha.as_ref(), &notes)?;
     print!("{}", std::fs::read_to_string(o.out.join("report.md"))?);
     Ok(())
 }
