@@ -152,6 +152,18 @@ fn udp_checksum_ok(ctx: &XdpContext, o: &Outer, cfg: &SessionConfig, end: usize)
 pub fn uplink(ctx: &XdpContext, g: &mut Global, t: &mut Trace) -> Option<u32> {
     // 1. Outer headers.
     let o = parse::outer(ctx, g)?;
+    if o.ip == ETH_HLEN && !o.ipv6 && !o.over_ip {
+        // The common layout (untagged IPv4, UDP): the same pipeline, which
+        // the compiler specialises for constant offsets.
+        return carried(ctx, g, t, &parse::UDP4);
+    }
+    carried(ctx, g, t, &o)
+}
+
+/// The rest of the pipeline, for the outer headers `o` of an L2TP carrier.
+#[inline(always)]
+fn carried(ctx: &XdpContext, g: &mut Global, t: &mut Trace, o: &Outer) -> Option<u32> {
+    let o = *o;
     count(g, if o.over_ip { GlobalCounter::L2tpIp } else { GlobalCounter::L2tpUdp });
     let declared = parse::declared_end(ctx, &o);
     let mut bad = declared.is_none();

@@ -100,12 +100,37 @@ pub struct Outer {
     pub l2tp: usize,
 }
 
+/// Untagged IPv4 without options, UDP: the common layout.
+pub const UDP4: Outer = Outer {
+    ip: ETH_HLEN,
+    ipv6: false,
+    over_ip: false,
+    l4: ETH_HLEN + IPV4_MIN_HLEN,
+    l2tp: ETH_HLEN + IPV4_MIN_HLEN + UDP_HLEN,
+};
+
 /// Walks Ethernet, VLAN tags and the IP header to an L2TP carrier: UDP
 /// from or to port 1701, or IP protocol 115. `None`: not an L2TP frame we
 /// look at (not IP, another protocol, IP options, a fragment, or too short
 /// to hold the fixed headers); the kernel gets it.
 #[inline(always)]
 pub fn outer(ctx: &XdpContext, g: &mut Global) -> Option<Outer> {
+    // The common layout first: Ethernet, IPv4 and UDP headers read with
+    // one bounds check and constant offsets. Anything else (and every
+    // case that counts) takes the general walk below.
+    if let Some(h) = words::<{ (ETH_HLEN + IPV4_MIN_HLEN + UDP_HLEN) / 2 }>(ctx, 0) {
+        let be = u16::from_be;
+        let ip = ETH_HLEN / 2;
+        let udp = (ETH_HLEN + IPV4_MIN_HLEN) / 2;
+        if be(h[ETH_TYPE_OFF / 2]) == ETH_P_IP
+            && be(h[ip]) >> 8 == u16::from(IPV4_VIHL_NO_OPTIONS)
+            && be(h[ip + IPV4_FRAG_OFF / 2]) & IPV4_FRAG_MASK == 0
+            && be(h[ip + IPV4_PROTO_OFF / 2]) & 0xff == u16::from(IPPROTO_UDP)
+            && (be(h[udp]) == L2TP_UDP_PORT || be(h[udp + UDP_DPORT_OFF / 2]) == L2TP_UDP_PORT)
+        {
+            return Some(UDP4);
+        }
+    }
     let mut ip = ETH_HLEN;
     let mut proto = load_be16(ctx, ETH_TYPE_OFF)?;
     // Up to two VLAN tags (802.1ad outer, 802.1Q inner).
