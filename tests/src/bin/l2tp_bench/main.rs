@@ -387,6 +387,32 @@ fn dataplane(o: &Opts, s: &mut Series, notes: &mut Vec<String>) -> Result<()> {
                 d.tool(name)?;
             }
         }
+        // The same object built without drop tracing (`cargo xtask bench`
+        // builds it): what tracing costs while nobody traces, same run.
+        let mut no_trace = match std::env::var_os("L2TP_BENCH_NO_TRACE_OBJ") {
+            Some(path) => {
+                let bytes = std::fs::read(&path).with_context(|| format!("{}", path.to_string_lossy()))?;
+                // 8-aligned, as the ELF parser wants it.
+                let mut words = vec![0u64; bytes.len().div_ceil(8)];
+                // SAFETY: the u64 buffer holds at least bytes.len() bytes.
+                let aligned = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+                aligned.copy_from_slice(&bytes);
+                let mut d = Loaded::load(aligned)?;
+                let mut t = d.sessions()?;
+                t.add(&udp4)?;
+                for name in [PROG_BENCH_ENCAP, PROG_BENCH_DECAP] {
+                    d.tool(name)?;
+                }
+                Some((d, t))
+            }
+            None => {
+                notes.push(
+                    "drop tracing's cost not measured: no L2TP_BENCH_NO_TRACE_OBJ (run through `cargo xtask bench`)"
+                        .into(),
+                );
+                None
+            }
+        };
 
         // BPF_PROG_TEST_RUN, interleaved per round.
         for round in 0..o.rounds {
@@ -431,6 +457,22 @@ fn dataplane(o: &Opts, s: &mut Series, notes: &mut Vec<String>) -> Result<()> {
                         "{key}: every run must take the in-sequence delivery path: action {act}, {st:?}"
                     );
                     s.push(&format!("testrun.{size}.{key}"), ns);
+                }
+
+                if let Some((d, t)) = &mut no_trace {
+                    let idx = reinstall(t, &udp4)?;
+                    let (act, ns) = testrun(d.tool(PROG_BENCH_ENCAP)?, &cust.bytes, r.ac0, rep)?;
+                    ensure!(act == XDP_REDIRECT, "encap without tracing: action {act}");
+                    s.push(&format!("testrun.{size}.encap_no_trace"), ns);
+                    set_u32(d, MAP_PKTGEN_CFG, f_udp4.seq_offset)?;
+                    set_percpu_u32(d, MAP_PKTGEN_NS, 1)?;
+                    let (act, ns) = testrun(d.tool(PROG_BENCH_DECAP)?, &f_udp4.bytes, r.up0, rep)?;
+                    let st = t.stats(idx)?;
+                    ensure!(
+                        act == XDP_REDIRECT && st.rx_packets == u64::from(rep) && st.rx_out_of_seq == 0,
+                        "decap without tracing: action {act}, {st:?}"
+                    );
+                    s.push(&format!("testrun.{size}.decap_udp4_no_trace"), ns);
                 }
             }
             eprintln!("bench: test-run round {}/{} done", round + 1, o.rounds);
@@ -538,8 +580,17 @@ fn report(
     std::fs::create_dir_all(&o.out)?;
     let tr = |size: usize, stat: fn(&Series, &str) -> f64| {
         let mut m = serde_json::Map::new();
-        for k in ["empty", "encap", "encap_fib", "decap_udp4", "decap_ip6", "decap_udp4_65536", "decap_udp4_65536_hash"]
-        {
+        for k in [
+            "empty",
+            "encap",
+            "encap_fib",
+            "decap_udp4",
+            "decap_ip6",
+            "decap_udp4_65536",
+            "decap_udp4_65536_hash",
+            "encap_no_trace",
+            "decap_udp4_no_trace",
+        ] {
             m.insert(k.into(), r1(stat(s, &format!("testrun.{size}.{k}"))));
         }
         Value::Object(m)
@@ -624,13 +675,31 @@ fn markdown(j: &Value, s: &Series) -> String {
         ("decap_ip6", "decap IP/IPv6, sequencing"),
         ("decap_udp4_65536", "decap UDP/IPv4, 65,536 sessions"),
         ("decap_udp4_65536_hash", "decap UDP/IPv4, 65,536 sessions, ID outside its home slot (hash)"),
+        ("encap_no_trace", "encap UDP/IPv4, sequencing, object built without drop tracing"),
+        ("decap_udp4_no_trace", "decap UDP/IPv4, sequencing, object built without drop tracing"),
     ] {
+        if d["testrun_ns"][k].is_null() {
+            continue;
+        }
         m.push_str(&format!(
             "| {what} | {} ({}) | {} | {} |\n",
             num(&d["testrun_ns"][k]),
             num(&d["testrun_ns_min"][k]),
             num(&d["testrun_ns_1500"][k]),
             if k == "empty" { "-".into() } else { format!("{:.1}", s.median(&format!("testrun.64.{k}")) - empty) }
+        ));
+    }
+    let traced = |with: &str, without: &str| {
+        let (a, b) = (s.median(&format!("testrun.64.{with}")), s.median(&format!("testrun.64.{without}")));
+        (a.is_finite() && b.is_finite()).then_some((a, b))
+    };
+    if let (Some((de, dn)), Some((ee, en))) =
+        (traced("decap_udp4", "decap_udp4_no_trace"), traced("encap", "encap_no_trace"))
+    {
+        m.push_str(&format!(
+            "\nDrop tracing compiled in and off (nobody tracing) against the same object built without it, same run: decap {de:.1} vs {dn:.1} ns ({:+.1}), encap {ee:.1} vs {en:.1} ns ({:+.1}).\n",
+            de - dn,
+            ee - en
         ));
     }
     m.push_str("\nEncap and decap are measured through wrappers that restore the frame with one more `bpf_xdp_adjust_head` (and stamp the next sequence number), so that every repetition takes the full delivery path; that adds a few ns.\n\n");
