@@ -575,9 +575,22 @@ impl Daemon {
             if let Err(e) = service_addr::add(&iface, *a) {
                 error!("taking the service address {a} on {iface}: {e}");
             }
-            if let Err(e) = service_addr::announce(&iface, *a) {
+            // The first announcement now, before the recovery SCCRQs; the
+            // second later, off the event loop (it waits 100 ms).
+            if let Err(e) = service_addr::announce_once(&iface, *a) {
                 warn!("announcing the service address {a}: {e}");
             }
+        }
+        {
+            let (iface, addrs) = (iface.clone(), addrs.clone());
+            tokio::task::spawn_blocking(move || {
+                std::thread::sleep(service_addr::ANNOUNCE_INTERVAL);
+                for a in addrs {
+                    if let Err(e) = service_addr::announce_once(&iface, a) {
+                        warn!("announcing the service address {a} again: {e}");
+                    }
+                }
+            });
         }
         // 2. The warm sessions start forwarding, one map update each, with
         // the state they were installed with: Ns from 0 (F-DC-1), Nr set

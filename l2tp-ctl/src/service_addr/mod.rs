@@ -236,15 +236,31 @@ pub fn probe(iface: &str, addr: IpAddr, timeout: Duration) -> Result<bool, Servi
 /// forwarding is on for `iface`, with a target link-layer address option
 /// carrying our MAC. Receivers update an existing entry (to STALE).
 pub fn announce(iface: &str, addr: IpAddr) -> Result<(), ServiceAddrError> {
+    announce_times(iface, addr, 2)
+}
+
+/// One announcement, at once (a takeover sends the first without waiting
+/// and the second later, off the event loop).
+pub fn announce_once(iface: &str, addr: IpAddr) -> Result<(), ServiceAddrError> {
+    announce_times(iface, addr, 1)
+}
+
+/// The service address announced `times` times, [`ANNOUNCE_INTERVAL`]
+/// apart.
+fn announce_times(iface: &str, addr: IpAddr, times: usize) -> Result<(), ServiceAddrError> {
     let cx = Ctx { iface, addr };
     let index = cx.ifindex()?;
     match addr {
         IpAddr::V4(a) => {
             let sock = PacketSocket::open(cx, index, ETH_P_ARP, Some(&DROP_ALL))?;
             let frame = arp_frame(sock.mac, a, a);
-            sock.send(cx, &frame)?;
-            std::thread::sleep(ANNOUNCE_INTERVAL);
-            sock.send(cx, &frame)
+            for i in 0..times {
+                if i > 0 {
+                    std::thread::sleep(ANNOUNCE_INTERVAL);
+                }
+                sock.send(cx, &frame)?;
+            }
+            Ok(())
         }
         IpAddr::V6(a) => {
             let sock = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).map_err(cx.io("ICMPv6 socket"))?;
@@ -257,7 +273,7 @@ pub fn announce(iface: &str, addr: IpAddr) -> Result<(), ServiceAddrError> {
                 .is_ok_and(|s| s.trim() == "1");
             let na = unsolicited_na(mac, a, router);
             let dst = SockAddr::from(SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, index));
-            for i in 0..2 {
+            for i in 0..times {
                 if i > 0 {
                     std::thread::sleep(ANNOUNCE_INTERVAL);
                 }
