@@ -197,6 +197,13 @@ pub struct StatusView {
     pub tunnels_established: usize,
     pub sessions_established: usize,
     pub dataplane: Option<String>,
+    /// When each start-up step ended, in order (Unix ms): `run`,
+    /// `config_loaded`, `store_opened`, `dataplane_opened`,
+    /// `tunnels_added`, `previous_run_recovered` (the store read, the data
+    /// plane rebuilt if it had to be, and every recovery SCCRQ queued),
+    /// `api_up`.
+    #[serde(default)]
+    pub startup: Vec<(String, f64)>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -9,6 +9,7 @@
 //! - `map_<NAME>`: every map (global counters, session tables, commands)
 //! - `link_<ifname>`: one bpf_link per attached interface
 
+mod batch;
 pub mod session;
 pub mod trace;
 

@@ -394,6 +394,43 @@ fn a_warm_standby_session_forwards_nothing_until_one_activation() {
     assert_eq!(global(&rig, GlobalCounter::Standby) - before.0, 2, "no more standby frames");
 }
 
+/// A session table opened again over the same maps (a restarted daemon)
+/// knows every session, its flags and each side's last command epoch from
+/// batch reads: a command it posts is applied once, by the right program.
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn a_reopened_session_table_knows_sessions_and_epochs_and_its_commands_apply() {
+    let p = seq_params(UDP, false, &[]);
+    let (mut rig, idx) = rig_with(&p);
+    let mut other = params(ID + 1, UDP, false);
+    other.attach_vlan = 7;
+    let idx2 = rig.table.add(&other).expect("second session");
+    // Epochs moved on both sides before the "restart".
+    let recv = |rig: &mut Rig, ns: u32| rig.run(Role::Uplink, &frame(&p, false, ns)).0;
+    assert_eq!(recv(&mut rig, 10), XDP_REDIRECT);
+    let e1 = rig.table.post(idx, Command::EnterResync { n: 2 }).expect("post");
+    assert_eq!(recv(&mut rig, 11), XDP_REDIRECT);
+    assert_eq!(rig.table.rx_state(idx).expect("rx").applied_epoch, e1);
+    let e2 = rig.table.post(idx, Command::ResetNs(5)).expect("post");
+
+    let mut reopened = rig.dp.sessions().expect("session maps again");
+    assert_eq!(reopened.list(), rig.table.list());
+    assert_eq!((reopened.index_of(ID), reopened.index_of(ID + 1)), (Some(idx), Some(idx2)));
+    assert_eq!(reopened.flags(idx), rig.table.config(idx).ok().map(|c| c.flags));
+    // The next epochs follow what was posted (pending or applied).
+    let e3 = reopened.post(idx, Command::SetMode(RxMode::Strict { n: 3 })).expect("post");
+    let e4 = reopened.post(idx, Command::ResetNs(0)).expect("post");
+    assert!(e3 > e1 && e4 > e2, "epochs {e1} {e2} then {e3} {e4}");
+    assert_eq!(recv(&mut rig, 12), XDP_REDIRECT);
+    let st = reopened.state(idx).expect("state");
+    assert_eq!((st.mode, st.resync_n), (u32::from(rx_mode::STRICT), 3), "{st:?}");
+    let (action, out) = rig.run(Role::Attachment, &inner());
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(u32::from_be_bytes([out[50], out[51], out[52], out[53]]) & 0xff_ffff, 0, "RESET_NS(0) applied, not 5");
+    reopened.remove(ID + 1).expect("remove");
+    assert_eq!(reopened.index_of(ID + 1), None);
+}
+
 /// The map names the loader pins by are the object's (its statics).
 #[test]
 #[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]

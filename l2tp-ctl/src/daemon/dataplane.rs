@@ -253,12 +253,16 @@ impl DataPlane {
     /// numbers follow the peer's Ns after `n` packets (ENTER_RESYNC).
     /// Returns how many.
     pub fn enter_resync(&mut self, sids: &[u32], n: u16) -> usize {
-        let sequenced: Vec<u32> = sids
-            .iter()
-            .filter_map(|sid| self.table.index_of(*sid))
-            .filter(|idx| self.table.config(*idx).is_ok_and(|c| c.flags & l2tp_common::session::flags::SEQ_RX != 0))
-            .collect();
-        sequenced.into_iter().filter(|idx| self.table.post(*idx, Command::EnterResync { n }).is_ok()).count()
+        let mut posted = 0;
+        for sid in sids {
+            let Some(idx) = self.table.index_of(*sid) else { continue };
+            if self.table.flags(idx).is_some_and(|f| f & l2tp_common::session::flags::SEQ_RX != 0)
+                && self.table.post(idx, Command::EnterResync { n }).is_ok()
+            {
+                posted += 1;
+            }
+        }
+        posted
     }
 
     /// Counters and sequence state of the session receiving on `sid`.

@@ -94,6 +94,7 @@ impl Daemon {
                 .map(|t| t.sessions.iter().filter(|s| s.state == SessionStatus::Established).count())
                 .sum(),
             dataplane: self.dp.as_ref().map(|d| d.dir().display().to_string()),
+            startup: self.startup.steps(),
         }
     }
 

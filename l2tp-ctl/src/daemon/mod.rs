@@ -98,6 +98,8 @@ struct Daemon {
     /// rebuilt from the store, so recovered sequenced sessions restart
     /// their Ns at 0 (RFC 4951 F-DC-1).
     dp_rebuilt: bool,
+    /// When each start-up step ended.
+    startup: Startup,
     /// The hot standby pair this daemon is one of, if configured.
     ha: Option<HaState>,
 }
@@ -111,7 +113,10 @@ struct Inputs {
 
 /// Runs the daemon until it is told to stop.
 pub fn run(opts: Options) -> anyhow::Result<Exit> {
+    let mut startup = Startup::default();
+    startup.mark("run");
     let mut cfg = Config::load(&opts.config)?;
+    startup.mark("config_loaded");
     if let Some(d) = &opts.state_dir {
         cfg.global.state_dir = d.clone();
     }
@@ -120,9 +125,25 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async move {
-        let (daemon, inputs) = Daemon::start(opts.config, cfg).await?;
+        let (daemon, inputs) = Daemon::start(opts.config, cfg, startup).await?;
         daemon.run(inputs).await
     })
+}
+
+/// When the start-up steps ended (Unix ms, fractional), for `status` and
+/// the benchmark's phases.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Startup(Vec<(&'static str, f64)>);
+
+impl Startup {
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.0.push((step, now.as_secs_f64() * 1e3));
+    }
+
+    pub fn steps(&self) -> Vec<(String, f64)> {
+        self.0.iter().map(|(s, t)| ((*s).to_owned(), *t)).collect()
+    }
 }
 
 /// Logs the warnings of a configuration (legal values worth a word).
@@ -133,7 +154,7 @@ fn warn_about(cfg: &Config) {
 }
 
 impl Daemon {
-    async fn start(config_path: PathBuf, mut cfg: Config) -> anyhow::Result<(Self, Inputs)> {
+    async fn start(config_path: PathBuf, mut cfg: Config, mut startup: Startup) -> anyhow::Result<(Self, Inputs)> {
         let socket_path = cfg.global.socket.clone();
         if let Some(ha) = cfg.ha.clone() {
             // The peers know the service address: tunnels speak from it,
@@ -156,12 +177,14 @@ impl Daemon {
         }
         warn_about(&cfg);
         let store = Persistence::open(&cfg.global.state_dir)?;
+        startup.mark("store_opened");
         let (tx, rx) = mpsc::channel(4096);
         let sockets = Sockets::open(&cfg.global.listen, cfg.global.listen_ip, &tx)?;
         let (dp, dp_rebuilt) = match cfg.dataplane.enabled {
             true => DataPlane::open(&cfg.dataplane).map(|(d, created)| (Some(d), created))?,
             false => (None, false),
         };
+        startup.mark("dataplane_opened");
         let engine = Engine::new(cfg.engine(), Box::new(StdRng::from_entropy()));
         let mut d = Self {
             config_path,
@@ -176,6 +199,7 @@ impl Daemon {
             socket_path: socket_path.clone(),
             dp_rebuilt,
             ha: None,
+            startup: Startup::default(),
         };
         let (ha_tx, ha_rx) = mpsc::channel(1);
         drop(ha_tx);
@@ -210,11 +234,11 @@ impl Daemon {
             ha_rx = rx;
             d.ha = Some(state);
         }
-        for t in &cfg.tunnels {
-            d.add_tunnel(t.clone(), false, false)?;
-        }
+        d.add_tunnels(&cfg.tunnels, false)?;
+        startup.mark("tunnels_added");
         if d.serving() {
             d.become_serving()?;
+            startup.mark("previous_run_recovered");
         } else {
             // A standby keeps the replicated state, and nothing else.
             d.forget_everything();
@@ -223,6 +247,8 @@ impl Daemon {
         let (api_tx, api_rx) = mpsc::channel(64);
         metrics::serve(&cfg.metrics, &socket_path, api_tx.clone()).await?;
         io::serve_api(&socket_path, api_tx, d.events.clone()).await?;
+        startup.mark("api_up");
+        d.startup = startup;
         info!(config = %d.config_path.display(), socket = %socket_path.display(), tunnels = cfg.tunnels.len(), "started");
         Ok((d, Inputs { datagrams: rx, api: api_rx, ha: ha_rx }))
     }

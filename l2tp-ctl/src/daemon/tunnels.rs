@@ -16,6 +16,33 @@ use crate::{
 impl Daemon {
     /// Adds a tunnel (config or API) and starts it.
     pub(super) fn add_tunnel(&mut self, t: TunnelConfig, from_api: bool, connect: bool) -> anyhow::Result<()> {
+        self.add_tunnel_among(t, from_api, connect, None)
+    }
+
+    /// Adds the tunnels of a configuration at start-up, the circuits
+    /// already taken gathered once and grown tunnel by tunnel (gathering
+    /// them for each tunnel was quadratic in tunnels x sessions).
+    pub(super) fn add_tunnels(&mut self, tunnels: &[TunnelConfig], connect: bool) -> anyhow::Result<()> {
+        let mut taken: HashSet<(String, u16)> =
+            self.reg.circuits().into_iter().map(|(i, v)| (i.to_owned(), v)).collect();
+        for t in tunnels {
+            let circuits: Vec<(String, u16)> =
+                t.sessions.iter().map(|s| (s.circuit().0.to_owned(), s.circuit().1)).collect();
+            self.add_tunnel_among(t.clone(), false, connect, Some(&taken))?;
+            taken.extend(circuits);
+        }
+        Ok(())
+    }
+
+    /// [`Self::add_tunnel`]; `taken`: the circuits of the other tunnels,
+    /// if the caller has them.
+    fn add_tunnel_among(
+        &mut self,
+        t: TunnelConfig,
+        from_api: bool,
+        connect: bool,
+        taken: Option<&HashSet<(String, u16)>>,
+    ) -> anyhow::Result<()> {
         let key = format!("tunnel {:?}", t.name);
         t.check(&key).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
         t.check_timers(&key, &self.cfg.global).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
@@ -35,10 +62,18 @@ impl Daemon {
             dp.ensure_attached(u, Role::Uplink)?;
             // Circuits of the other tunnels, gathered once (a check per
             // session against every session would be quadratic).
-            let taken = self.reg.circuits();
+            let gathered;
+            let taken = match taken {
+                Some(t) => t,
+                None => {
+                    gathered = self.reg.circuits().into_iter().map(|(i, v)| (i.to_owned(), v)).collect();
+                    &gathered
+                }
+            };
             let mut attached = HashSet::new();
             for s in &t.sessions {
-                if taken.contains(&s.circuit()) {
+                let (iface, vlan) = s.circuit();
+                if taken.contains(&(iface.to_owned(), vlan)) {
                     anyhow::bail!("{} already carries a session of another tunnel", s.circuit_name());
                 }
                 if attached.insert(s.interface.as_str()) {
@@ -263,12 +298,9 @@ impl Daemon {
                 }
             }
         }
-        for t in &new.tunnels {
-            if !self.reg.contains(&t.name) {
-                self.add_tunnel(t.clone(), false, true)?;
-                added += 1;
-            }
-        }
+        let fresh: Vec<TunnelConfig> = new.tunnels.iter().filter(|t| !self.reg.contains(&t.name)).cloned().collect();
+        self.add_tunnels(&fresh, true)?;
+        added += fresh.len();
         let tunnels = std::mem::take(&mut self.cfg.tunnels);
         self.cfg = Config { tunnels, ..new };
         Ok(format!("{added} tunnel(s) added, {removed} removed, {changed} change(s)"))

@@ -320,6 +320,17 @@ pub fn sum_stats<'a>(per_cpu: impl IntoIterator<Item = &'a SessionStats>) -> Ses
     })
 }
 
+/// A used slot as the table last wrote it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Meta {
+    /// `SessionConfig::flags`.
+    flags: u32,
+    /// The highest epoch posted (or applied) on each side's command slot:
+    /// the next command's epoch is one more.
+    rx_epoch: u32,
+    tx_epoch: u32,
+}
+
 /// The per-session maps of one data plane.
 pub struct SessionTable {
     by_id: HashMap<MapData, u32, u32>,
@@ -336,6 +347,11 @@ pub struct SessionTable {
     /// `ifindex -> slot` of `TX_PORTS`, as `PORT_SLOTS` holds it.
     ports: std::collections::HashMap<u32, u32>,
     used: BTreeSet<u32>,
+    /// `SESSION_BY_ID` as this table wrote it (the daemon is the maps'
+    /// only writer while it runs): lookups without a syscall.
+    ids: std::collections::HashMap<u32, u32>,
+    /// What the table knows of each used slot without reading the maps.
+    meta: std::collections::HashMap<u32, Meta>,
     /// The data-plane switches, to make cached next hops stale when a
     /// session changes (absent in pins of an older object).
     switches: Option<super::Switches>,
@@ -355,8 +371,11 @@ impl SessionTable {
     pub(super) fn open(get: impl Fn(&str) -> Result<Map>) -> Result<Self> {
         let by_id: HashMap<MapData, u32, u32> = HashMap::try_from(get(MAP_SESSION_BY_ID)?)?;
         let port_slots: HashMap<MapData, u32, u32> = HashMap::try_from(get(MAP_PORT_SLOTS)?)?;
-        let used = by_id.iter().filter_map(|r| r.ok().map(|(_, idx)| idx)).collect();
+        let ids = Self::read_ids(&get, &by_id);
+        let used = ids.values().copied().collect();
         Ok(Self {
+            ids,
+            meta: std::collections::HashMap::new(),
             by_id,
             by_attach: HashMap::try_from(get(MAP_SESSION_BY_ATTACH)?)?,
             whole_port: Array::try_from(get(MAP_ATTACH_PORT)?)?,
@@ -376,11 +395,47 @@ impl SessionTable {
         })
     }
 
+    /// The installed session IDs: one batch read of `SESSION_BY_ID` (a
+    /// few syscalls), else entry by entry (two syscalls each, before Linux
+    /// 5.6). Slot facts ([`Meta`]) are read on first use: reading every
+    /// slot of the arrays costs more (the kernel copies them one by one)
+    /// than the few a restart touches.
+    fn read_ids(
+        get: &impl Fn(&str) -> Result<Map>,
+        by_id: &HashMap<MapData, u32, u32>,
+    ) -> std::collections::HashMap<u32, u32> {
+        let batched = get(MAP_SESSION_BY_ID)
+            .ok()
+            .and_then(super::batch::data)
+            .and_then(|d| super::batch::lookup_all::<u32, u32>(&d).ok());
+        match batched {
+            Some(v) => v.into_iter().collect(),
+            None => by_id.iter().filter_map(|r| r.ok()).collect(),
+        }
+    }
+
+    /// What the table knows of slot `idx`, read from the maps the first
+    /// time: the configuration's flags and each side's command epoch (a
+    /// side's applied epoch never passes its slot's, which holds the last
+    /// posted).
+    fn meta_of(&mut self, idx: u32) -> Result<Meta> {
+        if let Some(m) = self.meta.get(&idx) {
+            return Ok(*m);
+        }
+        let m = Meta {
+            flags: self.cfg.get(&idx, 0)?.flags,
+            rx_epoch: self.rx_cmd.get(&idx, 0)?.epoch_end,
+            tx_epoch: self.tx_cmd.get(&idx, 0)?.epoch_end,
+        };
+        self.meta.insert(idx, m);
+        Ok(m)
+    }
+
     /// Installs a session; returns its index. The configuration and state are
     /// written before the IDs that make the data path find it.
     pub fn add(&mut self, p: &SessionParams) -> Result<u32> {
         let mut cfg = p.to_config()?;
-        if self.by_id.get(&p.local_session_id, 0).is_ok() {
+        if self.ids.contains_key(&p.local_session_id) {
             return Err(DataplaneError::Session(format!("session ID {} is already installed", p.local_session_id)));
         }
         let key = attach_key(p.attach_ifindex, p.attach_vlan);
@@ -438,6 +493,8 @@ impl SessionTable {
             return Err(e.into());
         }
         self.used.insert(idx);
+        self.ids.insert(p.local_session_id, idx);
+        self.meta.insert(idx, Meta { flags: cfg.flags, rx_epoch: 0, tx_epoch: 0 });
         if idx != home {
             self.next_free = (idx + 1) % MAX_SESSIONS;
         }
@@ -480,6 +537,9 @@ impl SessionTable {
         cfg.uplink_port = self.port(p.uplink_ifindex)?;
         cfg.attach_port = self.port(p.attach_ifindex)?;
         self.cfg.set(idx, cfg, 0)?;
+        if let Some(m) = self.meta.get_mut(&idx) {
+            m.flags = cfg.flags;
+        }
         // The peer or uplink may have changed: what the data path cached
         // for the old configuration must not be used.
         if let Some(sw) = &mut self.switches {
@@ -522,12 +582,21 @@ impl SessionTable {
         }
         cfg.flags &= !flags::STANDBY;
         self.cfg.set(idx, cfg, 0)?;
+        if let Some(m) = self.meta.get_mut(&idx) {
+            m.flags = cfg.flags;
+        }
         Ok(true)
     }
 
     /// Index of the session receiving `local_session_id`.
     pub fn index_of(&self, local_session_id: u32) -> Option<u32> {
-        self.by_id.get(&local_session_id, 0).ok()
+        self.ids.get(&local_session_id).copied()
+    }
+
+    /// `SessionConfig::flags` of slot `idx` (a map read only the first
+    /// time after the table was opened).
+    pub fn flags(&mut self, idx: u32) -> Option<u32> {
+        self.meta_of(idx).ok().map(|m| m.flags)
     }
 
     /// Removes a session: unpublished first, then its slot cleared.
@@ -549,6 +618,8 @@ impl SessionTable {
         }
         self.cfg.set(idx, zeroed_config(), 0)?;
         self.used.remove(&idx);
+        self.ids.remove(&local_session_id);
+        self.meta.remove(&idx);
         Ok(())
     }
 
@@ -594,13 +665,12 @@ impl SessionTable {
     /// ENTER_RESYNC). Returns the command's epoch, which that side's
     /// `applied_epoch` shows once applied.
     pub fn post(&mut self, idx: u32, command: Command) -> Result<u32> {
-        let (applied, slot) = if command.is_tx() {
-            (self.tx_state.get(&idx, 0)?.applied_epoch, &mut self.tx_cmd)
-        } else {
-            (self.rx_state.get(&idx, 0)?.applied_epoch, &mut self.rx_cmd)
-        };
-        let current = slot.get(&idx, 0)?.epoch_end;
-        let epoch = current.max(applied).wrapping_add(1).max(1);
+        // The side's last epoch, known without reading the maps: a side
+        // applies only epochs this table posted.
+        let m = self.meta_of(idx)?;
+        let last = if command.is_tx() { m.tx_epoch } else { m.rx_epoch };
+        let slot = if command.is_tx() { &mut self.tx_cmd } else { &mut self.rx_cmd };
+        let epoch = last.wrapping_add(1).max(1);
         let (op, value, n) = match command {
             Command::ResetNs(ns) => (cmd::RESET_NS, ns, 0),
             Command::EnterResync { n } => (cmd::ENTER_RESYNC, u32::from(n.max(1)), 0),
@@ -613,12 +683,19 @@ impl SessionTable {
         };
         debug_assert_eq!(cmd::is_tx(op), command.is_tx());
         slot.set(idx, SessionCommand { epoch_begin: epoch, op, value, n, epoch_end: epoch, _pad: 0 }, 0)?;
+        if let Some(m) = self.meta.get_mut(&idx) {
+            if command.is_tx() {
+                m.tx_epoch = epoch;
+            } else {
+                m.rx_epoch = epoch;
+            }
+        }
         Ok(epoch)
     }
 
     /// Installed sessions as `(index, local session ID)`.
     pub fn list(&self) -> Vec<(u32, u32)> {
-        let mut v: Vec<(u32, u32)> = self.by_id.iter().filter_map(|r| r.ok().map(|(id, idx)| (idx, id))).collect();
+        let mut v: Vec<(u32, u32)> = self.ids.iter().map(|(id, idx)| (*idx, *id)).collect();
         v.sort();
         v
     }

@@ -346,12 +346,14 @@ struct Watch {
     thread: std::thread::JoinHandle<(Option<f64>, Option<std::process::Child>, Vec<String>)>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     child: std::sync::Arc<std::sync::Mutex<Option<u32>>>,
+    socket: std::path::PathBuf,
 }
 
 impl Watch {
     fn start(d: &Daemon) -> Watch {
         use std::sync::{atomic::AtomicBool, Arc, Mutex};
         let socket = d.socket();
+        let socket_path = socket.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let child_pid: Arc<Mutex<Option<u32>>> = Arc::default();
         let (stop2, pid2) = (stop.clone(), child_pid.clone());
@@ -392,7 +394,7 @@ impl Watch {
             }
             (up, Some(child), lines)
         });
-        Watch { restart_ms, thread, stop, child: child_pid }
+        Watch { restart_ms, thread, stop, child: child_pid, socket: socket_path }
     }
 
     /// Ends the stream; the process-up time and the events, as ms after
@@ -409,11 +411,23 @@ impl Watch {
         if let Some(mut c) = child {
             let _ = c.wait();
         }
-        let evs = lines
+        let mut evs: Vec<(String, f64)> = lines
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter_map(|v| Some((v["event"].as_str()?.to_owned(), v["time_ms"].as_f64()? - self.restart_ms)))
             .collect();
+        // The daemon's own start-up steps (`status`), as `startup:<step>`.
+        let status = std::process::Command::new(l2tp_tests::daemon::ctl_bin())
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output();
+        if let Some(v) = status.ok().and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok()) {
+            for step in v["startup"].as_array().into_iter().flatten() {
+                if let (Some(name), Some(t)) = (step[0].as_str(), step[1].as_f64()) {
+                    evs.push((format!("startup:{name}"), t - self.restart_ms));
+                }
+            }
+        }
         (up.map(|u| u - self.restart_ms), evs)
     }
 }
@@ -439,6 +453,7 @@ fn put(p: &mut Phases, k: &'static str, v: Option<f64>) {
 fn recovery_phases(up: Option<f64>, evs: &[(String, f64)]) -> Phases {
     let mut p = Phases::new();
     put(&mut p, "api_up_ms", up);
+    startup_phases(&mut p, evs);
     put(&mut p, "first_recovery_started_ms", first(evs, "recovery-started"));
     put(&mut p, "last_recovery_started_ms", last(evs, "recovery-started"));
     put(&mut p, "first_tunnel_recovered_ms", first(evs, "tunnel-recovered"));
@@ -452,12 +467,32 @@ fn recovery_phases(up: Option<f64>, evs: &[(String, f64)]) -> Phases {
 fn setup_phases(up: Option<f64>, evs: &[(String, f64)]) -> Phases {
     let mut p = Phases::new();
     put(&mut p, "api_up_ms", up);
+    startup_phases(&mut p, evs);
     put(&mut p, "first_tunnel_up_ms", first(evs, "tunnel-up"));
     put(&mut p, "last_tunnel_up_ms", last(evs, "tunnel-up"));
     put(&mut p, "first_session_up_ms", first(evs, "session-up"));
     put(&mut p, "last_session_up_ms", last(evs, "session-up"));
     p.insert("events_session_up", count(evs, "session-up"));
     p
+}
+
+/// The daemon's start-up steps: 1. the process is up (`run`), 2. the
+/// store is read (`store_opened`, and the records in
+/// `previous_run_recovered`), 3. the data plane attached or rebuilt
+/// (`dataplane_opened`; a rebuild from the store ends within
+/// `previous_run_recovered`), then the tunnels configured and the API up.
+fn startup_phases(p: &mut Phases, evs: &[(String, f64)]) {
+    for (step, key) in [
+        ("run", "startup_process_up_ms"),
+        ("config_loaded", "startup_config_loaded_ms"),
+        ("store_opened", "startup_store_opened_ms"),
+        ("dataplane_opened", "startup_dataplane_opened_ms"),
+        ("tunnels_added", "startup_tunnels_added_ms"),
+        ("previous_run_recovered", "startup_previous_run_recovered_ms"),
+        ("api_up", "startup_api_up_ms"),
+    ] {
+        put(p, key, first(evs, &format!("startup:{step}")));
+    }
 }
 
 fn phases_json(v: &[Phases]) -> Value {
