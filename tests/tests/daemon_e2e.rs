@@ -337,3 +337,44 @@ fn daemon_warns_about_a_retransmit_cap_under_8_s_at_start_and_reload() {
     d.signal(libc::SIGTERM);
     assert!(d.wait(Duration::from_secs(10)).expect("exits").success());
 }
+
+/// Issue 15: a neighbour or route change seen on rtnetlink makes the data
+/// plane's cached next hops stale at once (the generation in DP_CONFIG
+/// moves), instead of after the cache's time to live; traffic goes on.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn a_neighbour_or_route_change_makes_the_cached_next_hops_stale_at_once() {
+    let t = TwoSites::new().expect("topology");
+    extra_circuits(&t);
+    let (pins_a, pins_b) = (PinDir::new("na"), PinDir::new("nb"));
+    let _b = Daemon::start(&t.pe_b, "pe-b", &config(topology::PE_B_UP, topology::PE_A_UP, false, &pins_b, false))
+        .expect("daemon b");
+    let a = Daemon::start(&t.pe_a, "pe-a", &config(topology::PE_A_UP, topology::PE_B_UP, true, &pins_a, false))
+        .expect("daemon a");
+    a.wait_json(&["session", "list"], "pw1", WAIT, |v| session_up(v, "pw1")).expect("pw1 up");
+    ping(&t.cust_a, topology::CUST_B);
+    let generation = || {
+        l2tp_ctl::dataplane::Pinned::open(pins_a.path())
+            .and_then(|p| p.switches())
+            .and_then(|s| s.get())
+            .expect("DP_CONFIG")
+            .next_hop_gen
+    };
+    let wait_past = |g0: u32, what: &str| {
+        let t0 = std::time::Instant::now();
+        while generation() == g0 {
+            assert!(t0.elapsed() < WAIT, "{what}: the next-hop generation stayed at {g0}\n{}", a.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let g0 = generation();
+    assert_ne!(g0, 0, "the next-hop cache is on");
+    t.pe_a
+        .ip(&["neigh", "replace", topology::PE_B_UP, "lladdr", topology::PE_B_UP_MAC, "dev", "up0", "nud", "permanent"])
+        .expect("neighbour replaced");
+    wait_past(g0, "neighbour change");
+    let g1 = generation();
+    t.pe_a.ip(&["route", "add", "198.18.200.0/24", "via", topology::PE_B_UP, "dev", "up0"]).expect("route added");
+    wait_past(g1, "route change");
+    ping(&t.cust_a, topology::CUST_B);
+}

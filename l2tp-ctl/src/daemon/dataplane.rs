@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use l2tp_proto::wire::Transport;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use super::registry::SessionSlot;
 use crate::{
@@ -135,6 +135,15 @@ impl DataPlane {
         self.table = table;
         self.facts = NetFacts::default();
         Ok(())
+    }
+
+    /// A route, neighbour or link changed: every cached next hop is looked
+    /// up again on its session's next frame.
+    pub fn invalidate_next_hops(&mut self) {
+        match self.pinned.switches().and_then(|mut s| s.invalidate_next_hops()) {
+            Ok(()) => {}
+            Err(e) => debug!("next-hop cache not invalidated: {e}"),
+        }
     }
 
     /// Forgets the interface and route facts (read again on next use).

@@ -190,7 +190,9 @@ impl EventLog {
     const KEEP: usize = 1000;
 
     pub fn new() -> Self {
-        Self { tx: broadcast::channel(4096).0, recent: Arc::default() }
+        // One flush can emit an event per session (a recovery confirms
+        // them all) before any client task runs: room for 16,384.
+        Self { tx: broadcast::channel(16_384).0, recent: Arc::default() }
     }
 
     pub fn send(&self, v: EventView) {
@@ -272,6 +274,17 @@ async fn connection(stream: UnixStream, calls: mpsc::Sender<ApiCall>, events: Ev
                         Ok(ev) => write_line(&mut w, &ev).await?,
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             warn!("events client lagged by {n} events");
+                            // The client is told, in the stream, what it missed.
+                            let lost = EventView {
+                                time_ms: crate::store::now_ms(),
+                                event: "events-lost".into(),
+                                tunnel: None,
+                                tunnel_id: None,
+                                session: None,
+                                session_id: None,
+                                detail: format!("{n} event(s) not delivered: this client fell behind"),
+                            };
+                            write_line(&mut w, &lost).await?;
                         }
                         Err(broadcast::error::RecvError::Closed) => return Ok(()),
                     }

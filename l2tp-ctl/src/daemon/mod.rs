@@ -30,6 +30,7 @@ mod io;
 mod metrics;
 mod persist;
 mod registry;
+mod route_watch;
 mod tunnels;
 mod warm;
 
@@ -109,6 +110,8 @@ struct Inputs {
     datagrams: mpsc::Receiver<Datagram>,
     api: mpsc::Receiver<ApiCall>,
     ha: mpsc::Receiver<HaInput>,
+    /// Route, neighbour or link changes (with a data plane).
+    routes: mpsc::Receiver<()>,
 }
 
 /// Runs the daemon until it is told to stop.
@@ -250,7 +253,13 @@ impl Daemon {
         startup.mark("api_up");
         d.startup = startup;
         info!(config = %d.config_path.display(), socket = %socket_path.display(), tunnels = cfg.tunnels.len(), "started");
-        Ok((d, Inputs { datagrams: rx, api: api_rx, ha: ha_rx }))
+        let (routes_tx, routes) = mpsc::channel(1);
+        if d.dp.is_some() {
+            if let Err(e) = route_watch::spawn(routes_tx) {
+                warn!("not watching route and neighbour changes (cached next hops then follow them within 0.1 s): {e}");
+            }
+        }
+        Ok((d, Inputs { datagrams: rx, api: api_rx, ha: ha_rx, routes }))
     }
 
     /// Serves: the service address (a hot-standby active), the tunnels of
@@ -381,7 +390,7 @@ impl Daemon {
     }
 
     async fn run(mut self, inputs: Inputs) -> anyhow::Result<Exit> {
-        let Inputs { datagrams: mut rx, api: mut api_rx, ha: mut ha_rx } = inputs;
+        let Inputs { datagrams: mut rx, api: mut api_rx, ha: mut ha_rx, mut routes } = inputs;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
@@ -392,6 +401,11 @@ impl Daemon {
             let deadline = self.ha_deadline().map_or(deadline, |t| t.min(deadline));
             tokio::select! {
                 Some(input) = ha_rx.recv() => self.on_ha_input(input),
+                Some(()) = routes.recv() => {
+                    if let Some(dp) = &mut self.dp {
+                        dp.invalidate_next_hops();
+                    }
+                }
                 Some(d) = rx.recv() => {
                     self.engine.handle_datagram(Self::now(), d.from, d.transport, &d.bytes);
                     // Whatever else has arrived too, so that one flush (and
