@@ -508,7 +508,7 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
     Err(DataplaneError::NotBpffs(dir.to_owned()))
 }
 
-fn map_pin(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn map_pin(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("map_{}", name.to_ascii_lowercase()))
 }
 

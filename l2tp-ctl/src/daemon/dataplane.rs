@@ -77,6 +77,12 @@ impl NetFacts {
     }
 }
 
+/// Whether session maps are pinned under `dir` (a load then reuses them,
+/// with whatever they hold).
+fn maps_pinned(dir: &Path) -> bool {
+    dataplane::map_pin(dir, l2tp_common::session::MAP_SESSION_CFG).exists()
+}
+
 /// Our address towards `peer`, as the kernel would choose it.
 fn source_for(peer: IpAddr) -> anyhow::Result<IpAddr> {
     let any: IpAddr = if peer.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
@@ -106,8 +112,12 @@ impl DataPlane {
     /// be created: it did not survive the previous run.
     pub fn open(cfg: &config::Dataplane) -> anyhow::Result<(Self, bool)> {
         let created = Pinned::open(&cfg.pin_dir).is_err();
+        let fresh_maps = !maps_pinned(&cfg.pin_dir);
         let pinned = Pinned::open_or_create(&cfg.pin_dir).context("data plane")?;
-        let table = pinned.sessions().context("data plane session maps")?;
+        let mut table = pinned.sessions().context("data plane session maps")?;
+        if fresh_maps {
+            table.assume_pristine();
+        }
         let dp = Self {
             pinned,
             table,
@@ -129,8 +139,12 @@ impl DataPlane {
 
     /// Loads and pins the data plane afresh (empty maps).
     pub fn recreate(&mut self) -> anyhow::Result<()> {
+        let fresh_maps = !maps_pinned(self.pinned.dir());
         let pinned = Pinned::open_or_create(self.pinned.dir())?;
-        let table = pinned.sessions()?;
+        let mut table = pinned.sessions()?;
+        if fresh_maps {
+            table.assume_pristine();
+        }
         self.pinned = pinned;
         self.table = table;
         self.facts = NetFacts::default();

@@ -320,6 +320,20 @@ pub fn sum_stats<'a>(per_cpu: impl IntoIterator<Item = &'a SessionStats>) -> Ses
     })
 }
 
+/// The number of possible CPUs (per-CPU map values), read once.
+fn possible_cpus() -> Result<usize> {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(n) = CPUS.get() {
+        return Ok(*n);
+    }
+    let n = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io {
+        what: "counting CPUs",
+        path: "/sys/devices/system/cpu/possible".into(),
+        source: e,
+    })?;
+    Ok(*CPUS.get_or_init(|| n))
+}
+
 /// A used slot as the table last wrote it.
 #[derive(Clone, Copy, Debug, Default)]
 struct Meta {
@@ -352,6 +366,10 @@ pub struct SessionTable {
     ids: std::collections::HashMap<u32, u32>,
     /// What the table knows of each used slot without reading the maps.
     meta: std::collections::HashMap<u32, Meta>,
+    /// The maps were created empty just before this table was opened
+    /// ([`Self::assume_pristine`]): a slot not `dirtied` since holds zeros.
+    pristine: bool,
+    dirtied: std::collections::HashSet<u32>,
     /// The data-plane switches, to make cached next hops stale when a
     /// session changes (absent in pins of an older object).
     switches: Option<super::Switches>,
@@ -376,6 +394,8 @@ impl SessionTable {
         Ok(Self {
             ids,
             meta: std::collections::HashMap::new(),
+            pristine: false,
+            dirtied: std::collections::HashSet::new(),
             by_id,
             by_attach: HashMap::try_from(get(MAP_SESSION_BY_ATTACH)?)?,
             whole_port: Array::try_from(get(MAP_ATTACH_PORT)?)?,
@@ -431,6 +451,13 @@ impl SessionTable {
         Ok(m)
     }
 
+    /// The maps were created empty just now (not reopened): slots not used
+    /// since need no zeroing when a session is installed.
+    pub fn assume_pristine(&mut self) {
+        self.pristine = self.used.is_empty();
+        self.dirtied.clear();
+    }
+
     /// Installs a session; returns its index. The configuration and state are
     /// written before the IDs that make the data path find it.
     pub fn add(&mut self, p: &SessionParams) -> Result<u32> {
@@ -457,29 +484,30 @@ impl SessionTable {
             SessionRxState { mode: u32::from(cfg.rx_mode), resync_n: u32::from(cfg.resync_n), ..Default::default() };
         cfg.uplink_port = self.port(p.uplink_ifindex)?;
         cfg.attach_port = self.port(p.attach_ifindex)?;
+        // From here the slot holds something of this session.
+        let clean = self.pristine && !self.dirtied.contains(&idx);
+        self.dirtied.insert(idx);
         self.cfg.set(idx, cfg, 0)?;
         // Before the session is published: no program runs on it yet.
         self.rx_state.set(idx, rx, 0)?;
-        self.tx_state.set(idx, SessionTxState::default(), 0)?;
-        self.rx_cmd.set(idx, SessionCommand::default(), 0)?;
-        self.tx_cmd.set(idx, SessionCommand::default(), 0)?;
-        // No next hop cached for a slot's earlier session survives.
-        if let Some(nh) = &mut self.next_hop {
-            nh.set(idx, l2tp_common::session::NextHop::default(), 0)?;
+        // A slot of maps created empty holds zeros already (a data plane
+        // rebuilt from the store installs every session in one: five
+        // writes fewer each).
+        if !clean {
+            self.tx_state.set(idx, SessionTxState::default(), 0)?;
+            self.rx_cmd.set(idx, SessionCommand::default(), 0)?;
+            self.tx_cmd.set(idx, SessionCommand::default(), 0)?;
+            // No next hop cached for a slot's earlier session survives.
+            if let Some(nh) = &mut self.next_hop {
+                nh.set(idx, l2tp_common::session::NextHop::default(), 0)?;
+            }
+            let zero = vec![SessionStats::default(); possible_cpus()?];
+            self.stats.set(
+                idx,
+                aya::maps::PerCpuValues::try_from(zero).map_err(|e| DataplaneError::Session(e.to_string()))?,
+                0,
+            )?;
         }
-        let zero = vec![
-            SessionStats::default();
-            aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io {
-                what: "counting CPUs",
-                path: "/sys/devices/system/cpu/possible".into(),
-                source: e,
-            })?
-        ];
-        self.stats.set(
-            idx,
-            aya::maps::PerCpuValues::try_from(zero).map_err(|e| DataplaneError::Session(e.to_string()))?,
-            0,
-        )?;
 
         let publish = self.by_attach.insert(key, idx, 0).and_then(|()| self.by_id.insert(p.local_session_id, idx, 0));
         let publish = publish.and_then(|()| match (p.attach_vlan, p.attach_ifindex) {
