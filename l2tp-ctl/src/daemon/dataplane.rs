@@ -99,6 +99,10 @@ pub(super) struct DataPlane {
     facts: NetFacts,
     mode: AttachMode,
     enable_forwarding: bool,
+    /// Interfaces with our attachment, as this daemon made them (read from
+    /// the pins once: a directory read per interface was quadratic in
+    /// tunnels at start-up).
+    attached: Option<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -124,6 +128,7 @@ impl DataPlane {
             facts: NetFacts::default(),
             mode: cfg.xdp_mode.into(),
             enable_forwarding: cfg.enable_forwarding,
+            attached: None,
         };
         Ok((dp, created))
     }
@@ -148,6 +153,7 @@ impl DataPlane {
         self.pinned = pinned;
         self.table = table;
         self.facts = NetFacts::default();
+        self.attached = None;
         Ok(())
     }
 
@@ -167,10 +173,11 @@ impl DataPlane {
 
     /// Attaches `role`'s program to `iface` unless it already is.
     pub fn ensure_attached(&mut self, iface: &str, role: Role) -> anyhow::Result<()> {
-        if self.pinned.attached()?.iter().any(|a| a == iface) {
+        if self.attached_set()?.contains(iface) {
             return Ok(());
         }
         let mode = self.pinned.attach(iface, role, self.mode).with_context(|| format!("attaching XDP to {iface}"))?;
+        self.attached_set()?.insert(iface.to_owned());
         if role == Role::Uplink && self.enable_forwarding {
             dataplane::enable_forwarding(iface)?;
         }
@@ -180,10 +187,18 @@ impl DataPlane {
 
     /// Detaches from `iface` if attached.
     pub fn detach(&mut self, iface: &str) -> anyhow::Result<()> {
-        if self.pinned.attached()?.iter().any(|a| a == iface) {
+        if self.attached_set()?.contains(iface) {
             self.pinned.detach(iface)?;
+            self.attached_set()?.remove(iface);
         }
         Ok(())
+    }
+
+    fn attached_set(&mut self) -> anyhow::Result<&mut std::collections::HashSet<String>> {
+        if self.attached.is_none() {
+            self.attached = Some(self.pinned.attached()?.into_iter().collect());
+        }
+        Ok(self.attached.get_or_insert_with(Default::default))
     }
 
     /// Installs one pseudowire; `standby`: inactive, a hot standby's warm

@@ -354,7 +354,19 @@ impl Daemon {
     }
 
     /// One input from the partner connection task.
-    pub(super) fn on_ha_input(&mut self, input: HaInput) {
+    /// One input and whatever else has arrived: the updates of a burst are
+    /// made durable in one store commit (one per update let a standby fall
+    /// seconds behind a setup burst).
+    pub(super) fn on_ha_inputs(&mut self, first: HaInput, more: &mut mpsc::Receiver<HaInput>) {
+        self.ha_input(first);
+        for _ in 0..256 {
+            let Ok(input) = more.try_recv() else { break };
+            self.ha_input(input);
+        }
+        self.ha_drive();
+    }
+
+    fn ha_input(&mut self, input: HaInput) {
         let now = Self::now();
         let Some(ha) = &mut self.ha else { return };
         match input {
@@ -378,7 +390,6 @@ impl Daemon {
                 ha.partner.probe_result(now, answered);
             }
         }
-        self.ha_drive();
     }
 
     /// Timers of the partner state machine.
@@ -403,11 +414,47 @@ impl Daemon {
                 ha.partner.replicate(now, key, value);
             }
         }
+        // Consecutive numbered updates, made durable together.
+        let mut updates: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        let mut last_seq = 0;
         loop {
             let Some(ha) = &mut self.ha else { return };
             ha.transmit();
             let Some(e) = ha.partner.poll_event() else { break };
-            self.on_ha_event(e);
+            match e {
+                HaEvent::Apply { seq: Some(seq), key, value } => {
+                    updates.push((key, value));
+                    last_seq = seq;
+                }
+                e => {
+                    self.apply_updates(&mut updates, last_seq);
+                    self.on_ha_event(e);
+                }
+            }
+        }
+        self.apply_updates(&mut updates, last_seq);
+        if let Some(ha) = &mut self.ha {
+            ha.transmit();
+        }
+    }
+
+    /// Standby: numbered updates into the store in one commit, then
+    /// acknowledged up to `seq` (acknowledgements are cumulative) and
+    /// mirrored into the warm data plane.
+    fn apply_updates(&mut self, updates: &mut Vec<(String, Option<Vec<u8>>)>, seq: u64) {
+        if updates.is_empty() {
+            return;
+        }
+        let records = std::mem::take(updates);
+        match self.store.apply_replicated(&records) {
+            Ok(applied) => {
+                if let Some(ha) = &mut self.ha {
+                    ha.partner.durable(seq);
+                }
+                self.warm(applied, false);
+            }
+            // Not acknowledged: the active keeps them as lag.
+            Err(e) => error!(seq, updates = records.len(), "replicated updates not stored: {e}"),
         }
     }
 
@@ -466,16 +513,10 @@ impl Daemon {
                     Err(e) => error!("snapshot from the active not stored: {e}"),
                 }
             }
-            HaEvent::Apply { seq: Some(seq), key, value } => match self.store.apply_replicated(&[(key, value)]) {
-                Ok(applied) => {
-                    if let Some(ha) = &mut self.ha {
-                        ha.partner.durable(seq);
-                    }
-                    self.warm(applied, false);
-                }
-                // Not acknowledged: the active keeps it as lag.
-                Err(e) => error!(seq, "replicated update not stored: {e}"),
-            },
+            HaEvent::Apply { seq: Some(seq), key, value } => {
+                let mut one = vec![(key, value)];
+                self.apply_updates(&mut one, seq);
+            }
             HaEvent::Acked { seq } => {
                 let Some(ha) = &mut self.ha else { return };
                 let later = ha.held.split_off(&(seq + 1));

@@ -400,7 +400,7 @@ impl Daemon {
             let deadline = self.engine.poll_timeout().map_or(next_tick, |t| t.min(next_tick));
             let deadline = self.ha_deadline().map_or(deadline, |t| t.min(deadline));
             tokio::select! {
-                Some(input) = ha_rx.recv() => self.on_ha_input(input),
+                Some(input) = ha_rx.recv() => self.on_ha_inputs(input, &mut ha_rx),
                 Some(()) = routes.recv() => {
                     if let Some(dp) = &mut self.dp {
                         dp.invalidate_next_hops();

@@ -134,22 +134,30 @@ pub fn tunnel(t: usize, peer: &str, initiate: bool, sessions: usize) -> Tunnel {
 }
 
 /// One address per tunnel on each side, with a host route whose preferred
-/// source is that tunnel's address.
+/// source is that tunnel's address, and a permanent neighbour entry for the
+/// peer's: a thousand on-link peers are past the kernel's neighbour GC
+/// thresholds (gc_thresh2 512, gc_thresh3 1024, not per namespace), whose
+/// churn dropped control messages until tunnels timed out in the `--scale`
+/// run (a real endpoint reaches many peers through one router).
 fn addresses(t: &TwoSites, tunnels: usize) -> Result<()> {
     let mut a = String::new();
     let mut b = String::new();
     for i in 0..tunnels {
         a.push_str(&format!(
-            "addr add {}/32 dev up0\nroute add {}/32 dev up0 src {}\n",
+            "addr add {}/32 dev up0\nroute add {}/32 dev up0 src {}\nneigh replace {} lladdr {} dev up0 nud permanent\n",
             addr_a(i),
             addr_b(i),
-            addr_a(i)
+            addr_a(i),
+            addr_b(i),
+            l2tp_tests::topology::PE_B_UP_MAC
         ));
         b.push_str(&format!(
-            "addr add {}/32 dev up0\nroute add {}/32 dev up0 src {}\n",
+            "addr add {}/32 dev up0\nroute add {}/32 dev up0 src {}\nneigh replace {} lladdr {} dev up0 nud permanent\n",
             addr_b(i),
             addr_a(i),
-            addr_b(i)
+            addr_b(i),
+            addr_a(i),
+            l2tp_tests::topology::PE_A_UP_MAC
         ));
         // The tunnel's attachment interface (its sessions are VLANs of it).
         for side in [&mut a, &mut b] {
