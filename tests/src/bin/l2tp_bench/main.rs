@@ -813,7 +813,7 @@ fn control_md(m: &mut String, c: &Value) {
         ("setup", "events_session_up"),
     ] {
         if let Some(n) = p[k][e].as_f64().filter(|n| *n < total) {
-            m.push_str(&format!("\n{k}: the event stream lagged (the daemon queues 4,096 events per client): {n:.0} of {total:.0} session events seen; the first and last events are still right, the counts are not.\n"));
+            m.push_str(&format!("\n{k}: the event stream lagged (the daemon queues 16,384 events per client): {n:.0} of {total:.0} session events seen; the first and last events are still right, the counts are not.\n"));
         }
     }
     m.push_str("\nEvents are the initiating daemon's own (`time_ms`, ms resolution), streamed by one `l2tp-ctl events --follow --json` subscribed when the API socket answers (the daemon keeps only its last 1,000 events for later clients) and parsed after the run; nothing polls for them. The floor: 100-byte UDP datagrams, request and echo, one in flight per tunnel over each tunnel's address pair, all tunnels at once, between threads of the benchmark entered into the two namespaces (same CPU pinning), as many datagrams as the daemons' `stats` counted (`control.datagrams`, both ends) for the recovery and for the setup.\n\n");
