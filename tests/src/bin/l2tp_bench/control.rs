@@ -165,12 +165,18 @@ fn addresses(t: &TwoSites, tunnels: usize) -> Result<()> {
         }
     }
     for (ns, batch) in [(&t.pe_a, a), (&t.pe_b, b)] {
-        let path = std::env::temp_dir().join(format!("l2tp-bench-{}-{}.ip", std::process::id(), ns.name()));
-        std::fs::write(&path, batch)?;
-        let r = ns.ip(&["-batch", &path.display().to_string()]);
-        let _ = std::fs::remove_file(&path);
-        r?;
+        ip_batch(ns, &batch)?;
     }
+    Ok(())
+}
+
+/// Runs `batch` (lines of `ip` commands) with one `ip -batch` in `ns`.
+pub fn ip_batch(ns: &l2tp_tests::NetNs, batch: &str) -> Result<()> {
+    let path = std::env::temp_dir().join(format!("l2tp-bench-{}-{}.ip", std::process::id(), ns.name()));
+    std::fs::write(&path, batch)?;
+    let r = ns.ip(&["-batch", &path.display().to_string()]);
+    let _ = std::fs::remove_file(&path);
+    r?;
     Ok(())
 }
 

@@ -211,11 +211,7 @@ fn prepare(t: &HaSites, tunnels: usize) -> Result<()> {
         pair.push_str(&format!("link add c{i} type veth peer name c{i}p\nlink set c{i} up\nlink set c{i}p up\n"));
     }
     for (ns, batch) in [(&t.p, &p), (&t.a, &pair), (&t.b, &pair)] {
-        let path = std::env::temp_dir().join(format!("l2tp-bench-{}-{}.ip", std::process::id(), ns.name()));
-        std::fs::write(&path, batch)?;
-        let r = ns.ip(&["-batch", &path.display().to_string()]);
-        let _ = std::fs::remove_file(&path);
-        r?;
+        super::control::ip_batch(ns, batch)?;
     }
     Ok(())
 }
