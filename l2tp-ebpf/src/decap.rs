@@ -155,15 +155,14 @@ pub fn uplink(ctx: &XdpContext, g: &mut Global, t: &mut Trace) -> Option<u32> {
     if o.ip == ETH_HLEN && !o.ipv6 && !o.over_ip {
         // The common layout (untagged IPv4, UDP): the same pipeline, which
         // the compiler specialises for constant offsets.
-        return carried(ctx, g, t, &parse::UDP4);
+        return carried(ctx, g, t, parse::UDP4);
     }
-    carried(ctx, g, t, &o)
+    carried(ctx, g, t, o)
 }
 
 /// The rest of the pipeline, for the outer headers `o` of an L2TP carrier.
 #[inline(always)]
-fn carried(ctx: &XdpContext, g: &mut Global, t: &mut Trace, o: &Outer) -> Option<u32> {
-    let o = *o;
+fn carried(ctx: &XdpContext, g: &mut Global, t: &mut Trace, o: Outer) -> Option<u32> {
     count(g, if o.over_ip { GlobalCounter::L2tpIp } else { GlobalCounter::L2tpUdp });
     let declared = parse::declared_end(ctx, &o);
     let mut bad = declared.is_none();

@@ -160,9 +160,8 @@ impl DataPlane {
     /// A route, neighbour or link changed: every cached next hop is looked
     /// up again on its session's next frame.
     pub fn invalidate_next_hops(&mut self) {
-        match self.pinned.switches().and_then(|mut s| s.invalidate_next_hops()) {
-            Ok(()) => {}
-            Err(e) => debug!("next-hop cache not invalidated: {e}"),
+        if let Err(e) = self.table.invalidate_next_hops() {
+            debug!("next-hop cache not invalidated: {e}");
         }
     }
 

@@ -2,36 +2,32 @@
 //! replication of the store to the standby, failure detection, takeover
 //! through RFC 4951 recovery, and stepping down.
 //!
-//! The protocol is `l2tp_ha`'s sans-IO [`Partner`]; this file moves its
-//! messages over one TCP connection secured by [`SecureChannel`] (Noise
-//! `NNpsk0`, the key from `ha.key_file`), runs its probes of the service
-//! address, and carries out what it decides:
+//! The protocol is `l2tp_ha`'s sans-IO [`Partner`]; `ha_link.rs` moves its
+//! messages over one TCP connection secured by Noise `NNpsk0` (the key
+//! from `ha.key_file`); this file runs its probes of the service address
+//! and carries out what it decides:
 //! - active: every store change is replicated as a numbered update; the
 //!   standby asks for a snapshot on connect;
 //! - standby: replicated records go into its own store, exactly the
 //!   records a restart would recover from; no service address, no
 //!   tunnels, no forwarding;
-//! - takeover: the service address taken and announced, then the
-//!   replicated tunnels recovered as on a restart (RFC 4951 recovery
-//!   endpoint, the old tunnel IDs; the data plane rebuilt from the store,
-//!   Ns from 0 and Nr resynchronised: F-DC-1, F-DC-3); tunnels that are not
+//! - takeover: the service address taken and announced, the standby's
+//!   warm sessions activated (`warm.rs`: Ns from 0 and Nr resynchronised,
+//!   F-DC-1, F-DC-3), then the replicated tunnels recovered as on a restart
+//!   (RFC 4951 recovery endpoint, the old tunnel IDs); tunnels that are not
 //!   failover capable are cleared and brought up anew if configured;
 //! - step down (a higher term met): the service address given up at once,
 //!   every tunnel forgotten without a word to the peer (the new active
 //!   recovers them), and a fresh snapshot taken.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use l2tp_ha::{wire, HaEvent, Msg, Partner, PartnerState, Role, SecureChannel};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::mpsc,
-};
+use l2tp_ha::{HaEvent, Msg, Partner, PartnerState, Role};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use l2tp_proto::engine::{RestoredSession, TunnelId};
@@ -46,7 +42,7 @@ use crate::{api::HaView, config, service_addr, store::SessionRecord};
 const TERM_KEY: &str = "ha.term";
 const ROLE_KEY: &str = "ha.role";
 /// Pause between attempts to (re)connect to the partner.
-const RECONNECT: Duration = Duration::from_millis(200);
+pub(super) const RECONNECT: Duration = Duration::from_millis(200);
 
 /// How long a probe of the service address waits for an answer (three
 /// probes spread over it). A host on the link answers ARP or neighbour
@@ -86,6 +82,10 @@ pub(super) struct HaState {
     held: std::collections::BTreeMap<u64, Vec<(TunnelId, u32)>>,
     /// Standby: the replicated sessions installed inactive.
     pub warm: super::warm::Warm,
+    /// Standby: numbered updates not yet durable (one store commit per
+    /// burst), and the number of the last.
+    updates: Vec<(String, Option<Vec<u8>>)>,
+    updates_seq: u64,
 }
 
 impl HaState {
@@ -103,7 +103,7 @@ impl HaState {
         let (tx, rx) = mpsc::channel(4096);
         let now = Instant::now();
         let partner = Partner::new(cfg.partner_config(), now, term, role);
-        tokio::spawn(link_task(cfg.listen, cfg.partner, psk, tx.clone()));
+        tokio::spawn(super::ha_link::link_task(cfg.listen, cfg.partner, psk, tx.clone()));
         let s = Self {
             cfg: cfg.clone(),
             partner,
@@ -115,6 +115,8 @@ impl HaState {
             last_takeover: None,
             held: std::collections::BTreeMap::new(),
             warm: Default::default(),
+            updates: Vec::new(),
+            updates_seq: 0,
         };
         Ok((s, rx))
     }
@@ -188,144 +190,6 @@ impl HaState {
             });
             let _ = tx.blocking_send(HaInput::Probe(answered));
         });
-    }
-}
-
-/// The partner connection: the lower address of the pair connects, the
-/// other accepts (from the partner's address only); one connection at a
-/// time, re-established after any failure.
-async fn link_task(listen: SocketAddr, partner: SocketAddr, psk: [u8; 32], tx: mpsc::Sender<HaInput>) {
-    let initiator = listen < partner;
-    let listener = if initiator {
-        None
-    } else {
-        loop {
-            match bind_listener(listen) {
-                Ok(l) => break Some(l),
-                Err(e) => {
-                    warn!("ha.listen {listen}: {e:#}; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    };
-    loop {
-        let stream = match &listener {
-            None => match connect(listen, partner).await {
-                Ok(s) => s,
-                Err(e) => {
-                    debug!("partner {partner}: {e:#}");
-                    tokio::time::sleep(RECONNECT).await;
-                    continue;
-                }
-            },
-            Some(l) => match l.accept().await {
-                Ok((s, from)) if from.ip() == partner.ip() => s,
-                Ok((_, from)) => {
-                    warn!(%from, "partner channel: connection from another address refused");
-                    continue;
-                }
-                Err(e) => {
-                    warn!("partner channel accept: {e}");
-                    tokio::time::sleep(RECONNECT).await;
-                    continue;
-                }
-            },
-        };
-        if let Err(e) = run_link(stream, initiator, &psk, &tx).await {
-            info!("partner channel closed: {e:#}");
-        }
-        if tx.send(HaInput::Down).await.is_err() {
-            return;
-        }
-        tokio::time::sleep(RECONNECT).await;
-    }
-}
-
-fn bind_listener(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(4)?;
-    Ok(TcpListener::from_std(s.into())?)
-}
-
-async fn connect(listen: SocketAddr, partner: SocketAddr) -> anyhow::Result<TcpStream> {
-    let sock = match partner {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    sock.bind(SocketAddr::new(listen.ip(), 0))?;
-    let s =
-        tokio::time::timeout(Duration::from_secs(1), sock.connect(partner)).await.context("connect timed out")??;
-    s.set_nodelay(true)?;
-    Ok(s)
-}
-
-async fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<Vec<u8>> {
-    loop {
-        if let Some((payload, used)) = wire::deframe(buf) {
-            let p = payload.to_vec();
-            buf.drain(..used);
-            return Ok(p);
-        }
-        let mut chunk = [0u8; 16384];
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            anyhow::bail!("closed by the partner");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-async fn write_frame(s: &mut TcpStream, payload: &[u8]) -> anyhow::Result<()> {
-    let mut out = Vec::with_capacity(payload.len() + 2);
-    wire::frame(payload, &mut out)?;
-    s.write_all(&out).await?;
-    Ok(())
-}
-
-/// One connection: the handshake, then frames both ways until either
-/// side fails.
-async fn run_link(mut s: TcpStream, initiator: bool, psk: &[u8; 32], tx: &mpsc::Sender<HaInput>) -> anyhow::Result<()> {
-    use l2tp_ha::secure::Received;
-    s.set_nodelay(true)?;
-    let mut buf = Vec::new();
-    let handshake = Duration::from_secs(2);
-    let mut ch = if initiator {
-        let (mut ch, first) = SecureChannel::initiator(psk)?;
-        write_frame(&mut s, &first).await?;
-        let reply =
-            tokio::time::timeout(handshake, read_frame(&mut s, &mut buf)).await.context("handshake timed out")??;
-        ch.receive(&reply)?;
-        ch
-    } else {
-        let mut ch = SecureChannel::responder(psk)?;
-        let first =
-            tokio::time::timeout(handshake, read_frame(&mut s, &mut buf)).await.context("handshake timed out")??;
-        match ch.receive(&first)? {
-            Received::Reply(r) => write_frame(&mut s, &r).await?,
-            _ => anyhow::bail!("unexpected handshake"),
-        }
-        ch
-    };
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(65_536);
-    tx.send(HaInput::Up(out_tx)).await?;
-    loop {
-        tokio::select! {
-            frame = read_frame(&mut s, &mut buf) => {
-                match ch.receive(&frame?)? {
-                    Received::Message(m) => tx.send(HaInput::Msg(m)).await?,
-                    _ => anyhow::bail!("handshake frame after the handshake"),
-                }
-            }
-            out = out_rx.recv() => {
-                let Some(plain) = out else { anyhow::bail!("closed by the daemon") };
-                let sealed = ch.seal(&plain)?;
-                write_frame(&mut s, &sealed).await?;
-            }
-        }
     }
 }
 
@@ -414,38 +278,30 @@ impl Daemon {
                 ha.partner.replicate(now, key, value);
             }
         }
-        // Consecutive numbered updates, made durable together.
-        let mut updates: Vec<(String, Option<Vec<u8>>)> = Vec::new();
-        let mut last_seq = 0;
         loop {
             let Some(ha) = &mut self.ha else { return };
             ha.transmit();
             let Some(e) = ha.partner.poll_event() else { break };
-            match e {
-                HaEvent::Apply { seq: Some(seq), key, value } => {
-                    updates.push((key, value));
-                    last_seq = seq;
-                }
-                e => {
-                    self.apply_updates(&mut updates, last_seq);
-                    self.on_ha_event(e);
-                }
+            // Consecutive numbered updates are made durable together,
+            // before anything else happens.
+            if !matches!(e, HaEvent::Apply { seq: Some(_), .. }) {
+                self.apply_updates();
             }
+            self.on_ha_event(e);
         }
-        self.apply_updates(&mut updates, last_seq);
+        self.apply_updates();
         if let Some(ha) = &mut self.ha {
             ha.transmit();
         }
     }
 
-    /// Standby: numbered updates into the store in one commit, then
-    /// acknowledged up to `seq` (acknowledgements are cumulative) and
-    /// mirrored into the warm data plane.
-    fn apply_updates(&mut self, updates: &mut Vec<(String, Option<Vec<u8>>)>, seq: u64) {
-        if updates.is_empty() {
-            return;
-        }
-        let records = std::mem::take(updates);
+    /// Standby: the numbered updates received so far into the store in one
+    /// commit, then acknowledged up to the last (acknowledgements are
+    /// cumulative) and mirrored into the warm data plane.
+    fn apply_updates(&mut self) {
+        let Some(ha) = self.ha.as_mut().filter(|h| !h.updates.is_empty()) else { return };
+        let records = std::mem::take(&mut ha.updates);
+        let seq = ha.updates_seq;
         match self.store.apply_replicated(&records) {
             Ok(applied) => {
                 if let Some(ha) = &mut self.ha {
@@ -514,8 +370,10 @@ impl Daemon {
                 }
             }
             HaEvent::Apply { seq: Some(seq), key, value } => {
-                let mut one = vec![(key, value)];
-                self.apply_updates(&mut one, seq);
+                if let Some(ha) = &mut self.ha {
+                    ha.updates.push((key, value));
+                    ha.updates_seq = seq;
+                }
             }
             HaEvent::Acked { seq } => {
                 let Some(ha) = &mut self.ha else { return };

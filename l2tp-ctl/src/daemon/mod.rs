@@ -25,6 +25,7 @@ mod dataplane;
 mod events;
 mod failover;
 mod ha;
+mod ha_link;
 mod handlers;
 mod io;
 mod metrics;
