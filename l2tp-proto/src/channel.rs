@@ -113,6 +113,8 @@ pub struct Channel<T, R = T> {
     rto: Duration,
     retransmit_at: Option<Instant>,
     ack_at: Option<Instant>,
+    /// Messages delivered since the last acknowledgement we sent.
+    unacked: u16,
     stats: ChannelStats,
 }
 
@@ -137,6 +139,7 @@ impl<T, R> Channel<T, R> {
             rto,
             retransmit_at: None,
             ack_at: None,
+            unacked: 0,
             stats: ChannelStats::default(),
         }
     }
@@ -220,7 +223,14 @@ impl<T, R> Channel<T, R> {
                     self.held.insert(hns.wrapping_sub(self.next_nr), (hns, m));
                 }
             }
-            self.schedule_ack(now, false);
+            // RFC 3931 4.2: a peer "MUST NOT actively delay acknowledgment
+            // of messages as a technique for flow control". The delay only
+            // waits for a message to carry the acknowledgement; every
+            // second message is acknowledged at once (as TCP does, RFC
+            // 1122 4.2.3.2), so that a peer whose window holds messages we
+            // have no answer to (ICCNs, FSRs) is not held for the delay.
+            self.unacked = self.unacked.saturating_add(out.len() as u16);
+            self.schedule_ack(now, self.unacked >= 2);
             Received::Deliver(out)
         } else if d >= 0x8000 {
             // RFC 2661 5.8: "receipt of duplicate messages MUST be
@@ -298,21 +308,35 @@ impl<T, R> Channel<T, R> {
             if let Some(i) = self.outstanding.iter().position(|(n, _)| *n == ns) {
                 // A message carries the acknowledgement.
                 self.ack_at = None;
+                self.unacked = 0;
                 self.stats.sent += 1;
                 let nr = self.next_nr;
                 return Some(Transmit::Message { ns, nr, msg: &self.outstanding[i].1 });
             }
         }
-        if self.ack_at.is_some_and(|a| a <= now) {
+        if self.ack_at.is_some_and(|a| a <= now || self.window_blocked()) {
             self.ack_at = None;
+            self.unacked = 0;
             self.stats.acks_sent += 1;
             return Some(Transmit::Ack { ns: self.next_ns, nr: self.next_nr });
         }
         None
     }
 
+    /// Whether a message of ours waits for the window to open. Then no
+    /// message of ours can carry an acknowledgement before the peer
+    /// acknowledges one of ours, and the peer may be in the same position
+    /// (both ends sending after a reset, RFC 4951 3.3, start with a window
+    /// of one): the acknowledgement goes at once instead of after the ack
+    /// delay, which would otherwise stall both ends for that long.
+    fn window_blocked(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
     /// When [`Channel::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // A blocked window's acknowledgement needs no timer: it goes with
+        // the next `poll_transmit`, which follows every input.
         match (self.retransmit_at, self.ack_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -380,6 +404,7 @@ impl<T, R> Channel<T, R> {
         self.rto = self.cfg.retransmit_initial;
         self.retransmit_at = None;
         self.ack_at = None;
+        self.unacked = 0;
     }
 }
 
@@ -502,6 +527,32 @@ mod tests {
             }
         }
         assert_eq!(gaps, vec![1, 2, 4, 8, 8, 8]);
+    }
+
+    #[test]
+    fn every_second_message_is_acknowledged_at_once() {
+        let t0 = Instant::now();
+        let mut b: Channel<u32> = Channel::new(cfg());
+        assert_eq!(b.on_receive(t0, 0, 0, Some(1)), Received::Deliver(vec![1]));
+        assert_eq!(b.poll_transmit(t0), None, "one message: the ack waits for a reply to carry it");
+        assert_eq!(b.on_receive(t0, 1, 0, Some(2)), Received::Deliver(vec![2]));
+        assert_eq!(b.poll_transmit(t0), Some(Transmit::Ack { ns: 0, nr: 2 }));
+        assert_eq!(b.on_receive(t0, 2, 0, Some(3)), Received::Deliver(vec![3]));
+        assert_eq!(b.poll_transmit(t0), None, "the count restarts after an ack");
+    }
+
+    #[test]
+    fn a_blocked_window_does_not_delay_the_acknowledgement() {
+        let t0 = Instant::now();
+        let mut b: Channel<u32> = Channel::new(cfg());
+        b.send(t0, 10);
+        b.send(t0, 11);
+        assert!(matches!(b.poll_transmit(t0), Some(Transmit::Message { ns: 0, nr: 0, .. })));
+        assert_eq!(b.poll_transmit(t0), None, "window of one: 11 waits");
+        // The peer's message does not acknowledge ours: 11 stays blocked,
+        // so nothing of ours can carry the ack soon.
+        assert_eq!(b.on_receive(t0, 0, 0, Some(7)), Received::Deliver(vec![7]));
+        assert_eq!(b.poll_transmit(t0), Some(Transmit::Ack { ns: 1, nr: 1 }));
     }
 
     #[test]

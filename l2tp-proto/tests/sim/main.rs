@@ -3,6 +3,7 @@
 
 mod failover;
 mod harness;
+mod pacing;
 mod pipeline;
 mod session;
 mod tunnel;
