@@ -225,12 +225,13 @@ impl<T, R> Channel<T, R> {
             }
             // RFC 3931 4.2: a peer "MUST NOT actively delay acknowledgment
             // of messages as a technique for flow control". The delay only
-            // waits for a message to carry the acknowledgement; every
-            // second message is acknowledged at once (as TCP does, RFC
-            // 1122 4.2.3.2), so that a peer whose window holds messages we
+            // waits for a message to carry the acknowledgement. A quarter
+            // of the window we advertise is acknowledged at once (TCP acks
+            // every second segment, RFC 1122 4.2.3.2; our windows are
+            // small), so that a peer whose window fills with messages we
             // have no answer to (ICCNs, FSRs) is not held for the delay.
             self.unacked = self.unacked.saturating_add(out.len() as u16);
-            self.schedule_ack(now, self.unacked >= 2);
+            self.schedule_ack(now, self.unacked >= (self.cfg.receive_window / 4).max(2));
             Received::Deliver(out)
         } else if d >= 0x8000 {
             // RFC 2661 5.8: "receipt of duplicate messages MUST be
@@ -314,7 +315,7 @@ impl<T, R> Channel<T, R> {
                 return Some(Transmit::Message { ns, nr, msg: &self.outstanding[i].1 });
             }
         }
-        if self.ack_at.is_some_and(|a| a <= now || self.window_blocked()) {
+        if self.ack_due().is_some_and(|a| a <= now) {
             self.ack_at = None;
             self.unacked = 0;
             self.stats.acks_sent += 1;
@@ -325,19 +326,27 @@ impl<T, R> Channel<T, R> {
 
     /// Whether a message of ours waits for the window to open. Then no
     /// message of ours can carry an acknowledgement before the peer
-    /// acknowledges one of ours, and the peer may be in the same position
-    /// (both ends sending after a reset, RFC 4951 3.3, start with a window
-    /// of one): the acknowledgement goes at once instead of after the ack
-    /// delay, which would otherwise stall both ends for that long.
+    /// acknowledges one, and the peer may be waiting the same way (both
+    /// ends query after a reset, RFC 4951 3.3, each from a window of one):
+    /// waiting the whole ack delay would stall both ends for that long.
     fn window_blocked(&self) -> bool {
         !self.queued.is_empty()
     }
 
+    /// When the pending acknowledgement is due: after the ack delay, or
+    /// after a tenth of it while our window is blocked (not at once: a
+    /// burst of the peer's messages then still gets one acknowledgement).
+    fn ack_due(&self) -> Option<Instant> {
+        let at = self.ack_at?;
+        // `ack_at` is the first unacknowledged delivery plus the delay (or
+        // earlier, when due at once).
+        let early = at.checked_sub(self.cfg.ack_delay - self.cfg.ack_delay / 10).unwrap_or(at);
+        Some(if self.window_blocked() { early } else { at })
+    }
+
     /// When [`Channel::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        // A blocked window's acknowledgement needs no timer: it goes with
-        // the next `poll_transmit`, which follows every input.
-        match (self.retransmit_at, self.ack_at) {
+        match (self.retransmit_at, self.ack_due()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -530,14 +539,16 @@ mod tests {
     }
 
     #[test]
-    fn every_second_message_is_acknowledged_at_once() {
+    fn a_quarter_of_the_window_is_acknowledged_at_once() {
         let t0 = Instant::now();
-        let mut b: Channel<u32> = Channel::new(cfg());
-        assert_eq!(b.on_receive(t0, 0, 0, Some(1)), Received::Deliver(vec![1]));
-        assert_eq!(b.poll_transmit(t0), None, "one message: the ack waits for a reply to carry it");
-        assert_eq!(b.on_receive(t0, 1, 0, Some(2)), Received::Deliver(vec![2]));
-        assert_eq!(b.poll_transmit(t0), Some(Transmit::Ack { ns: 0, nr: 2 }));
-        assert_eq!(b.on_receive(t0, 2, 0, Some(3)), Received::Deliver(vec![3]));
+        let mut b: Channel<u32> = Channel::new(ChannelConfig { receive_window: 16, ..cfg() });
+        for ns in 0..3 {
+            assert_eq!(b.on_receive(t0, ns, 0, Some(u32::from(ns))), Received::Deliver(vec![u32::from(ns)]));
+            assert_eq!(b.poll_transmit(t0), None, "{} message(s): the ack waits for a reply to carry it", ns + 1);
+        }
+        assert_eq!(b.on_receive(t0, 3, 0, Some(3)), Received::Deliver(vec![3]));
+        assert_eq!(b.poll_transmit(t0), Some(Transmit::Ack { ns: 0, nr: 4 }), "the fourth of a window of 16");
+        assert_eq!(b.on_receive(t0, 4, 0, Some(4)), Received::Deliver(vec![4]));
         assert_eq!(b.poll_transmit(t0), None, "the count restarts after an ack");
     }
 
@@ -552,7 +563,10 @@ mod tests {
         // The peer's message does not acknowledge ours: 11 stays blocked,
         // so nothing of ours can carry the ack soon.
         assert_eq!(b.on_receive(t0, 0, 0, Some(7)), Received::Deliver(vec![7]));
-        assert_eq!(b.poll_transmit(t0), Some(Transmit::Ack { ns: 1, nr: 1 }));
+        let early = t0 + b.config().ack_delay / 10;
+        assert_eq!(b.poll_timeout(), Some(early.min(t0 + b.config().retransmit_initial)), "a tenth of the ack delay");
+        assert_eq!(b.poll_transmit(early - Duration::from_millis(1)), None);
+        assert_eq!(b.poll_transmit(early), Some(Transmit::Ack { ns: 1, nr: 1 }));
     }
 
     #[test]
