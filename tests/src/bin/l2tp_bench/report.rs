@@ -205,6 +205,12 @@ fn markdown(j: &Value, s: &Series) -> String {
         for k in ["control_only", "control_and_data"] {
             m.push_str(&format!("| recovery after SIGKILL, {k}, ms | {} |\n", num(&c["recovery_ms"][k])));
         }
+        for k in ["control_only", "control_and_data"] {
+            m.push_str(&format!(
+                "| the same, {k}, seen by polling both APIs, ms | {} |\n",
+                num(&c["recovery_polled_ms"][k])
+            ));
+        }
         control_md(&mut m, c);
     }
     if let Some(c) = j.get("control_scale") {
@@ -221,6 +227,12 @@ fn markdown(j: &Value, s: &Series) -> String {
         }
         for k in ["control_only", "control_and_data"] {
             m.push_str(&format!("| recovery after SIGKILL, {k}, ms | {} |\n", num(&c["recovery_ms"][k])));
+        }
+        for k in ["control_only", "control_and_data"] {
+            m.push_str(&format!(
+                "| the same, {k}, seen by polling both APIs, ms | {} |\n",
+                num(&c["recovery_polled_ms"][k])
+            ));
         }
         control_md(&mut m, c);
     }
@@ -281,7 +293,7 @@ fn control_md(m: &mut String, c: &Value) {
             m.push_str(&format!("\n{k}: the event stream lagged (the daemon queues 16,384 events per client): {n:.0} of {total:.0} session events seen; the first and last events are still right, the counts are not.\n"));
         }
     }
-    m.push_str("\nEvents are the initiating daemon's own (`time_ms`, ms resolution), streamed by one `l2tp-ctl events --follow --json` subscribed when the API socket answers (the daemon keeps only its last 1,000 events for later clients) and parsed after the run; nothing polls for them. The floor: 100-byte UDP datagrams, request and echo, one in flight per tunnel over each tunnel's address pair, all tunnels at once, between threads of the benchmark entered into the two namespaces (same CPU pinning), as many datagrams as the daemons' `stats` counted (`control.datagrams`, both ends) for the recovery and for the setup.\n\n");
+    m.push_str("\nEvents are the initiating daemon's own (`time_ms`, ms resolution), streamed by one `l2tp-ctl events --follow --json` subscribed when the API socket answers (the daemon keeps only its last 1,000 events for later clients) and parsed after the run; nothing polls for them. Recovery is from the restart to the last `session-confirmed` at either end, from both daemons' streams (the peer's is subscribed before the restart); the polled figure waits on `failover status` of both (10 ms sleeps, one CLI process per poll) and is an upper bound. The floor: 100-byte UDP datagrams, request and echo, one in flight per tunnel over each tunnel's address pair, all tunnels at once, between threads of the benchmark entered into the two namespaces (same CPU pinning), as many datagrams as the daemons' `stats` counted (`control.datagrams`, both ends) for the recovery and for the setup.\n\n");
 }
 
 /// Horizontal bar chart of the 64-byte data-plane figures.
