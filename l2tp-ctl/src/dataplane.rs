@@ -103,6 +103,8 @@ pub enum DataplaneError {
     Missing(&'static str),
     #[error("session: {0}")]
     Session(String),
+    #[error("the pinned data plane is another version's: {0}")]
+    Incompatible(String),
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
@@ -200,6 +202,14 @@ pub struct Loaded {
     ebpf: Ebpf,
 }
 
+/// A loader for the data-plane object, with `SESSION_STATS` sized to one
+/// slot per session and possible CPU.
+fn loader<'a>() -> Result<EbpfLoader<'a>> {
+    let mut l = EbpfLoader::new();
+    l.map_max_entries(MAP_SESSION_STATS, session::stats_entries()?);
+    Ok(l)
+}
+
 fn prog_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
     let prog = ebpf.program_mut(name).ok_or(DataplaneError::Missing(name))?;
     Ok(prog.try_into()?)
@@ -209,7 +219,7 @@ impl Loaded {
     /// Loads `object` (by default [`EBPF_OBJECT`]) and both programs into
     /// the kernel: this is where the verifier runs.
     pub fn load(object: &[u8]) -> Result<Self> {
-        let mut ebpf = EbpfLoader::new().load(object)?;
+        let mut ebpf = loader()?.load(object)?;
         for name in [PROG_UPLINK, PROG_ATTACH] {
             prog_mut(&mut ebpf, name)?.load()?;
         }
@@ -431,7 +441,7 @@ impl Pinned {
         })?;
         let pins: Vec<(&str, PathBuf)> = MAPS.iter().map(|m| (*m, map_pin(dir, m))).collect();
         let result = (|| {
-            let mut loader = EbpfLoader::new();
+            let mut loader = loader()?;
             for (name, path) in &pins {
                 loader.map_pin_path(name, path.clone());
             }

@@ -28,7 +28,7 @@ use l2tp_common::{
 
 use crate::{
     checksum,
-    maps::{count, Global, SESSION_BY_ID, SESSION_CFG, SESSION_RX_STATE, SESSION_STATS, TX_PORTS},
+    maps::{count, session_stats, Global, SESSION_BY_ID, SESSION_CFG, SESSION_RX_STATE, TX_PORTS},
     parse::{self, frame_len, load_be16, load_be32, ptr_at, words, Outer},
     sequence,
     trace::Trace,
@@ -205,9 +205,7 @@ fn carried(ctx: &XdpContext, g: &mut Global, t: &mut Trace, o: Outer) -> Option<
         return None;
     }
     let rx = SESSION_RX_STATE.get_ptr_mut(idx)?;
-    let stats = SESSION_STATS.get_ptr_mut(idx)?;
-    // SAFETY: per-CPU counters of this slot, valid for this program run.
-    let stats = unsafe { &mut *stats };
+    let stats = session_stats(idx)?;
 
     // 4. A good frame, checked without touching session state.
     if bad || o.over_ip != (cfg.flags & flags::ENCAP_IP != 0) || (!o.over_ip && !udp_checksum_ok(ctx, &o, cfg, end)) {

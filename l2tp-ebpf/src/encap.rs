@@ -18,8 +18,8 @@ use l2tp_common::{
 use crate::{
     checksum,
     maps::{
-        ATTACH_PORT, DP_CONFIG, PORT_SLOTS, SESSION_BY_ATTACH, SESSION_CFG, SESSION_NEXT_HOP, SESSION_STATS,
-        SESSION_TX_STATE, TX_PORTS,
+        ATTACH_PORT, DP_CONFIG, PORT_SLOTS, SESSION_BY_ATTACH, SESSION_CFG, SESSION_NEXT_HOP, SESSION_TX_STATE,
+        TX_PORTS,
     },
     parse::{frame_len, load_be16, store},
     sequence,
@@ -70,9 +70,7 @@ pub fn attach(ctx: &XdpContext, t: &mut Trace) -> Option<u32> {
         return Some(xdp_action::XDP_DROP);
     }
     let tx = SESSION_TX_STATE.get_ptr_mut(idx)?;
-    let stats = SESSION_STATS.get_ptr_mut(idx)?;
-    // SAFETY: per-CPU counters of this slot, valid for this program run.
-    let stats = unsafe { &mut *stats };
+    let stats = crate::maps::session_stats(idx)?;
 
     let inner_len = frame_len(ctx) as u32;
     let over_ip = cfg.flags & flags::ENCAP_IP != 0;

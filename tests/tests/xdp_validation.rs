@@ -440,3 +440,55 @@ fn every_pinned_map_name_is_a_map_of_the_object() {
         assert!(rig.dp.map_mut(name).is_ok(), "{name}");
     }
 }
+
+/// Runs `f` with this thread pinned to `cpu`; false if it cannot be.
+fn on_cpu(cpu: usize, f: impl FnOnce()) -> bool {
+    // SAFETY: a zeroed cpu_set_t filled by CPU_SET for this thread only.
+    unsafe {
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut all) != 0 {
+            return false;
+        }
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
+            return false;
+        }
+        f();
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &all);
+    }
+    true
+}
+
+/// `SESSION_STATS` holds one slot per CPU and session (CPU-major, not a
+/// per-CPU array: see the program's `maps::session_stats`); the table reads
+/// it through a read-only mapping and sums the CPUs.
+#[test]
+fn session_counters_of_every_cpu_are_summed_from_the_mapped_map() {
+    let p = seq_params(UDP, false, &COOKIE);
+    let (mut rig, idx) = rig_with(&p);
+    assert!(rig.table.stats_mapped(), "SESSION_STATS is mapped");
+    let mut ns = 0;
+    let mut run_on = |rig: &mut Rig, cpu: usize, n: u32| {
+        on_cpu(cpu, || {
+            for _ in 0..n {
+                let (action, _) = rig.run(Role::Uplink, &frame(&p, false, ns));
+                assert_eq!(action, XDP_REDIRECT, "frame {ns} on CPU {cpu}");
+                ns += 1;
+            }
+        })
+    };
+    assert!(run_on(&mut rig, 0, 3), "pinning to CPU 0");
+    let s = rig.table.stats(idx).expect("stats");
+    assert_eq!((s.rx_packets, s.rx_bytes), (3, 3 * inner().len() as u64));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus > 1 && run_on(&mut rig, 1, 2) {
+        let s = rig.table.stats(idx).expect("stats");
+        assert_eq!((s.rx_packets, s.rx_bytes), (5, 5 * inner().len() as u64), "both CPUs' counters summed");
+    }
+    // A slot reused by a new session starts from zero on every CPU.
+    rig.table.remove(ID).expect("remove");
+    let idx2 = rig.table.add(&p).expect("again");
+    assert_eq!(idx2, idx, "the home slot again");
+    assert_eq!(rig.table.stats(idx2).expect("stats"), SessionStats::default());
+}

@@ -10,13 +10,15 @@ use std::{
 
 use anyhow::Context as _;
 use l2tp_proto::wire::Transport;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::registry::SessionSlot;
 use crate::{
     api::DataplaneView,
     config::{self, Encapsulation, SessionConfig, TunnelConfig},
-    dataplane::{self, session::Command, AttachMode, Cookie, Pinned, Role, SessionParams, SessionTable},
+    dataplane::{
+        self, session::Command, AttachMode, Cookie, DataplaneError, Pinned, Role, SessionParams, SessionTable,
+    },
 };
 
 /// What the wire says about one session, for [`DataPlane::install`].
@@ -115,10 +117,23 @@ impl DataPlane {
     /// Opens the pinned data plane, or creates it. The flag says it had to
     /// be created: it did not survive the previous run.
     pub fn open(cfg: &config::Dataplane) -> anyhow::Result<(Self, bool)> {
-        let created = Pinned::open(&cfg.pin_dir).is_err();
-        let fresh_maps = !maps_pinned(&cfg.pin_dir);
-        let pinned = Pinned::open_or_create(&cfg.pin_dir).context("data plane")?;
-        let mut table = pinned.sessions().context("data plane session maps")?;
+        let mut created = Pinned::open(&cfg.pin_dir).is_err();
+        let mut fresh_maps = !maps_pinned(&cfg.pin_dir);
+        let mut pinned = Pinned::open_or_create(&cfg.pin_dir).context("data plane")?;
+        let mut table = match pinned.sessions() {
+            Err(e @ DataplaneError::Incompatible(_)) if !created => {
+                // Pins of an earlier version (an upgrade): rebuilt from the
+                // store like a lost data plane (RFC 4951 data channel
+                // reset, F-DC-1/F-DC-3), not used half-understood.
+                warn!(dir = %cfg.pin_dir.display(), "{e}: removing it and rebuilding from the store");
+                pinned.destroy().context("removing the earlier version's data plane")?;
+                (created, fresh_maps) = (true, true);
+                pinned = Pinned::open_or_create(&cfg.pin_dir).context("data plane")?;
+                pinned.sessions()
+            }
+            t => t,
+        }
+        .context("data plane session maps")?;
         if fresh_maps {
             table.assume_pristine();
         }
