@@ -3,7 +3,6 @@
 //! pins it by (a test checks the two lists agree).
 
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
     helpers::bpf_get_smp_processor_id,
     macros::map,
     maps::{Array, DevMap, HashMap, PerCpuArray},
@@ -44,10 +43,11 @@ pub static SESSION_TX_CMD: Array<SessionCommand> = Array::with_max_entries(MAX_S
 /// `cpu * MAX_SESSIONS + idx`: CPUs never share a cache line). A per-CPU
 /// array would hold the same, but the kernel allocates its 65,536 per-CPU
 /// slots one at a time, a third of the time it takes to load the data
-/// plane. The loader sizes it to `MAX_SESSIONS` times the possible CPUs;
-/// userspace reads it through [`session_stats`]' layout.
+/// plane. The loader sizes it to `MAX_SESSIONS` times the possible CPUs.
+/// (Not mmapable: a mapping would count its whole size, MAX_SESSIONS x 104
+/// bytes per CPU, in the daemon's resident memory.)
 #[map]
-pub static SESSION_STATS: Array<SessionStats> = Array::with_max_entries(MAX_SESSIONS, BPF_F_MMAPABLE);
+pub static SESSION_STATS: Array<SessionStats> = Array::with_max_entries(MAX_SESSIONS, 0);
 /// Per-CPU scratch for the tail of a UDP checksum.
 #[map]
 pub static CSUM_SCRATCH: PerCpuArray<[u8; 512]> = PerCpuArray::with_max_entries(1, 0);

@@ -99,60 +99,6 @@ pub fn sum_stats<'a>(per_cpu: impl IntoIterator<Item = &'a SessionStats>) -> Ses
 }
 
 /// The number of possible CPUs (per-CPU map values), read once.
-/// `BPF_F_MMAPABLE` of linux/bpf.h.
-const BPF_F_MMAPABLE: u32 = 1 << 10;
-
-/// `SESSION_STATS` mapped read-only into our memory (the map is
-/// `BPF_F_MMAPABLE`): a session's counters are read without a syscall per
-/// CPU.
-struct StatsView {
-    ptr: std::ptr::NonNull<SessionStats>,
-    entries: usize,
-    len: usize,
-}
-
-// SAFETY: a read-only shared mapping of kernel memory, valid until dropped;
-// reads are plain loads of `u64`s.
-unsafe impl Send for StatsView {}
-// SAFETY: as above.
-unsafe impl Sync for StatsView {}
-
-impl StatsView {
-    /// `None` when the map cannot be mapped (then the table reads it by
-    /// syscalls).
-    fn map(data: &MapData) -> Option<Self> {
-        use std::os::fd::{AsFd, AsRawFd};
-        let info = data.info().ok()?;
-        if info.value_size() as usize != std::mem::size_of::<SessionStats>() || info.map_flags() & BPF_F_MMAPABLE == 0 {
-            return None;
-        }
-        let entries = info.max_entries() as usize;
-        let len = (entries * std::mem::size_of::<SessionStats>()).next_multiple_of(4096).max(4096);
-        let fd = data.fd().as_fd().as_raw_fd();
-        // SAFETY: a new shared read-only mapping of the map's memory; the
-        // kernel checks `len` against the map's size.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
-        if p == libc::MAP_FAILED {
-            return None;
-        }
-        Some(Self { ptr: std::ptr::NonNull::new(p.cast())?, entries, len })
-    }
-
-    fn get(&self, i: u32) -> Option<SessionStats> {
-        let i = i as usize;
-        // SAFETY: inside the mapping; the programs write these counters
-        // concurrently, as the syscall would also race with them.
-        (i < self.entries).then(|| unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(i)) })
-    }
-}
-
-impl Drop for StatsView {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, unmapped once.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
 /// Entries of `SESSION_STATS`: a slot per session and possible CPU.
 pub(super) fn stats_entries() -> Result<u32> {
     let cpus = u32::try_from(possible_cpus()?).unwrap_or(u32::MAX);
@@ -199,7 +145,6 @@ pub struct SessionTable {
     stats: Array<MapData, SessionStats>,
     /// CPUs `stats` has slots for.
     stat_cpus: u32,
-    stats_view: Option<StatsView>,
     tx_ports: DevMap<MapData>,
     port_slots: HashMap<MapData, u32, u32>,
     /// `ifindex -> slot` of `TX_PORTS`, as `PORT_SLOTS` holds it.
@@ -234,12 +179,7 @@ impl SessionTable {
         let by_id: HashMap<MapData, u32, u32> = HashMap::try_from(get(MAP_SESSION_BY_ID)?)?;
         let port_slots: HashMap<MapData, u32, u32> = HashMap::try_from(get(MAP_PORT_SLOTS)?)?;
         let ids = Self::read_ids(&get, &by_id);
-        let stats_map = get(MAP_SESSION_STATS)?;
-        let stats_view = match &stats_map {
-            Map::Array(d) => StatsView::map(d),
-            _ => None,
-        };
-        let stats: Array<MapData, SessionStats> = Array::try_from(stats_map)
+        let stats: Array<MapData, SessionStats> = Array::try_from(get(MAP_SESSION_STATS)?)
             .map_err(|e| DataplaneError::Incompatible(format!("{MAP_SESSION_STATS}: {e}")))?;
         let stat_cpus = (stats.len() / MAX_SESSIONS).max(1);
         let used = ids.values().copied().collect();
@@ -258,7 +198,6 @@ impl SessionTable {
             tx_cmd: Array::try_from(get(MAP_SESSION_TX_CMD)?)?,
             stats,
             stat_cpus,
-            stats_view,
             tx_ports: DevMap::try_from(get(MAP_TX_PORTS)?)?,
             ports: port_slots.iter().filter_map(|r| r.ok()).collect(),
             port_slots,
@@ -537,21 +476,11 @@ impl SessionTable {
         Ok(self.tx_state.get(&idx, 0)?)
     }
 
-    /// Whether counters are read from the mapped `SESSION_STATS` (else by
-    /// one syscall per CPU).
-    pub fn stats_mapped(&self) -> bool {
-        self.stats_view.is_some()
-    }
-
     /// The counters of slot `idx`, summed over the CPUs.
     pub fn stats(&self, idx: u32) -> Result<SessionStats> {
-        let slots = (0..self.stat_cpus).map(|cpu| cpu * MAX_SESSIONS + idx);
-        if let Some(v) = &self.stats_view {
-            if let Some(per_cpu) = slots.clone().map(|i| v.get(i)).collect::<Option<Vec<_>>>() {
-                return Ok(sum_stats(per_cpu.iter()));
-            }
-        }
-        let per_cpu = slots.map(|i| self.stats.get(&i, 0)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let per_cpu = (0..self.stat_cpus)
+            .map(|cpu| self.stats.get(&(cpu * MAX_SESSIONS + idx), 0))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(sum_stats(per_cpu.iter()))
     }
 
