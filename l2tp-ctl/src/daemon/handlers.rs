@@ -81,18 +81,19 @@ impl Daemon {
     }
 
     fn status(&self) -> StatusView {
-        let infos = self.engine.tunnel_infos();
+        let (mut tunnels_established, mut sessions_established) = (0, 0);
+        for (_, t) in self.engine.tunnel_summaries() {
+            tunnels_established += usize::from(t.state == TunnelStatus::Established);
+            sessions_established += t.established;
+        }
         StatusView {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
             uptime_s: self.started.elapsed().as_secs(),
             config: self.config_path.display().to_string(),
             tunnels_configured: self.reg.len(),
-            tunnels_established: infos.iter().filter(|t| t.state == TunnelStatus::Established).count(),
-            sessions_established: infos
-                .iter()
-                .map(|t| t.sessions.iter().filter(|s| s.state == SessionStatus::Established).count())
-                .sum(),
+            tunnels_established,
+            sessions_established,
             dataplane: self.dp.as_ref().map(|d| d.dir().display().to_string()),
             startup: self.startup.steps(),
         }
@@ -249,7 +250,7 @@ impl Daemon {
         self.reg
             .iter()
             .map(|(name, slot)| {
-                let info = slot.id().and_then(|id| self.engine.tunnel_info(id));
+                let info = slot.id().and_then(|id| self.engine.tunnel_summary(id));
                 let local = info.as_ref().and_then(|i| i.local_failover);
                 let peer = info.as_ref().and_then(|i| i.peer_failover);
                 FailoverView {
@@ -260,9 +261,7 @@ impl Daemon {
                     local: failover_bits(local),
                     peer: failover_bits(peer),
                     stale_sessions: slot.id().map(|id| self.engine.stale_sessions(id)).unwrap_or_default(),
-                    unconfirmed_sessions: info
-                        .as_ref()
-                        .map_or(0, |i| i.sessions.iter().filter(|s| s.unconfirmed).count()),
+                    unconfirmed_sessions: info.as_ref().map_or(0, |i| i.unconfirmed),
                     last_event: slot.last_event.clone(),
                 }
             })

@@ -192,6 +192,31 @@ impl Engine {
         v
     }
 
+    /// A tunnel's state and session counts, without copying its sessions:
+    /// for `status` and `failover status`, which operators and scripts
+    /// poll, at up to 65,536 sessions.
+    pub fn tunnel_summary(&self, id: TunnelId) -> Option<TunnelSummary> {
+        let t = self.tunnels.get(&id)?;
+        let mut s = TunnelSummary {
+            state: status_of(&t.state),
+            sessions: t.sessions.len(),
+            established: 0,
+            unconfirmed: 0,
+            local_failover: t.params.failover,
+            peer_failover: t.peer_failover,
+        };
+        for x in t.sessions.values() {
+            s.established += usize::from(x.state == SessionState::Established);
+            s.unconfirmed += usize::from(x.unconfirmed);
+        }
+        Some(s)
+    }
+
+    /// Every tunnel's [`TunnelSummary`], by local ID.
+    pub fn tunnel_summaries(&self) -> impl Iterator<Item = (TunnelId, TunnelSummary)> + '_ {
+        self.tunnels.keys().filter_map(|id| Some((*id, self.tunnel_summary(*id)?)))
+    }
+
     /// One tunnel and its sessions.
     pub fn tunnel_info(&self, id: TunnelId) -> Option<TunnelInfo> {
         let t = self.tunnels.get(&id)?;
@@ -216,14 +241,8 @@ impl Engine {
             })
             .collect();
         sessions.sort_by_key(|s| s.local_id);
-        let (state, closing) = match t.state {
-            TunnelState::WaitReply { .. } => (TunnelStatus::WaitReply, false),
-            TunnelState::WaitConnected { .. } => (TunnelStatus::WaitConnect, false),
-            TunnelState::Established => (TunnelStatus::Established, false),
-            TunnelState::AwaitingRecovery { .. } => (TunnelStatus::AwaitingRecovery, false),
-            TunnelState::Closing { .. } => (TunnelStatus::Closing, true),
-            TunnelState::Recovering => (TunnelStatus::Recovering, false),
-        };
+        let state = status_of(&t.state);
+        let closing = state == TunnelStatus::Closing;
         let (ns, nr) = t.channel.ns_nr();
         Some(TunnelInfo {
             local_id: t.local_id,
@@ -455,5 +474,17 @@ impl Engine {
             peer_host_name: t.peer_host_name.clone(),
             peer_failover: t.peer_failover,
         }
+    }
+}
+
+/// The public status of a tunnel state.
+fn status_of(state: &TunnelState) -> TunnelStatus {
+    match state {
+        TunnelState::WaitReply { .. } => TunnelStatus::WaitReply,
+        TunnelState::WaitConnected { .. } => TunnelStatus::WaitConnect,
+        TunnelState::Established => TunnelStatus::Established,
+        TunnelState::AwaitingRecovery { .. } => TunnelStatus::AwaitingRecovery,
+        TunnelState::Closing { .. } => TunnelStatus::Closing,
+        TunnelState::Recovering => TunnelStatus::Recovering,
     }
 }

@@ -296,6 +296,18 @@ pub enum Event {
     },
 }
 
+/// A tunnel as [`Engine::tunnel_summary`] reports it: state and counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelSummary {
+    pub state: TunnelStatus,
+    pub sessions: usize,
+    pub established: usize,
+    /// Queried with FSQ, no FSR yet (RFC 4951 3.3).
+    pub unconfirmed: usize,
+    pub local_failover: Option<FailoverCapability>,
+    pub peer_failover: Option<FailoverCapability>,
+}
+
 /// A tunnel as [`Engine::tunnel_info`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TunnelInfo {

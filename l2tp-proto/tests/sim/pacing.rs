@@ -45,6 +45,18 @@ fn f_ss_2_3_session_queries_after_a_reset_never_wait_for_a_delayed_ack() {
         let ack_delay = ChannelConfig::default().ack_delay;
         assert!(took < ack_delay, "{version:?}: 100 sessions confirmed after {took:?}, ack delay {ack_delay:?}");
         assert!(!has_down(&pair, 0) && !has_down(&pair, 1));
+        // What `status` and `failover status` report, without copying the
+        // sessions, agrees with the full view.
+        for end in &pair.ends {
+            for (id, sum) in end.tunnel_summaries().filter(|(_, s)| s.state == TunnelStatus::Established) {
+                let info = end.tunnel_info(id).expect("info");
+                assert_eq!(sum.sessions, info.sessions.len());
+                assert_eq!(sum.established, 100);
+                assert_eq!(sum.unconfirmed, info.sessions.iter().filter(|s| s.unconfirmed).count());
+                assert_eq!(sum.unconfirmed, 0, "every session confirmed");
+                assert_eq!((sum.local_failover, sum.peer_failover), (info.local_failover, info.peer_failover));
+            }
+        }
     }
 }
 
