@@ -122,13 +122,16 @@ fn possible_cpus() -> Result<usize> {
 
 /// A used slot as the table last wrote it.
 #[derive(Clone, Copy, Debug, Default)]
+/// Each fact is read from the maps the first time it is needed (after a
+/// restart, recovery posts a receive command to every session: one read of
+/// its command slot, not of everything).
 struct Meta {
     /// `SessionConfig::flags`.
-    flags: u32,
+    flags: Option<u32>,
     /// The highest epoch posted (or applied) on each side's command slot:
     /// the next command's epoch is one more.
-    rx_epoch: u32,
-    tx_epoch: u32,
+    rx_epoch: Option<u32>,
+    tx_epoch: Option<u32>,
 }
 
 /// The per-session maps of one data plane.
@@ -227,21 +230,33 @@ impl SessionTable {
         }
     }
 
-    /// What the table knows of slot `idx`, read from the maps the first
-    /// time: the configuration's flags and each side's command epoch (a
-    /// side's applied epoch never passes its slot's, which holds the last
-    /// posted).
-    fn meta_of(&mut self, idx: u32) -> Result<Meta> {
-        if let Some(m) = self.meta.get(&idx) {
-            return Ok(*m);
+    /// The configuration's flags of slot `idx`, read from the map the
+    /// first time.
+    fn meta_flags(&mut self, idx: u32) -> Result<u32> {
+        if let Some(f) = self.meta.get(&idx).and_then(|m| m.flags) {
+            return Ok(f);
         }
-        let m = Meta {
-            flags: self.cfg.get(&idx, 0)?.flags,
-            rx_epoch: self.rx_cmd.get(&idx, 0)?.epoch_end,
-            tx_epoch: self.tx_cmd.get(&idx, 0)?.epoch_end,
-        };
-        self.meta.insert(idx, m);
-        Ok(m)
+        let f = self.cfg.get(&idx, 0)?.flags;
+        self.meta.entry(idx).or_default().flags = Some(f);
+        Ok(f)
+    }
+
+    /// The last epoch posted on one side's command slot of `idx`, read from
+    /// the map the first time (a side's applied epoch never passes its
+    /// slot's, which holds the last posted).
+    fn meta_epoch(&mut self, idx: u32, tx: bool) -> Result<u32> {
+        let known = self.meta.get(&idx).and_then(|m| if tx { m.tx_epoch } else { m.rx_epoch });
+        if let Some(e) = known {
+            return Ok(e);
+        }
+        let e = if tx { self.tx_cmd.get(&idx, 0)? } else { self.rx_cmd.get(&idx, 0)? }.epoch_end;
+        let m = self.meta.entry(idx).or_default();
+        if tx {
+            m.tx_epoch = Some(e);
+        } else {
+            m.rx_epoch = Some(e);
+        }
+        Ok(e)
     }
 
     /// The maps were created empty just now (not reopened): slots not used
@@ -312,7 +327,7 @@ impl SessionTable {
         }
         self.used.insert(idx);
         self.ids.insert(p.local_session_id, idx);
-        self.meta.insert(idx, Meta { flags: cfg.flags, rx_epoch: 0, tx_epoch: 0 });
+        self.meta.insert(idx, Meta { flags: Some(cfg.flags), rx_epoch: Some(0), tx_epoch: Some(0) });
         if idx != home {
             self.next_free = (idx + 1) % MAX_SESSIONS;
         }
@@ -355,9 +370,7 @@ impl SessionTable {
         cfg.uplink_port = self.port(p.uplink_ifindex)?;
         cfg.attach_port = self.port(p.attach_ifindex)?;
         self.cfg.set(idx, cfg, 0)?;
-        if let Some(m) = self.meta.get_mut(&idx) {
-            m.flags = cfg.flags;
-        }
+        self.meta.entry(idx).or_default().flags = Some(cfg.flags);
         // The peer or uplink may have changed: what the data path cached
         // for the old configuration must not be used.
         self.invalidate_next_hops()?;
@@ -398,9 +411,7 @@ impl SessionTable {
         }
         cfg.flags &= !flags::STANDBY;
         self.cfg.set(idx, cfg, 0)?;
-        if let Some(m) = self.meta.get_mut(&idx) {
-            m.flags = cfg.flags;
-        }
+        self.meta.entry(idx).or_default().flags = Some(cfg.flags);
         Ok(true)
     }
 
@@ -421,7 +432,7 @@ impl SessionTable {
     /// `SessionConfig::flags` of slot `idx` (a map read only the first
     /// time after the table was opened).
     pub fn flags(&mut self, idx: u32) -> Option<u32> {
-        self.meta_of(idx).ok().map(|m| m.flags)
+        self.meta_flags(idx).ok()
     }
 
     /// Removes a session: unpublished first, then its slot cleared.
@@ -496,8 +507,7 @@ impl SessionTable {
     pub fn post(&mut self, idx: u32, command: Command) -> Result<u32> {
         // The side's last epoch, known without reading the maps: a side
         // applies only epochs this table posted.
-        let m = self.meta_of(idx)?;
-        let last = if command.is_tx() { m.tx_epoch } else { m.rx_epoch };
+        let last = self.meta_epoch(idx, command.is_tx())?;
         let slot = if command.is_tx() { &mut self.tx_cmd } else { &mut self.rx_cmd };
         let epoch = last.wrapping_add(1).max(1);
         let (op, value, n) = match command {
@@ -512,12 +522,11 @@ impl SessionTable {
         };
         debug_assert_eq!(cmd::is_tx(op), command.is_tx());
         slot.set(idx, SessionCommand { epoch_begin: epoch, op, value, n, epoch_end: epoch, _pad: 0 }, 0)?;
-        if let Some(m) = self.meta.get_mut(&idx) {
-            if command.is_tx() {
-                m.tx_epoch = epoch;
-            } else {
-                m.rx_epoch = epoch;
-            }
+        let m = self.meta.entry(idx).or_default();
+        if command.is_tx() {
+            m.tx_epoch = Some(epoch);
+        } else {
+            m.rx_epoch = Some(epoch);
         }
         Ok(epoch)
     }
