@@ -491,3 +491,55 @@ fn session_counters_of_every_cpu_are_summed() {
     assert_eq!(idx2, idx, "the home slot again");
     assert_eq!(rig.table.stats(idx2).expect("stats"), SessionStats::default());
 }
+
+/// A batch install (a data plane rebuilt from the store): every good
+/// session is published (found by its ID, decapsulated, counters from
+/// zero, also in a slot an earlier session used), and a session that
+/// clashes with another of the batch (same ID, same circuit) is refused on
+/// its own, leaving nothing behind.
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn a_batch_install_publishes_every_good_session_and_refuses_the_others_alone() {
+    let mut rig = Rig::new();
+    rig.table.assume_pristine();
+    let good = |i: u32| {
+        let mut p = params(ID + i, UDP, false);
+        p.attach_vlan = (i + 1) as u16;
+        p
+    };
+    let frame_of = |id: u32| wire_in(UDP, false, &l2tp(id, &[], None), &inner());
+    // An earlier session in ID's home slot, with counters.
+    let earlier = rig.table.add(&good(0)).expect("earlier session");
+    for _ in 0..2 {
+        assert_eq!(rig.run(Role::Uplink, &frame_of(ID)).0, XDP_REDIRECT);
+    }
+    assert_eq!(rig.table.stats(earlier).expect("stats").rx_packets, 2);
+    rig.table.remove(ID).expect("remove");
+
+    let mut ps: Vec<SessionParams> = (0..50).map(good).collect();
+    let mut same_id = params(ID + 3, UDP, false);
+    same_id.attach_vlan = 100;
+    ps.push(same_id);
+    let mut same_circuit = params(ID + 60, UDP, false);
+    same_circuit.attach_vlan = 5;
+    ps.push(same_circuit);
+    let results = rig.table.add_many(&ps);
+    assert_eq!(results.len(), 52);
+    for (i, r) in results.iter().enumerate().take(50) {
+        let idx = *r.as_ref().unwrap_or_else(|e| panic!("session {i}: {e}"));
+        assert_eq!(rig.table.index_of(ID + i as u32), Some(idx), "session {i} published");
+    }
+    assert!(results[50].is_err(), "the same ID twice in one batch");
+    assert!(results[51].is_err(), "the same circuit twice in one batch");
+    assert_eq!(rig.table.index_of(ID + 60), None, "nothing left of a refused session");
+    assert_eq!(rig.table.list().len(), 50);
+    assert_eq!(results[0].as_ref().ok(), Some(&earlier), "the home slot again");
+    for i in [0, 7, 49] {
+        assert_eq!(rig.run(Role::Uplink, &frame_of(ID + i)).0, XDP_REDIRECT, "session {i}");
+        let idx = rig.table.index_of(ID + i).expect("index");
+        assert_eq!(rig.table.stats(idx).expect("stats").rx_packets, 1, "session {i}: counters from zero");
+    }
+    // What the table remembers matches the maps (as a restart reads them).
+    let reopened = rig.dp.sessions().expect("session maps again");
+    assert_eq!(reopened.list(), rig.table.list());
+}

@@ -225,13 +225,57 @@ impl DataPlane {
         w: &Wire<'_>,
         standby: bool,
     ) -> anyhow::Result<()> {
+        let p = self.params(uplink, t, s, w, standby)?;
+        self.table.add(&p)?;
+        Ok(())
+    }
+
+    /// [`Self::install`] for many sessions of tunnel `t` at once (a data
+    /// plane rebuilt from the store): their map writes go by batch. One
+    /// result per session, in order.
+    pub fn install_many(
+        &mut self,
+        uplink: &str,
+        t: &TunnelConfig,
+        sessions: &[(&SessionConfig, Wire<'_>)],
+        standby: bool,
+    ) -> Vec<anyhow::Result<()>> {
+        let mut results: Vec<anyhow::Result<()>> = Vec::with_capacity(sessions.len());
+        let (mut params, mut at) = (Vec::new(), Vec::new());
+        for (i, (s, w)) in sessions.iter().enumerate() {
+            match self.params(uplink, t, s, w, standby) {
+                Ok(p) => {
+                    params.push(p);
+                    at.push(i);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        for (i, r) in at.into_iter().zip(self.table.add_many(&params)) {
+            if let Err(e) = r {
+                results[i] = Err(e.into());
+            }
+        }
+        results
+    }
+
+    /// The data-plane parameters of a session.
+    fn params(
+        &mut self,
+        uplink: &str,
+        t: &TunnelConfig,
+        s: &SessionConfig,
+        w: &Wire<'_>,
+        standby: bool,
+    ) -> anyhow::Result<SessionParams> {
         let local = match t.local {
             Some(l) => l,
             None => self.facts.source(w.peer.ip())?,
         };
         let (uplink_mac, uplink_ifindex, uplink_mtu) = self.facts.uplink(uplink)?;
         let attach_ifindex = self.facts.ifindex(&s.interface)?;
-        let p = SessionParams {
+        Ok(SessionParams {
             local_session_id: w.local_session_id,
             peer_session_id: w.peer_session_id,
             encap: Encapsulation::from(w.transport).dataplane(w.peer.port()),
@@ -253,9 +297,7 @@ impl DataPlane {
             resync_deliver: s.resync_deliver,
             udp6_zero_checksum: t.udp6_zero_checksum,
             standby,
-        };
-        self.table.add(&p)?;
-        Ok(())
+        })
     }
 
     /// Takeover: every session installed inactive starts forwarding, one

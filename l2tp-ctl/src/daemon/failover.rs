@@ -48,20 +48,15 @@ impl Daemon {
             let params = tcfg.tunnel_params(slot.secret.as_ref(), &self.cfg.global);
             let mut restored = Vec::new();
             let mut slots = Vec::new();
-            for s in &sessions {
+            let mut missing = Vec::new();
+            for (k, s) in sessions.iter().enumerate() {
                 let configured = tcfg.sessions.iter().any(|c| c.remote_end_id() == s.remote_end_id);
                 let mut installed = false;
                 if configured && s.interface.is_some() {
                     if let Some(dp) = &self.dp {
-                        if dp.has(s.local_id) {
-                            installed = true;
-                        } else {
-                            // The data plane did not survive: rebuilt from
-                            // the store before recovery starts.
-                            match self.reinstall(&tcfg, &rec, s, false) {
-                                Ok(()) => installed = true,
-                                Err(e) => warn!(tunnel = %rec.name, session = %s.name, "not reinstalled: {e:#}"),
-                            }
+                        installed = dp.has(s.local_id);
+                        if !installed {
+                            missing.push(k);
                         }
                     }
                 }
@@ -70,6 +65,15 @@ impl Daemon {
                     s.local_id,
                     SessionSlot { name: s.name.clone(), interface: s.interface.clone(), installed },
                 ));
+            }
+            // The data plane did not survive: rebuilt from the store before
+            // recovery starts, the tunnel's sessions in one batch.
+            let records: Vec<&SessionRecord> = missing.iter().map(|k| &sessions[*k]).collect();
+            for (k, r) in missing.iter().zip(self.reinstall_many(&tcfg, &rec, &records, false)) {
+                match r {
+                    Ok(()) => slots[*k].1.installed = true,
+                    Err(e) => warn!(tunnel = %rec.name, session = %sessions[*k].name, "not reinstalled: {e:#}"),
+                }
             }
             match self.engine.recover_tunnel(now, persist::restored_tunnel(&rec, params, restored)) {
                 Ok(_) => {
@@ -104,24 +108,54 @@ impl Daemon {
         s: &SessionRecord,
         standby: bool,
     ) -> anyhow::Result<()> {
-        let c = tcfg
-            .sessions
-            .iter()
-            .find(|c| c.remote_end_id() == s.remote_end_id)
-            .ok_or_else(|| anyhow::anyhow!("no longer configured"))?;
-        let uplink = self.cfg.uplink_of(tcfg).ok_or_else(|| anyhow::anyhow!("no uplink"))?;
-        let Some(dp) = &mut self.dp else { anyhow::bail!("no data plane") };
-        let w = Wire {
-            peer: rec.peer,
-            transport: tcfg.transport(),
-            local_session_id: s.local_id,
-            peer_session_id: s.peer_id,
-            rx_cookie: &s.rx_cookie,
-            tx_cookie: &s.tx_cookie,
-            sublayer: s.sublayer,
-            sequencing: s.sequencing,
+        self.reinstall_many(tcfg, rec, &[s], standby).pop().unwrap_or_else(|| Err(anyhow::anyhow!("not installed")))
+    }
+
+    /// [`Self::reinstall`] for many sessions of one tunnel, by batch; one
+    /// result per session, in order.
+    pub(super) fn reinstall_many(
+        &mut self,
+        tcfg: &TunnelConfig,
+        rec: &TunnelRecord,
+        sessions: &[&SessionRecord],
+        standby: bool,
+    ) -> Vec<anyhow::Result<()>> {
+        if sessions.is_empty() {
+            return Vec::new();
+        }
+        let (Some(uplink), Some(dp)) = (self.cfg.uplink_of(tcfg), &mut self.dp) else {
+            return sessions.iter().map(|_| Err(anyhow::anyhow!("no uplink or no data plane"))).collect();
         };
-        dp.install(uplink, tcfg, c, &w, standby)
+        let mut results: Vec<anyhow::Result<()>> = Vec::with_capacity(sessions.len());
+        let (mut items, mut at) = (Vec::new(), Vec::new());
+        for (i, s) in sessions.iter().enumerate() {
+            match tcfg.sessions.iter().find(|c| c.remote_end_id() == s.remote_end_id) {
+                Some(c) => {
+                    items.push((
+                        c,
+                        Wire {
+                            peer: rec.peer,
+                            transport: tcfg.transport(),
+                            local_session_id: s.local_id,
+                            peer_session_id: s.peer_id,
+                            rx_cookie: &s.rx_cookie,
+                            tx_cookie: &s.tx_cookie,
+                            sublayer: s.sublayer,
+                            sequencing: s.sequencing,
+                        },
+                    ));
+                    at.push(i);
+                    results.push(Ok(()));
+                }
+                None => results.push(Err(anyhow::anyhow!("no longer configured"))),
+            }
+        }
+        for (i, r) in at.into_iter().zip(dp.install_many(uplink, tcfg, &items, standby)) {
+            if let Err(e) = r {
+                results[i] = Err(e);
+            }
+        }
+        results
     }
 
     /// The resync run length of a tunnel's sessions (F-DC-3 `n`).

@@ -77,6 +77,33 @@ pub fn lookup_all<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<(K, V)>> {
     }
 }
 
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// Writes `values[i]` at `keys[i]` (`BPF_ANY`), `CHUNK` entries per
+/// syscall. On an error, the entries before the failing one are written.
+pub fn update_all<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    let fd = map.fd().as_fd().as_raw_fd();
+    for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
+        let mut attr = BatchAttr {
+            keys: k.as_ptr() as u64,
+            values: v.as_ptr() as u64,
+            count: k.len() as u32,
+            map_fd: fd as u32,
+            ..Default::default()
+        };
+        // SAFETY: attr points at `count` keys and values of the map's sizes
+        // (the caller's types), which the kernel only reads.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_BATCH, &raw mut attr, std::mem::size_of::<BatchAttr>())
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// The `MapData` inside a map of the kinds the session table batch-reads.
 pub fn data(map: Map) -> Option<MapData> {
     match map {
