@@ -10,6 +10,7 @@
 //! - `link_<ifname>`: one bpf_link per attached interface
 
 mod batch;
+mod command_slots;
 mod iface;
 mod params;
 pub mod session;

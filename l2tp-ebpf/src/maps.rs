@@ -3,6 +3,7 @@
 //! pins it by (a test checks the two lists agree).
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     helpers::bpf_get_smp_processor_id,
     macros::map,
     maps::{Array, DevMap, HashMap, PerCpuArray},
@@ -35,10 +36,12 @@ pub static SESSION_RX_STATE: Array<SessionRxState> = Array::with_max_entries(MAX
 /// Transmit state: `l2tp_attach` is its only writer.
 #[map]
 pub static SESSION_TX_STATE: Array<SessionTxState> = Array::with_max_entries(MAX_SESSIONS, 0);
+/// Command slots, mappable: the daemon posts commands with plain stores
+/// (see `sequence::take` for the order it writes them in).
 #[map]
-pub static SESSION_RX_CMD: Array<SessionCommand> = Array::with_max_entries(MAX_SESSIONS, 0);
+pub static SESSION_RX_CMD: Array<SessionCommand> = Array::with_max_entries(MAX_SESSIONS, BPF_F_MMAPABLE);
 #[map]
-pub static SESSION_TX_CMD: Array<SessionCommand> = Array::with_max_entries(MAX_SESSIONS, 0);
+pub static SESSION_TX_CMD: Array<SessionCommand> = Array::with_max_entries(MAX_SESSIONS, BPF_F_MMAPABLE);
 /// Per-session counters, one slot per CPU and session, CPU-major (slot
 /// `cpu * MAX_SESSIONS + idx`: CPUs never share a cache line). A per-CPU
 /// array would hold the same, but the kernel allocates its 65,536 per-CPU

@@ -304,11 +304,14 @@ fn a_frame_cut_inside_the_cookie_is_malformed_not_a_cookie_mismatch() {
 /// uplink program on a received frame, never by the attachment program;
 /// RESET_NS by the attachment program, never by the uplink one; a receive
 /// and a transmit command pending at once are both applied, once.
+/// Commands go through the mapped command slots.
 #[test]
 #[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
 fn commands_are_applied_by_the_program_that_owns_what_they_change() {
     let p = seq_params(UDP, false, &[]);
     let (mut rig, idx) = rig_with(&p);
+    // Posted with plain stores into the mapped slots (no syscall).
+    assert!(rig.table.commands_mapped(), "command slots mapped");
     let ns_sent = |rig: &mut Rig| {
         let (action, out) = rig.run(Role::Attachment, &inner());
         assert_eq!(action, XDP_REDIRECT);

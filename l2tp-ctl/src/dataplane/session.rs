@@ -166,6 +166,10 @@ pub struct SessionTable {
     tx_state: Array<MapData, SessionTxState>,
     rx_cmd: Array<MapData, SessionCommand>,
     tx_cmd: Array<MapData, SessionCommand>,
+    /// The same two arrays mapped into memory (absent with pins of an
+    /// object whose slots are not mappable).
+    rx_slots: Option<super::command_slots::CommandSlots>,
+    tx_slots: Option<super::command_slots::CommandSlots>,
     /// `cpu * MAX_SESSIONS + slot` (see the program's `session_stats`).
     stats: Array<MapData, SessionStats>,
     /// CPUs `stats` has slots for.
@@ -207,6 +211,12 @@ impl SessionTable {
         let stats: Array<MapData, SessionStats> = Array::try_from(get(MAP_SESSION_STATS)?)
             .map_err(|e| DataplaneError::Incompatible(format!("{MAP_SESSION_STATS}: {e}")))?;
         let stat_cpus = (stats.len() / MAX_SESSIONS).max(1);
+        let (rx_cmd, tx_cmd) = (get(MAP_SESSION_RX_CMD)?, get(MAP_SESSION_TX_CMD)?);
+        let mapped = |m: &Map| match m {
+            Map::Array(d) => super::command_slots::CommandSlots::map(d),
+            _ => None,
+        };
+        let (rx_slots, tx_slots) = (mapped(&rx_cmd), mapped(&tx_cmd));
         let used = ids.values().copied().collect();
         Ok(Self {
             ids,
@@ -219,8 +229,10 @@ impl SessionTable {
             cfg: Array::try_from(get(MAP_SESSION_CFG)?)?,
             rx_state: Array::try_from(get(MAP_SESSION_RX_STATE)?)?,
             tx_state: Array::try_from(get(MAP_SESSION_TX_STATE)?)?,
-            rx_cmd: Array::try_from(get(MAP_SESSION_RX_CMD)?)?,
-            tx_cmd: Array::try_from(get(MAP_SESSION_TX_CMD)?)?,
+            rx_cmd: Array::try_from(rx_cmd)?,
+            tx_cmd: Array::try_from(tx_cmd)?,
+            rx_slots,
+            tx_slots,
             stats,
             stat_cpus,
             tx_ports: DevMap::try_from(get(MAP_TX_PORTS)?)?,
@@ -271,7 +283,11 @@ impl SessionTable {
         if let Some(e) = known {
             return Ok(e);
         }
-        let e = if tx { self.tx_cmd.get(&idx, 0)? } else { self.rx_cmd.get(&idx, 0)? }.epoch_end;
+        let mapped = if tx { &self.tx_slots } else { &self.rx_slots };
+        let e = match mapped.as_ref().and_then(|m| m.epoch(idx)) {
+            Some(e) => e,
+            None => if tx { self.tx_cmd.get(&idx, 0)? } else { self.rx_cmd.get(&idx, 0)? }.epoch_end,
+        };
         let m = self.meta.entry(idx).or_default();
         if tx {
             m.tx_epoch = Some(e);
@@ -633,7 +649,7 @@ impl SessionTable {
         // The side's last epoch, known without reading the maps: a side
         // applies only epochs this table posted.
         let last = self.meta_epoch(idx, command.is_tx())?;
-        let slot = if command.is_tx() { &mut self.tx_cmd } else { &mut self.rx_cmd };
+
         let epoch = last.wrapping_add(1).max(1);
         let (op, value, n) = match command {
             Command::ResetNs(ns) => (cmd::RESET_NS, ns, 0),
@@ -646,7 +662,12 @@ impl SessionTable {
             Command::ResetNr => (cmd::RESET_NR, 0, 0),
         };
         debug_assert_eq!(cmd::is_tx(op), command.is_tx());
-        slot.set(idx, SessionCommand { epoch_begin: epoch, op, value, n, epoch_end: epoch, _pad: 0 }, 0)?;
+        let c = SessionCommand { epoch_begin: epoch, op, value, n, epoch_end: epoch, _pad: 0 };
+        let mapped = if command.is_tx() { &self.tx_slots } else { &self.rx_slots };
+        if mapped.as_ref().and_then(|m| m.post(idx, c)).is_none() {
+            let slot = if command.is_tx() { &mut self.tx_cmd } else { &mut self.rx_cmd };
+            slot.set(idx, c, 0)?;
+        }
         let m = self.meta.entry(idx).or_default();
         if command.is_tx() {
             m.tx_epoch = Some(epoch);
@@ -654,6 +675,12 @@ impl SessionTable {
             m.rx_epoch = Some(epoch);
         }
         Ok(epoch)
+    }
+
+    /// Whether commands are posted through the mapped command slots (else
+    /// by one syscall each).
+    pub fn commands_mapped(&self) -> bool {
+        self.rx_slots.is_some() && self.tx_slots.is_some()
     }
 
     /// Installed sessions as `(index, local session ID)`.
