@@ -104,7 +104,10 @@ pub enum DataplaneError {
     Missing(&'static str),
     #[error("session: {0}")]
     Session(String),
-    #[error("the pinned data plane is another version's: {0}")]
+    #[error(
+        "the pinned data plane is another version's ({0}): the daemon rebuilds it from its store at start; \
+         without the daemon, remove it with `l2tp-ctl dataplane detach --all` and attach again"
+    )]
     Incompatible(String),
 }
 

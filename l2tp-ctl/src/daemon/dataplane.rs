@@ -121,11 +121,14 @@ impl DataPlane {
         let mut fresh_maps = !maps_pinned(&cfg.pin_dir);
         let mut pinned = Pinned::open_or_create(&cfg.pin_dir).context("data plane")?;
         let mut table = match pinned.sessions() {
-            Err(e @ DataplaneError::Incompatible(_)) if !created => {
+            Err(DataplaneError::Incompatible(why)) if !created => {
                 // Pins of an earlier version (an upgrade): rebuilt from the
                 // store like a lost data plane (RFC 4951 data channel
                 // reset, F-DC-1/F-DC-3), not used half-understood.
-                warn!(dir = %cfg.pin_dir.display(), "{e}: removing it and rebuilding from the store");
+                warn!(
+                    dir = %cfg.pin_dir.display(),
+                    "the pinned data plane is another version's ({why}): removing it and rebuilding it from the store"
+                );
                 pinned.destroy().context("removing the earlier version's data plane")?;
                 (created, fresh_maps) = (true, true);
                 pinned = Pinned::open_or_create(&cfg.pin_dir).context("data plane")?;
