@@ -166,10 +166,11 @@ pub struct SessionTable {
     tx_state: Array<MapData, SessionTxState>,
     rx_cmd: Array<MapData, SessionCommand>,
     tx_cmd: Array<MapData, SessionCommand>,
-    /// The same two arrays mapped into memory (absent with pins of an
-    /// object whose slots are not mappable).
-    rx_slots: Option<super::command_slots::CommandSlots>,
-    tx_slots: Option<super::command_slots::CommandSlots>,
+    /// The same two arrays mapped into memory, at the first command (a
+    /// table that only reads, as a metrics scrape's, maps nothing); `Some(None)`
+    /// with pins of an object whose slots are not mappable.
+    rx_slots: Option<Option<super::command_slots::CommandSlots>>,
+    tx_slots: Option<Option<super::command_slots::CommandSlots>>,
     /// `cpu * MAX_SESSIONS + slot` (see the program's `session_stats`).
     stats: Array<MapData, SessionStats>,
     /// CPUs `stats` has slots for.
@@ -212,11 +213,6 @@ impl SessionTable {
             .map_err(|e| DataplaneError::Incompatible(format!("{MAP_SESSION_STATS}: {e}")))?;
         let stat_cpus = (stats.len() / MAX_SESSIONS).max(1);
         let (rx_cmd, tx_cmd) = (get(MAP_SESSION_RX_CMD)?, get(MAP_SESSION_TX_CMD)?);
-        let mapped = |m: &Map| match m {
-            Map::Array(d) => super::command_slots::CommandSlots::map(d),
-            _ => None,
-        };
-        let (rx_slots, tx_slots) = (mapped(&rx_cmd), mapped(&tx_cmd));
         let used = ids.values().copied().collect();
         Ok(Self {
             ids,
@@ -231,8 +227,8 @@ impl SessionTable {
             tx_state: Array::try_from(get(MAP_SESSION_TX_STATE)?)?,
             rx_cmd: Array::try_from(rx_cmd)?,
             tx_cmd: Array::try_from(tx_cmd)?,
-            rx_slots,
-            tx_slots,
+            rx_slots: None,
+            tx_slots: None,
             stats,
             stat_cpus,
             tx_ports: DevMap::try_from(get(MAP_TX_PORTS)?)?,
@@ -283,8 +279,7 @@ impl SessionTable {
         if let Some(e) = known {
             return Ok(e);
         }
-        let mapped = if tx { &self.tx_slots } else { &self.rx_slots };
-        let e = match mapped.as_ref().and_then(|m| m.epoch(idx)) {
+        let e = match self.command_slots(tx).and_then(|m| m.epoch(idx)) {
             Some(e) => e,
             None => if tx { self.tx_cmd.get(&idx, 0)? } else { self.rx_cmd.get(&idx, 0)? }.epoch_end,
         };
@@ -663,8 +658,7 @@ impl SessionTable {
         };
         debug_assert_eq!(cmd::is_tx(op), command.is_tx());
         let c = SessionCommand { epoch_begin: epoch, op, value, n, epoch_end: epoch, _pad: 0 };
-        let mapped = if command.is_tx() { &self.tx_slots } else { &self.rx_slots };
-        if mapped.as_ref().and_then(|m| m.post(idx, c)).is_none() {
+        if self.command_slots(command.is_tx()).and_then(|m| m.post(idx, c)).is_none() {
             let slot = if command.is_tx() { &mut self.tx_cmd } else { &mut self.rx_cmd };
             slot.set(idx, c, 0)?;
         }
@@ -679,8 +673,14 @@ impl SessionTable {
 
     /// Whether commands are posted through the mapped command slots (else
     /// by one syscall each).
-    pub fn commands_mapped(&self) -> bool {
-        self.rx_slots.is_some() && self.tx_slots.is_some()
+    pub fn commands_mapped(&mut self) -> bool {
+        self.command_slots(false).is_some() && self.command_slots(true).is_some()
+    }
+
+    /// One side's mapped command slots, mapped on first use.
+    fn command_slots(&mut self, tx: bool) -> Option<&super::command_slots::CommandSlots> {
+        let (slots, array) = if tx { (&mut self.tx_slots, &self.tx_cmd) } else { (&mut self.rx_slots, &self.rx_cmd) };
+        slots.get_or_insert_with(|| super::command_slots::CommandSlots::map(array.map())).as_ref()
     }
 
     /// Installed sessions as `(index, local session ID)`.
