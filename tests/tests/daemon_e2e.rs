@@ -378,3 +378,86 @@ fn a_neighbour_or_route_change_makes_the_cached_next_hops_stale_at_once() {
     wait_past(g1, "route change");
     ping(&t.cust_a, topology::CUST_B);
 }
+
+/// Pins at `path` a per-CPU array shaped like the earlier layout's
+/// `SESSION_STATS` (raw `BPF_MAP_CREATE` and `BPF_OBJ_PIN`: aya creates
+/// maps only from an object).
+fn pin_earlier_session_stats(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    #[repr(C)]
+    #[derive(Default)]
+    struct Create {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+        inner_map_fd: u32,
+        numa_node: u32,
+        map_name: [u8; 16],
+        map_ifindex: u32,
+        btf_fd: u32,
+        btf_key_type_id: u32,
+        btf_value_type_id: u32,
+        btf_vmlinux_value_type_id: u32,
+        map_extra: u64,
+    }
+    #[repr(C)]
+    struct Pin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        /// Zero: the kernel refuses nonzero bytes past the fields it knows.
+        _pad: u32,
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+    let create = Create {
+        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: std::mem::size_of::<l2tp_common::session::SessionStats>() as u32,
+        max_entries: 16,
+        ..Default::default()
+    };
+    // SAFETY: a bpf_attr prefix for BPF_MAP_CREATE, zero where unused.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, &raw const create, std::mem::size_of::<Create>()) };
+    assert!(fd >= 0, "creating a per-CPU array: {}", std::io::Error::last_os_error());
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    let pin = Pin { pathname: name.as_ptr() as u64, bpf_fd: fd as u32, file_flags: 0, path_fd: 0, _pad: 0 };
+    // SAFETY: a bpf_attr for BPF_OBJ_PIN naming our map's fd and a path.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, &raw const pin, std::mem::size_of::<Pin>()) };
+    assert_eq!(rc, 0, "pinning it at {}: {}", path.display(), std::io::Error::last_os_error());
+    // SAFETY: our own fd; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+/// An upgrade over the pins of an earlier version (its `SESSION_STATS` a
+/// per-CPU array): the pinned data plane is refused as another version's,
+/// and the daemon removes it and rebuilds it from the store at start
+/// instead of failing; the pseudowire then forwards.
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn the_pins_of_an_earlier_layout_are_rebuilt_at_start_and_the_pseudowire_forwards() {
+    let t = TwoSites::new().expect("topology");
+    extra_circuits(&t);
+    let (pins_a, pins_b) = (PinDir::new("ua"), PinDir::new("ub"));
+    l2tp_ctl::dataplane::Pinned::open_or_create(pins_a.path()).expect("a data plane pinned");
+    let stats = pins_a.path().join(format!("map_{}", l2tp_common::session::MAP_SESSION_STATS.to_ascii_lowercase()));
+    std::fs::remove_file(&stats).expect("the current SESSION_STATS pin");
+    pin_earlier_session_stats(&stats);
+    let refused = l2tp_ctl::dataplane::Pinned::open(pins_a.path()).expect("pins").sessions();
+    assert!(
+        matches!(refused, Err(l2tp_ctl::dataplane::DataplaneError::Incompatible(_))),
+        "an earlier layout is refused as such: {refused:?}"
+    );
+    let _b = Daemon::start(&t.pe_b, "pe-b", &config(topology::PE_B_UP, topology::PE_A_UP, false, &pins_b, false))
+        .expect("daemon b");
+    let a = Daemon::start(&t.pe_a, "pe-a", &config(topology::PE_A_UP, topology::PE_B_UP, true, &pins_a, false))
+        .expect("daemon a starts over the earlier pins");
+    a.wait_json(&["session", "list"], "pw1", WAIT, |v| session_up(v, "pw1")).expect("pw1 up");
+    assert!(a.log().contains("another version's"), "the rebuild is logged:\n{}", a.log());
+    assert!(l2tp_ctl::dataplane::Pinned::open(pins_a.path()).expect("pins").sessions().is_ok(), "rebuilt");
+    ping(&t.cust_a, topology::CUST_B);
+}
