@@ -362,6 +362,21 @@ impl DataPlane {
         posted
     }
 
+    /// ENTER_RESYNC for sessions the engine knows to carry sequence
+    /// numbers (a session is installed only when both directions agree, so
+    /// these are the ones whose slot has `SEQ_RX`): no read of each slot's
+    /// flags, which after a restart would be a syscall per session.
+    /// Returns how many were posted.
+    pub fn enter_resync_sequenced(&mut self, sids: &[u32], n: u16) -> usize {
+        let mut posted = 0;
+        for sid in sids {
+            if let Some(idx) = self.table.index_of(*sid) {
+                posted += usize::from(self.table.post(idx, Command::EnterResync { n }).is_ok());
+            }
+        }
+        posted
+    }
+
     /// Counters and sequence state of the session receiving on `sid`.
     pub fn view(&self, sid: u32) -> Option<DataplaneView> {
         DataplaneView::read(&self.table, sid)

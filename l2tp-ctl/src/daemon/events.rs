@@ -291,8 +291,8 @@ impl Daemon {
                 // store with Ns 0 (F-DC-1).
                 // Either way Nr follows the peer after n packets in sequence
                 // (F-DC-3); the remote end keeps its Ns (F-DC-2).
-                let sids: Vec<u32> = sessions.iter().map(|s| s.local_session_id).collect();
-                let reset = self.dp.as_mut().map_or(0, |dp| dp.enter_resync(&sids, n));
+                let sids: Vec<u32> = sessions.iter().filter(|s| s.sequencing).map(|s| s.local_session_id).collect();
+                let reset = self.dp.as_mut().map_or(0, |dp| dp.enter_resync_sequenced(&sids, n));
                 self.note(tunnel, "recovered");
                 self.reg.want_sessions(tunnel);
                 self.emit(
@@ -318,13 +318,13 @@ impl Daemon {
                 let name = self.tunnel_name(tunnel);
                 self.emit("tunnel-resumed", name.as_deref(), Some(tunnel), None, "peer answered again".into());
             }
-            Event::SessionsQueried { tunnel, sessions } => {
+            Event::SessionsQueried { tunnel, sequenced, .. } => {
                 // F-DC-5/F-DC-3: the peer's data channel may have restarted
                 // (its data plane was rebuilt): our Nr follows its Ns after
                 // n packets in sequence.
                 let n = self.resync_n(self.tunnel_name(tunnel).as_deref());
                 if let Some(dp) = &mut self.dp {
-                    dp.enter_resync(&sessions, n);
+                    dp.enter_resync_sequenced(&sequenced, n);
                 }
             }
             Event::SessionStale { tunnel, local_session_id } => {

@@ -265,6 +265,9 @@ pub enum Event {
     SessionsQueried {
         tunnel: TunnelId,
         sessions: Vec<u32>,
+        /// Those of `sessions` with sequence numbers in either direction:
+        /// the only ones whose data channel has an Ns to follow.
+        sequenced: Vec<u32>,
     },
     /// The peer's FSQ paired this session with another Session ID: marked
     /// stale (RFC 4951 F-SS-6, Appendix C), to be queried with an FSQ.

@@ -199,6 +199,21 @@ fn f_rt_1_2_3_4_5_6_9_f_cc_1_2_3_f_rt_10_recovery_after_a_control_plane_restart(
         assert_eq!((ta, tb2), (t, tb), "tunnel IDs unchanged");
         assert!(ea && !eb);
         assert_eq!((na, nb), (1, 1), "the session carried over at both ends");
+        // A's post-reset FSQ answered by B: its one session, listed as
+        // sequenced when it carries sequence numbers (the daemon resyncs
+        // exactly those).
+        let seq = pair.ends[1].tunnel_info(tb).expect("b").sessions[0].sequencing;
+        let queried: Vec<(Vec<u32>, Vec<u32>)> = pair.events[1]
+            .iter()
+            .filter_map(|e| match e {
+                Event::SessionsQueried { sessions, sequenced, .. } => Some((sessions.clone(), sequenced.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(queried.len(), 1, "{version:?}: {queried:?}");
+        let want: Vec<u32> = if seq { queried[0].0.clone() } else { Vec::new() };
+        assert_eq!(queried[0].1, want, "{version:?}: sequenced {seq}");
+        assert!(seq || version == Version::V2, "the L2TPv3 session negotiated sequencing");
         assert_eq!((ns_a, nr_a), (nr_b, ns_b), "F-CC-2 mirror image");
         // What was on the wire.
         let a_msgs = decoded(&pair, 0, Some(secret));

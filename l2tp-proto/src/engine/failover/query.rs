@@ -115,9 +115,14 @@ impl Engine {
                 _ => None,
             })
             .collect();
+        let sequenced: Vec<u32> = confirmed
+            .iter()
+            .copied()
+            .filter(|sid| t.sessions.get(sid).is_some_and(|s| s.params.sequencing || s.peer_sequencing))
+            .collect();
         t.channel.send(now, Outgoing { session_id: 0, msg: Message::new(MessageType::Fsr, answers) });
         if !confirmed.is_empty() {
-            self.events.push_back(Event::SessionsQueried { tunnel: id, sessions: confirmed });
+            self.events.push_back(Event::SessionsQueried { tunnel: id, sessions: confirmed, sequenced });
         }
         if !stale.is_empty() {
             // Appendix C: queried "some time later", so that the peer's own
