@@ -10,8 +10,8 @@
 //! - `link_<ifname>`: one bpf_link per attached interface
 
 mod batch;
-mod command_slots;
 mod iface;
+mod mapped;
 mod params;
 pub mod session;
 pub use iface::{enable_forwarding, forwarding_enabled, hwaddr, ifindex, mtu, validate_ifname};

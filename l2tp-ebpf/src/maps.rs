@@ -28,8 +28,10 @@ pub static SESSION_BY_ID: HashMap<u32, u32> = HashMap::with_max_entries(MAX_SESS
 pub static SESSION_BY_ATTACH: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 #[map]
 pub static ATTACH_PORT: Array<u32> = Array::with_max_entries(ATTACH_PORT_MAX, 0);
+/// Mappable: a takeover activates every warm session with one store each
+/// (`SessionTable::activate_all`).
 #[map]
-pub static SESSION_CFG: Array<SessionConfig> = Array::with_max_entries(MAX_SESSIONS, 0);
+pub static SESSION_CFG: Array<SessionConfig> = Array::with_max_entries(MAX_SESSIONS, BPF_F_MMAPABLE);
 /// Receive state: `l2tp_uplink` is its only writer.
 #[map]
 pub static SESSION_RX_STATE: Array<SessionRxState> = Array::with_max_entries(MAX_SESSIONS, 0);

@@ -397,6 +397,36 @@ fn a_warm_standby_session_forwards_nothing_until_one_activation() {
     assert_eq!(global(&rig, GlobalCounter::Standby) - before.0, 2, "no more standby frames");
 }
 
+/// A takeover activates every warm session at once (through the mapped
+/// configurations): each forwards afterwards with the state it was
+/// installed with, an already active one is left as it was, and a second
+/// pass finds nothing to activate.
+#[test]
+#[ignore = "privileged: needs root and BPF; run by `cargo xtask test`"]
+fn a_takeover_activates_every_warm_session_at_once() {
+    let mut rig = Rig::new();
+    let frame_of = |id: u32| wire_in(UDP, false, &l2tp(id, &[], None), &inner());
+    for i in 0..4u32 {
+        let mut p = params(ID + i, UDP, false);
+        p.attach_vlan = (i + 1) as u16;
+        p.standby = i != 3;
+        rig.table.add(&p).expect("session");
+    }
+    assert_eq!(rig.run(Role::Uplink, &frame_of(ID)).0, XDP_PASS, "warm: the kernel's");
+    let (n, errors) = rig.table.activate_all();
+    assert_eq!(n, 3, "the three warm ones");
+    assert!(errors.is_empty(), "{errors:?}");
+    for i in 0..4u32 {
+        let idx = rig.table.index_of(ID + i).expect("index");
+        assert_eq!(rig.table.config(idx).expect("config").flags & l2tp_common::session::flags::STANDBY, 0, "{i}");
+        assert_eq!(rig.table.flags(idx).map(|f| f & l2tp_common::session::flags::STANDBY), Some(0), "{i}: known");
+        assert_eq!(rig.run(Role::Uplink, &frame_of(ID + i)).0, XDP_REDIRECT, "session {i} forwards");
+    }
+    let (n, errors) = rig.table.activate_all();
+    assert_eq!(n, 0, "nothing left to activate");
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
 /// A session table opened again over the same maps (a restarted daemon)
 /// knows every session, its flags and each side's last command epoch from
 /// batch reads: a command it posts is applied once, by the right program.

@@ -306,13 +306,9 @@ impl DataPlane {
     /// Takeover: every session installed inactive starts forwarding, one
     /// map update each (see [`SessionTable::activate`]). Returns how many.
     pub fn activate_all(&mut self) -> usize {
-        let mut n = 0;
-        for (_, sid) in self.table.list() {
-            match self.table.activate(sid) {
-                Ok(true) => n += 1,
-                Ok(false) => {}
-                Err(e) => error!(sid, "activating a warm session: {e}"),
-            }
+        let (n, errors) = self.table.activate_all();
+        for (sid, e) in errors {
+            error!(sid, "activating a warm session: {e}");
         }
         n
     }

@@ -169,8 +169,8 @@ pub struct SessionTable {
     /// The same two arrays mapped into memory, at the first command (a
     /// table that only reads, as a metrics scrape's, maps nothing); `Some(None)`
     /// with pins of an object whose slots are not mappable.
-    rx_slots: Option<Option<super::command_slots::CommandSlots>>,
-    tx_slots: Option<Option<super::command_slots::CommandSlots>>,
+    rx_slots: Option<Option<super::mapped::Mapped<SessionCommand>>>,
+    tx_slots: Option<Option<super::mapped::Mapped<SessionCommand>>>,
     /// `cpu * MAX_SESSIONS + slot` (see the program's `session_stats`).
     stats: Array<MapData, SessionStats>,
     /// CPUs `stats` has slots for.
@@ -551,6 +551,42 @@ impl SessionTable {
         Ok(true)
     }
 
+    /// [`Self::activate`] for every installed session (a takeover): the
+    /// `STANDBY` bit of each configuration cleared with one store through
+    /// `SESSION_CFG` mapped for the occasion (10,000 sessions: 20,000
+    /// syscalls otherwise), one syscall read and write each where it cannot
+    /// be mapped. The flags word is read by the programs as one aligned
+    /// load: they see a session warm or active, nothing in between. Returns
+    /// how many were inactive, and the errors.
+    pub fn activate_all(&mut self) -> (usize, Vec<(u32, DataplaneError)>) {
+        let sessions = self.list();
+        let mapped: Option<super::mapped::Mapped<SessionConfig>> = super::mapped::Mapped::map(self.cfg.map());
+        let Some(cfgs) = mapped else {
+            let (mut n, mut errors) = (0, Vec::new());
+            for (_, sid) in sessions {
+                match self.activate(sid) {
+                    Ok(true) => n += 1,
+                    Ok(false) => {}
+                    Err(e) => errors.push((sid, e)),
+                }
+            }
+            return (n, errors);
+        };
+        let mut n = 0;
+        for (idx, _) in sessions {
+            let Some(c) = cfgs.slot(idx) else { continue };
+            // SAFETY: the flags word of an entry inside the mapping.
+            let f = unsafe { std::ptr::read_volatile(&raw const (*c).flags) };
+            if f & flags::STANDBY != 0 {
+                // SAFETY: as above.
+                unsafe { std::ptr::write_volatile(&raw mut (*c).flags, f & !flags::STANDBY) };
+                self.meta.entry(idx).or_default().flags = Some(f & !flags::STANDBY);
+                n += 1;
+            }
+        }
+        (n, Vec::new())
+    }
+
     /// Makes every session's cached next hop stale (a route, neighbour or
     /// session changed); nothing with pins of an older object.
     pub fn invalidate_next_hops(&mut self) -> Result<()> {
@@ -678,9 +714,9 @@ impl SessionTable {
     }
 
     /// One side's mapped command slots, mapped on first use.
-    fn command_slots(&mut self, tx: bool) -> Option<&super::command_slots::CommandSlots> {
+    fn command_slots(&mut self, tx: bool) -> Option<&super::mapped::Mapped<SessionCommand>> {
         let (slots, array) = if tx { (&mut self.tx_slots, &self.tx_cmd) } else { (&mut self.rx_slots, &self.rx_cmd) };
-        slots.get_or_insert_with(|| super::command_slots::CommandSlots::map(array.map())).as_ref()
+        slots.get_or_insert_with(|| super::mapped::Mapped::map(array.map())).as_ref()
     }
 
     /// Installed sessions as `(index, local session ID)`.

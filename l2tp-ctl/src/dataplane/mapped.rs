@@ -1,9 +1,11 @@
-//! The command slots (`SESSION_RX_CMD`, `SESSION_TX_CMD`) mapped into the
-//! daemon's memory (the maps are `BPF_F_MMAPABLE`): posting a command or
-//! reading a slot's epoch is a few stores or a load, not a syscall. A
-//! recovery posts a command to every session at both ends (10,000
-//! syscalls each per pass at 10,000 sessions). Pins of an object whose
-//! slots are not mappable are written by syscalls instead.
+//! Arrays of the data plane mapped into the daemon's memory (the maps are
+//! `BPF_F_MMAPABLE`): the command slots (`SESSION_RX_CMD`,
+//! `SESSION_TX_CMD`), where posting a command or reading a slot's epoch is
+//! a few stores or a load, not a syscall (a recovery posts a command to
+//! every session at both ends: 10,000 syscalls each per pass at 10,000
+//! sessions); and `SESSION_CFG` for a takeover's activation of every warm
+//! session, mapped only for it. Pins of an object whose arrays are not
+//! mappable are read and written by syscalls instead.
 
 use std::{
     os::fd::{AsFd, AsRawFd},
@@ -17,29 +19,28 @@ use l2tp_common::session::SessionCommand;
 /// `BPF_F_MMAPABLE` of linux/bpf.h.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 
-/// One command array, mapped read-write.
-pub(super) struct CommandSlots {
-    ptr: NonNull<SessionCommand>,
+/// One array of `T`, mapped read-write.
+pub(super) struct Mapped<T> {
+    ptr: NonNull<T>,
     entries: usize,
     len: usize,
 }
 
 // SAFETY: a shared mapping of kernel memory, valid until dropped; every
 // access is a volatile load or store of a whole field.
-unsafe impl Send for CommandSlots {}
+unsafe impl<T> Send for Mapped<T> {}
 // SAFETY: as above.
-unsafe impl Sync for CommandSlots {}
+unsafe impl<T> Sync for Mapped<T> {}
 
-impl CommandSlots {
+impl<T> Mapped<T> {
     /// `None` when the map cannot be mapped (an older object's pins).
     pub(super) fn map(data: &MapData) -> Option<Self> {
         let info = data.info().ok()?;
-        if info.value_size() as usize != std::mem::size_of::<SessionCommand>() || info.map_flags() & BPF_F_MMAPABLE == 0
-        {
+        if info.value_size() as usize != std::mem::size_of::<T>() || info.map_flags() & BPF_F_MMAPABLE == 0 {
             return None;
         }
         let entries = info.max_entries() as usize;
-        let len = (entries * std::mem::size_of::<SessionCommand>()).next_multiple_of(4096).max(4096);
+        let len = (entries * std::mem::size_of::<T>()).next_multiple_of(4096).max(4096);
         let fd = data.fd().as_fd().as_raw_fd();
         // SAFETY: a new shared mapping of the map's memory; the kernel
         // checks `len` against the map's size.
@@ -52,12 +53,15 @@ impl CommandSlots {
         Some(Self { ptr: NonNull::new(p.cast())?, entries, len })
     }
 
-    fn slot(&self, idx: u32) -> Option<*mut SessionCommand> {
+    /// Entry `idx`, inside the mapping.
+    pub(super) fn slot(&self, idx: u32) -> Option<*mut T> {
         let i = idx as usize;
         // SAFETY: inside the mapping (checked).
         (i < self.entries).then(|| unsafe { self.ptr.as_ptr().add(i) })
     }
+}
 
+impl Mapped<SessionCommand> {
     /// The epoch last posted in slot `idx`.
     pub(super) fn epoch(&self, idx: u32) -> Option<u32> {
         let p = self.slot(idx)?;
@@ -86,7 +90,7 @@ impl CommandSlots {
     }
 }
 
-impl Drop for CommandSlots {
+impl<T> Drop for Mapped<T> {
     fn drop(&mut self) {
         // SAFETY: our own mapping, unmapped once.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
