@@ -36,6 +36,11 @@ impl<'a> Stream<'a> {
             let receiver = s.spawn(|| {
                 to.enter(|| {
                     let sock = UdpSocket::bind(format!("{to_addr}:5000")).expect("bind");
+                    // Room for the whole stream: a receiver descheduled
+                    // under the test suite's load must not lose datagrams
+                    // the pseudowire delivered (what is counted is the
+                    // pseudowire, not this socket).
+                    set_rcvbuf(&sock, 4 << 20);
                     sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
                     ready_tx.send(()).expect("ready");
                     let mut got = 0;
@@ -66,5 +71,26 @@ impl<'a> Stream<'a> {
             .expect("enter");
             receiver.join().expect("receiver")
         })
+    }
+}
+
+/// Asks for a receive buffer of `bytes` (root may exceed `rmem_max`);
+/// best effort, the default otherwise.
+fn set_rcvbuf(sock: &UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt on our own socket with an int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const bytes).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
     }
 }
