@@ -202,15 +202,6 @@ fn markdown(j: &Value, s: &Series) -> String {
         ] {
             m.push_str(&format!("| {what} | {} |\n", num(&c[k])));
         }
-        for k in ["control_only", "control_and_data"] {
-            m.push_str(&format!("| recovery after SIGKILL, {k}, ms | {} |\n", num(&c["recovery_ms"][k])));
-        }
-        for k in ["control_only", "control_and_data"] {
-            m.push_str(&format!(
-                "| the same, {k}, seen by polling both APIs, ms | {} |\n",
-                num(&c["recovery_polled_ms"][k])
-            ));
-        }
         control_md(&mut m, c);
     }
     if let Some(c) = j.get("control_scale") {
@@ -224,15 +215,6 @@ fn markdown(j: &Value, s: &Series) -> String {
             ("reestablish_ms", "tear down and re-establish all, ms"),
         ] {
             m.push_str(&format!("| {what} | {} |\n", num(&c[k])));
-        }
-        for k in ["control_only", "control_and_data"] {
-            m.push_str(&format!("| recovery after SIGKILL, {k}, ms | {} |\n", num(&c["recovery_ms"][k])));
-        }
-        for k in ["control_only", "control_and_data"] {
-            m.push_str(&format!(
-                "| the same, {k}, seen by polling both APIs, ms | {} |\n",
-                num(&c["recovery_polled_ms"][k])
-            ));
         }
         control_md(&mut m, c);
     }
@@ -248,8 +230,17 @@ fn markdown(j: &Value, s: &Series) -> String {
     m
 }
 
-/// Phases and the floor of one control-plane run.
+/// Recoveries, floor and phases of one control-plane run.
 fn control_md(m: &mut String, c: &Value) {
+    for k in ["control_only", "control_and_data"] {
+        m.push_str(&format!("| recovery after SIGKILL, {k}, ms | {} |\n", num(&c["recovery_ms"][k])));
+    }
+    for k in ["control_only", "control_and_data"] {
+        m.push_str(&format!(
+            "| the same, {k}, seen by polling both APIs, ms | {} |\n",
+            num(&c["recovery_polled_ms"][k])
+        ));
+    }
     m.push_str(&format!(
         "| control-plane floor, recovery's {} datagrams, ms | {} |\n| recovery (control and data) / floor | {} |\n| recovery (control only) / floor | {} |\n| control-plane floor, setup's {} datagrams, ms | {} |\n| setup / floor | {} |\n",
         num(&c["floor_datagrams_recovery"]),
