@@ -342,28 +342,13 @@ impl DataPlane {
         Ok(())
     }
 
-    /// F-DC-3: the installed sessions among `sids` that check sequence
-    /// numbers follow the peer's Ns after `n` packets (ENTER_RESYNC).
-    /// Returns how many.
+    /// F-DC-3: the installed ones of `sids` follow the peer's Ns after `n`
+    /// packets (ENTER_RESYNC). `sids` are sessions known to carry sequence
+    /// numbers (the engine's or the store's word: a session is installed
+    /// only when both directions agree, so these are the ones whose slot
+    /// has `SEQ_RX`); no slot's flags are read, which after a restart would
+    /// be a syscall per session. Returns how many were posted.
     pub fn enter_resync(&mut self, sids: &[u32], n: u16) -> usize {
-        let mut posted = 0;
-        for sid in sids {
-            let Some(idx) = self.table.index_of(*sid) else { continue };
-            if self.table.flags(idx).is_some_and(|f| f & l2tp_common::session::flags::SEQ_RX != 0)
-                && self.table.post(idx, Command::EnterResync { n }).is_ok()
-            {
-                posted += 1;
-            }
-        }
-        posted
-    }
-
-    /// ENTER_RESYNC for sessions the engine knows to carry sequence
-    /// numbers (a session is installed only when both directions agree, so
-    /// these are the ones whose slot has `SEQ_RX`): no read of each slot's
-    /// flags, which after a restart would be a syscall per session.
-    /// Returns how many were posted.
-    pub fn enter_resync_sequenced(&mut self, sids: &[u32], n: u16) -> usize {
         let mut posted = 0;
         for sid in sids {
             if let Some(idx) = self.table.index_of(*sid) {

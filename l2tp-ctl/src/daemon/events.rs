@@ -292,7 +292,7 @@ impl Daemon {
                 // Either way Nr follows the peer after n packets in sequence
                 // (F-DC-3); the remote end keeps its Ns (F-DC-2).
                 let sids: Vec<u32> = sessions.iter().filter(|s| s.sequencing).map(|s| s.local_session_id).collect();
-                let reset = self.dp.as_mut().map_or(0, |dp| dp.enter_resync_sequenced(&sids, n));
+                let reset = self.dp.as_mut().map_or(0, |dp| dp.enter_resync(&sids, n));
                 self.note(tunnel, "recovered");
                 self.reg.want_sessions(tunnel);
                 self.emit(
@@ -324,7 +324,7 @@ impl Daemon {
                 // n packets in sequence.
                 let n = self.resync_n(self.tunnel_name(tunnel).as_deref());
                 if let Some(dp) = &mut self.dp {
-                    dp.enter_resync_sequenced(&sequenced, n);
+                    dp.enter_resync(&sequenced, n);
                 }
             }
             Event::SessionStale { tunnel, local_session_id } => {

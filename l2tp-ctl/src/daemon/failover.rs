@@ -217,20 +217,23 @@ impl Daemon {
                     continue;
                 }
             };
-            let mut sids = Vec::new();
-            for s in stored {
+            let (mut sids, mut installed) = (Vec::new(), Vec::new());
+            for s in &stored {
                 let Some(slot) = self.reg.session(rec.local_id, s.local_id) else { continue };
                 sids.push(s.local_id);
-                if !slot.installed {
-                    continue;
+                if slot.installed {
+                    installed.push(s);
                 }
-                match self.reinstall(&tcfg, &rec, &s, false) {
+            }
+            for (s, r) in installed.iter().zip(self.reinstall_many(&tcfg, &rec, &installed, false)) {
+                match r {
                     Ok(()) => rebuilt += 1,
                     Err(e) => error!(tunnel = %rec.name, session = %s.name, "not reinstalled: {e:#}"),
                 }
-                if let Some(dp) = &mut self.dp {
-                    dp.enter_resync(&[s.local_id], tcfg.failover.resync_n);
-                }
+            }
+            let sequenced: Vec<u32> = installed.iter().filter(|s| s.sequencing).map(|s| s.local_id).collect();
+            if let Some(dp) = &mut self.dp {
+                dp.enter_resync(&sequenced, tcfg.failover.resync_n);
             }
             if !sids.is_empty() {
                 queries.push((rec.local_id, sids));
