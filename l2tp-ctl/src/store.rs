@@ -142,13 +142,27 @@ impl Store {
 
     /// Removes a tunnel and all its sessions in one transaction.
     pub fn remove_tunnel(&self, local_id: u32) -> Result<(), StoreError> {
+        self.remove_many(&[local_id], &[])
+    }
+
+    /// Removes tunnels (each with all its sessions) and sessions, all in
+    /// one transaction: all or none are durable. Absent ones are fine.
+    pub fn remove_many(&self, tunnels: &[u32], sessions: &[(u32, u32)]) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         {
-            tx.open_table(TUNNELS)?.remove(local_id)?;
+            let mut t = tx.open_table(TUNNELS)?;
             let mut s = tx.open_table(SESSIONS)?;
-            let keys: Vec<(u32, u32)> =
-                s.range((local_id, 0)..=(local_id, u32::MAX))?.filter_map(|r| r.ok().map(|(k, _)| k.value())).collect();
-            for k in keys {
+            for &local_id in tunnels {
+                t.remove(local_id)?;
+                let keys: Vec<(u32, u32)> = s
+                    .range((local_id, 0)..=(local_id, u32::MAX))?
+                    .map(|r| r.map(|(k, _)| k.value()))
+                    .collect::<Result<_, _>>()?;
+                for k in keys {
+                    s.remove(k)?;
+                }
+            }
+            for &k in sessions {
                 s.remove(k)?;
             }
         }
@@ -175,10 +189,7 @@ impl Store {
     }
 
     pub fn remove_session(&self, tunnel_id: u32, local_id: u32) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(SESSIONS)?.remove((tunnel_id, local_id))?;
-        tx.commit()?;
-        Ok(())
+        self.remove_many(&[], &[(tunnel_id, local_id)])
     }
 
     pub fn tunnels(&self) -> Result<Vec<TunnelRecord>, StoreError> {

@@ -342,6 +342,9 @@ impl Daemon {
                 busy = true;
                 self.on_event(e);
             }
+            // One store transaction for this round's removals (a torn-down
+            // tunnel's sessions, a burst of CDNs).
+            self.store.commit_removals();
             // What was just stored goes to the standby.
             self.ha_drive();
             if !busy {
@@ -434,6 +437,8 @@ impl Daemon {
                         Some(_) => Response::Ok(Reply::Done { message: "stopping".into() }),
                         None => self.handle(req),
                     };
+                    // What the answer reports done is durable.
+                    self.store.commit_removals();
                     // A client that hung up does not want its answer.
                     let _ = reply.send(resp);
                     next_tick = next_tick.min(self.next_tick());
@@ -461,7 +466,8 @@ impl Daemon {
     }
 
     /// Maintenance stop: nothing is torn down.
-    fn stop_kept(self) -> Exit {
+    fn stop_kept(mut self) -> Exit {
+        self.store.commit_removals();
         info!("stopping, keeping tunnels, sessions and the data plane for the next start");
         io::remove_socket(&self.socket_path);
         Exit::Kept

@@ -52,6 +52,8 @@ pub(super) fn session_key(tunnel: TunnelId, sid: u32) -> String {
 #[derive(Debug)]
 pub(super) struct Persistence {
     store: Store,
+    /// Removals of this round, not yet committed.
+    staged: Vec<Removal>,
     retry: Vec<Removal>,
     /// Changes made since the last [`Persistence::take_changes`], when
     /// they are replicated (the active of a hot-standby pair).
@@ -60,7 +62,7 @@ pub(super) struct Persistence {
 
 impl Persistence {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Ok(Self { store: Store::open(dir)?, retry: Vec::new(), changes: None })
+        Ok(Self { store: Store::open(dir)?, staged: Vec::new(), retry: Vec::new(), changes: None })
     }
 
     /// Starts (or stops) recording changes for replication.
@@ -81,6 +83,7 @@ impl Persistence {
 
     /// Durable when this returns `Ok`.
     pub fn put_tunnel(&mut self, t: &TunnelRecord) -> Result<(), StoreError> {
+        self.commit_removals();
         // A removal of an earlier tunnel with this ID must not undo it.
         self.retry.retain(|r| !matches!(r, Removal::Tunnel(id) if *id == t.local_id));
         self.store.put_tunnel(t)?;
@@ -92,6 +95,7 @@ impl Persistence {
 
     /// All durable or none.
     pub fn put_sessions(&mut self, sessions: &[&SessionRecord]) -> Result<(), StoreError> {
+        self.commit_removals();
         self.retry.retain(|r| match r {
             Removal::Session(t, s) => !sessions.iter().any(|x| (x.tunnel_id, x.local_id) == (*t, *s)),
             Removal::Tunnel(_) => true,
@@ -115,7 +119,8 @@ impl Persistence {
     }
 
     /// Every record, keyed as replicated (a snapshot for the standby).
-    pub fn snapshot(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub fn snapshot(&mut self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.commit_removals();
         let mut out = Vec::new();
         for t in self.store.tunnels()? {
             out.push((tunnel_key(t.local_id), serde_json::to_vec(&t)?));
@@ -131,6 +136,7 @@ impl Persistence {
     /// A key or record that does not parse is an error (and nothing after
     /// it is applied).
     pub fn apply_replicated(&mut self, records: &[(String, Option<Vec<u8>>)]) -> Result<Vec<Applied>, StoreError> {
+        self.commit_removals();
         let bad = |k: &str| StoreError::Io(format!("replicated record with an unknown key {k:?}"));
         let mut applied = Vec::new();
         // Consecutive session records are written in one transaction.
@@ -186,13 +192,15 @@ impl Persistence {
         Ok(applied)
     }
 
-    /// Removes a tunnel and its sessions; retried later if the store
+    /// Removes a tunnel and its sessions, with the other removals of this
+    /// round ([`Persistence::commit_removals`]); retried later if the store
     /// refuses.
     pub fn remove_tunnel(&mut self, id: TunnelId) {
         self.remove(Removal::Tunnel(id));
     }
 
-    /// Removes a session; retried later if the store refuses.
+    /// Removes a session, with the other removals of this round; retried
+    /// later if the store refuses.
     pub fn remove_session(&mut self, tunnel: TunnelId, sid: u32) {
         self.remove(Removal::Session(tunnel, sid));
     }
@@ -202,49 +210,71 @@ impl Persistence {
             Removal::Tunnel(id) => self.changed(tunnel_key(id), None),
             Removal::Session(t, s) => self.changed(session_key(t, s), None),
         }
-        if let Err(e) = self.apply(r) {
-            error!(?r, "state store removal failed, will retry: {e}");
-            if !self.retry.contains(&r) {
-                self.retry.push(r);
-            }
-        }
+        self.staged.push(r);
     }
 
-    fn apply(&self, r: Removal) -> Result<(), StoreError> {
-        match r {
-            Removal::Tunnel(id) => self.store.remove_tunnel(id),
-            Removal::Session(t, s) => self.store.remove_session(t, s),
-        }
-    }
-
-    /// Tries the removals that failed before again.
-    pub fn retry(&mut self) {
-        if self.retry.is_empty() {
+    /// Makes the removals staged since the last call durable, in one
+    /// transaction (one fsync for a torn-down tunnel's sessions, or for a
+    /// burst of CDNs). The daemon calls it before it answers a request and
+    /// at the end of every round of engine output; every other store
+    /// access calls it first, so reads and writes see removals in order.
+    /// On failure they join the removals retried at every tick.
+    pub fn commit_removals(&mut self) {
+        if self.staged.is_empty() {
             return;
         }
-        let todo = std::mem::take(&mut self.retry);
-        for r in todo {
-            match self.apply(r) {
-                Ok(()) => info!(?r, "state store removal done on retry"),
-                Err(e) => {
-                    error!(?r, "state store removal failed again, will retry: {e}");
+        let staged = std::mem::take(&mut self.staged);
+        if let Err(e) = self.apply(&staged) {
+            error!(removals = staged.len(), "state store removal failed, will retry: {e}");
+            for r in staged {
+                if !self.retry.contains(&r) {
                     self.retry.push(r);
                 }
             }
         }
     }
 
-    pub fn tunnels(&self) -> Result<Vec<TunnelRecord>, StoreError> {
+    fn apply(&self, removals: &[Removal]) -> Result<(), StoreError> {
+        let (mut tunnels, mut sessions) = (Vec::new(), Vec::new());
+        for r in removals {
+            match *r {
+                Removal::Tunnel(id) => tunnels.push(id),
+                Removal::Session(t, s) => sessions.push((t, s)),
+            }
+        }
+        self.store.remove_many(&tunnels, &sessions)
+    }
+
+    /// Tries the removals that failed before again.
+    pub fn retry(&mut self) {
+        self.commit_removals();
+        if self.retry.is_empty() {
+            return;
+        }
+        let todo = std::mem::take(&mut self.retry);
+        match self.apply(&todo) {
+            Ok(()) => info!(removals = todo.len(), "state store removals done on retry"),
+            Err(e) => {
+                error!(removals = todo.len(), "state store removals failed again, will retry: {e}");
+                self.retry = todo;
+            }
+        }
+    }
+
+    pub fn tunnels(&mut self) -> Result<Vec<TunnelRecord>, StoreError> {
+        self.commit_removals();
         self.store.tunnels()
     }
 
-    pub fn sessions(&self, tunnel: TunnelId) -> Result<Vec<SessionRecord>, StoreError> {
+    pub fn sessions(&mut self, tunnel: TunnelId) -> Result<Vec<SessionRecord>, StoreError> {
+        self.commit_removals();
         self.store.sessions(tunnel)
     }
 
     /// Forgets every tunnel and session (after an orderly shutdown, or on
     /// a standby before a snapshot).
     pub fn clear(&mut self) -> Result<(), StoreError> {
+        self.staged.clear();
         self.retry.clear();
         if self.changes.is_some() {
             for t in self.store.tunnels()? {
@@ -412,6 +442,30 @@ mod tests {
         assert!(p.retry.is_empty());
         p.remove_tunnel(7);
         assert!(p.sessions(7).expect("read").is_empty());
+        drop(p);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn staged_removals_commit_before_later_writes_and_outlive_a_restart() {
+        let dir = std::env::temp_dir().join(format!("l2tp-persist-staged-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut p = Persistence::open(&dir).expect("open");
+        p.put_sessions(&[&record(7, 1), &record(7, 2), &record(8, 1)]).expect("put");
+        // Session 7/1 goes, and its ID comes back in the same round: the
+        // removal staged first must not undo the write after it.
+        p.remove_session(7, 1);
+        p.put_sessions(&[&record(7, 1)]).expect("put again");
+        p.remove_session(7, 2);
+        p.remove_tunnel(8);
+        assert_eq!(p.staged.len(), 2, "staged, not yet committed");
+        p.commit_removals();
+        assert!(p.staged.is_empty() && p.retry.is_empty());
+        drop(p);
+        let mut p = Persistence::open(&dir).expect("reopen");
+        let left: Vec<u32> = p.sessions(7).expect("read").iter().map(|s| s.local_id).collect();
+        assert_eq!(left, vec![1]);
+        assert!(p.sessions(8).expect("read").is_empty());
         drop(p);
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
