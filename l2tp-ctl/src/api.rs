@@ -388,6 +388,12 @@ impl Client {
         Ok(serde_json::from_str(&line)?)
     }
 
+    /// Whether a line (or part of one) has arrived that [`Client::read`]
+    /// has not returned yet.
+    pub fn has_buffered(&self) -> bool {
+        !self.reader.buffer().is_empty()
+    }
+
     /// How long [`Client::read`] waits (`None`: for ever, event streams).
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), ClientError> {
         self.reader.get_ref().set_read_timeout(t)?;

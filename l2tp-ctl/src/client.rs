@@ -512,38 +512,55 @@ pub fn failover(conn: &Conn, cmd: FailoverCmd) -> anyhow::Result<()> {
 /// Streams events until interrupted (or, without `follow`, until none
 /// arrives for a second).
 pub fn events(conn: &Conn, follow: bool) -> anyhow::Result<()> {
+    use std::io::Write;
     let mut c = Client::connect(conn.socket_path())?;
     match c.call(&Request::Events)? {
         Reply::Following => {}
         r => anyhow::bail!("unexpected reply {r:?}"),
     }
     c.set_read_timeout(if follow { None } else { Some(std::time::Duration::from_secs(1)) })?;
+    // Written when nothing more has already arrived: a burst of events (a
+    // recovery confirms every session at once) is one write, not one per
+    // line, and a follower sees each event as soon as the daemon sent it.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     loop {
+        if !c.has_buffered() {
+            out.flush()?;
+        }
         let ev: EventView = match c.read() {
             Ok(e) => e,
             Err(crate::api::ClientError::Io(e))
                 if !follow && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
             {
+                out.flush()?;
                 return Ok(());
             }
-            Err(crate::api::ClientError::Closed) => return Ok(()),
-            Err(e) => return Err(e.into()),
+            Err(crate::api::ClientError::Closed) => {
+                out.flush()?;
+                return Ok(());
+            }
+            Err(e) => {
+                out.flush()?;
+                return Err(e.into());
+            }
         };
         if conn.json {
-            println!("{}", serde_json::to_string(&ev)?);
+            serde_json::to_writer(&mut out, &ev)?;
+            writeln!(out)?;
         } else {
             let session = match (&ev.session, ev.session_id) {
                 (Some(n), Some(id)) => format!(" session {n} ({id})"),
                 _ => String::new(),
             };
-            println!(
+            writeln!(
+                out,
                 "{} {:<18} {}{}: {}",
                 ev.time_ms,
                 ev.event,
                 ev.tunnel.as_deref().unwrap_or("-"),
                 session,
                 ev.detail
-            );
+            )?;
         }
     }
 }

@@ -163,12 +163,41 @@ fn events_follow_json_prints_one_object_per_line() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("events --follow");
-    let mut lines = BufReader::new(follow.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a line").expect("read");
+    // Lines as they arrive, read by a thread: the follower must print each
+    // burst when it comes, not when its buffer fills or it exits.
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10));
+    // A new event while following: deleting the tunnel.
+    a.ctl(&["tunnel", "delete", "t"]).expect("tunnel delete");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut live = None;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains("\"tunnel-down\"") => {
+                live = Some(l);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
     let _ = follow.kill();
     let _ = follow.wait();
+    let first = first.expect("a kept event printed while following");
     let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("one object per line ({e}): {first}"));
     assert!(v.is_object() && v["event"].is_string() && v["time_ms"].is_u64(), "{first}");
+    let live = live.expect("the tunnel-down of a delete printed while following");
+    let v: Value = serde_json::from_str(&live).unwrap_or_else(|e| panic!("one object per line ({e}): {live}"));
+    assert_eq!(v["event"], "tunnel-down", "{live}");
     // Without --follow: the kept events, each line an object, then exit 0.
     let out = a.ctl(&["events", "--json"]).expect("events --json");
     let text = String::from_utf8_lossy(&out.stdout);

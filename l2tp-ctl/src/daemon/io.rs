@@ -264,30 +264,53 @@ async fn connection(stream: UnixStream, calls: mpsc::Sender<ApiCall>, events: Ev
         let resp = match serde_json::from_str::<Request>(&line) {
             Err(e) => Response::Error(format!("bad request: {e}")),
             Ok(Request::Events) => {
+                use broadcast::error::{RecvError, TryRecvError};
                 let (recent, mut rx) = events.subscribe();
                 write_line(&mut w, &Response::Ok(Reply::Following)).await?;
+                let mut out = Vec::new();
                 for ev in &recent {
-                    write_line(&mut w, ev).await?;
+                    push_line(&mut out, ev)?;
                 }
+                w.write_all(&out).await?;
                 loop {
-                    match rx.recv().await {
-                        Ok(ev) => write_line(&mut w, &ev).await?,
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            warn!("events client lagged by {n} events");
-                            // The client is told, in the stream, what it missed.
-                            let lost = EventView {
-                                time_ms: crate::store::now_ms(),
-                                event: "events-lost".into(),
-                                tunnel: None,
-                                tunnel_id: None,
-                                session: None,
-                                session_id: None,
-                                detail: format!("{n} event(s) not delivered: this client fell behind"),
-                            };
-                            write_line(&mut w, &lost).await?;
+                    // One write for what has arrived: a recovery emits an
+                    // event per session in one flush, and a write each
+                    // would cost the daemon a syscall per event and client.
+                    out.clear();
+                    let mut next = rx.recv().await;
+                    loop {
+                        match next {
+                            Ok(ev) => push_line(&mut out, &ev)?,
+                            Err(RecvError::Lagged(n)) => {
+                                warn!("events client lagged by {n} events");
+                                // The client is told, in the stream, what it missed.
+                                let lost = EventView {
+                                    time_ms: crate::store::now_ms(),
+                                    event: "events-lost".into(),
+                                    tunnel: None,
+                                    tunnel_id: None,
+                                    session: None,
+                                    session_id: None,
+                                    detail: format!("{n} event(s) not delivered: this client fell behind"),
+                                };
+                                push_line(&mut out, &lost)?;
+                            }
+                            Err(RecvError::Closed) => {
+                                w.write_all(&out).await?;
+                                return Ok(());
+                            }
                         }
-                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                        if out.len() >= EVENT_WRITE_MAX {
+                            break;
+                        }
+                        next = match rx.try_recv() {
+                            Ok(ev) => Ok(ev),
+                            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                            Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                            Err(TryRecvError::Empty) => break,
+                        };
                     }
+                    w.write_all(&out).await?;
                 }
             }
             Ok(req) => {
@@ -303,6 +326,16 @@ async fn connection(stream: UnixStream, calls: mpsc::Sender<ApiCall>, events: Ev
         };
         write_line(&mut w, &resp).await?;
     }
+    Ok(())
+}
+
+/// Bytes of events gathered into one write to an events client.
+const EVENT_WRITE_MAX: usize = 256 * 1024;
+
+/// Appends `v` as a JSON line.
+fn push_line<T: serde::Serialize>(out: &mut Vec<u8>, v: &T) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, v)?;
+    out.push(b'\n');
     Ok(())
 }
 
