@@ -72,12 +72,19 @@ impl Daemon {
 
     /// As [`Daemon::start`] with another log filter (benchmarks log less).
     pub fn start_logging(ns: &NetNs, name: &str, config: &str, log_level: &str) -> Result<Self> {
+        let mut d = Self::prepare(ns, name, config, log_level)?;
+        d.spawn(ns)?;
+        Ok(d)
+    }
+
+    /// A daemon's directory and configuration, not started yet
+    /// ([`Daemon::spawn`] starts it): for watching it from its first
+    /// instant.
+    pub fn prepare(ns: &NetNs, name: &str, config: &str, log_level: &str) -> Result<Self> {
         let dir = TempDir::new(name)?;
         let config = config.replace("{dir}", &dir.path().display().to_string());
         fs::write(dir.path().join("config.toml"), config)?;
-        let mut d = Self { name: name.into(), child: None, dir, ns: ns.name().into(), log_level: log_level.into() };
-        d.spawn(ns)?;
-        Ok(d)
+        Ok(Self { name: name.into(), child: None, dir, ns: ns.name().into(), log_level: log_level.into() })
     }
 
     /// (Re)starts the daemon process with the same files.
@@ -99,13 +106,15 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.ctl(&["status"]).is_ok() {
+            // The daemon binds its socket once it serves: a connect probe
+            // (cheap: benchmarks share the daemons' CPU), then one request.
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() && self.ctl(&["status"]).is_ok() {
                 return Ok(());
             }
             if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 bail!("daemon {} exited at start ({st}):\n{}", self.name, self.log());
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(5));
         }
         bail!("daemon {} did not answer on its socket:\n{}", self.name, self.log())
     }

@@ -3,15 +3,17 @@
 //! (the responder tells its configured tunnels apart by peer address).
 //!
 //! - setup: from the start of the initiating daemon to the last session
-//!   established on both ends, and its resident memory then (both daemons
-//!   started afresh, once and again in every round);
+//!   established at either end (by the daemons' events), and its resident
+//!   memory then (both daemons started afresh, once and again in every
+//!   round);
 //! - recovery (RFC 4951, control channel): SIGKILL of the initiating daemon
 //!   and a restart on the same state; from the restart to every tunnel
 //!   recovered and every session confirmed by the peer's FSR on both ends;
 //!   With `control_and_data`, A's pinned data plane (programs, maps, links)
 //!   is removed too, so the restart rebuilds it from the store first.
 //! - re-establishment, for comparison: SIGTERM (StopCCN to the peer) and a
-//!   start from scratch; from the signal to the last session established.
+//!   start from scratch; from the signal to the last session established
+//!   at either end.
 //!
 //! Every tunnel has its own attachment interface on each side, and its
 //! sessions are Ethernet VLAN pseudowires on VLANs 1, 2, ... of it, with
@@ -31,22 +33,24 @@ use l2tp_tests::{
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(120);
+/// Between polls of the APIs, which only confirm an end the events
+/// already showed (timing is by the daemons' events).
 const POLL: Duration = Duration::from_millis(10);
-/// Recovery is timed by the daemons' events; polling only detects its end,
-/// sparsely, so that the CLI processes it starts (pinned to the daemons'
-/// CPU) take little from what is measured.
-const RECOVERY_POLL: Duration = Duration::from_millis(50);
 
 pub struct Results {
     tunnels: usize,
     sessions: usize,
+    /// Start of the initiating daemon to the last session up at either
+    /// end, by the daemons' own events.
     setup_s: Vec<f64>,
+    /// The same, seen by polling both daemons' APIs (an upper bound).
+    setup_polled_s: Vec<f64>,
     /// Restart to the last session confirmed at either end, by the
     /// daemons' own events.
     recovery_ms: Vec<f64>,
     recovery_data_ms: Vec<f64>,
-    /// The same, seen by polling both daemons' APIs (50 ms sleeps and a
-    /// CLI process per poll: an upper bound).
+    /// The same, confirmed by polling both daemons' APIs once the events
+    /// showed it (an upper bound).
     recovery_polled_ms: Vec<f64>,
     recovery_data_polled_ms: Vec<f64>,
     reestablish_ms: Vec<f64>,
@@ -94,6 +98,7 @@ impl Results {
             "rss_mb_10k_sessions": super::r1(med(&self.rss)),
             "rss_mb_10k_sessions_max": super::r1(self.rss.iter().copied().fold(0.0, f64::max)),
             "setup_sessions_per_s_best": super::r1(total / min(&self.setup_s)),
+            "setup_sessions_per_s_polled": super::r1(total / med(&self.setup_polled_s)),
             "dataplane": "on: every session installed in the XDP maps, sequencing on",
             "rss_mb": super::r1(med(&self.rss)),
             "phases": {
@@ -235,7 +240,7 @@ fn wait_recovered(a: &Daemon, b: &Daemon, tunnels: usize, sessions: u64) -> Resu
         if Instant::now() > deadline {
             bail!("recovery: {done} of {tunnels} tunnels recovered, {pending_a} sessions unconfirmed after {WAIT:?}");
         }
-        std::thread::sleep(RECOVERY_POLL);
+        std::thread::sleep(POLL);
     }
 }
 
@@ -258,23 +263,22 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
     let level = level.as_str();
     let (pins_a, pins_b) = (PinDir::new("bench-a"), PinDir::new("bench-b"));
     let mut b = Daemon::start_logging(&t.pe_b, "bench-b", &config("pe-b", false, tunnels, sessions, &pins_b), level)?;
-    let start = Instant::now();
     let cfg_a = config("pe-a", true, tunnels, sessions, &pins_a);
-    let mut a = Daemon::start_logging(&t.pe_a, "bench-a", &cfg_a, level)?;
-    wait_sessions(&a, total, "setup")?;
-    wait_sessions(&b, total, "setup (responder)")?;
+    let mut a = Daemon::prepare(&t.pe_a, "bench-a", &cfg_a, level)?;
+    let (setup_s, setup_polled_s, first_phases) = setup(&t, &mut a, &b, total)?;
     let setup_datagrams = datagrams(&a) + datagrams(&b);
     let mut r = Results {
         tunnels,
         sessions,
-        setup_s: vec![start.elapsed().as_secs_f64()],
+        setup_s: vec![setup_s],
+        setup_polled_s: vec![setup_polled_s],
         recovery_ms: Vec::new(),
         recovery_data_ms: Vec::new(),
         recovery_polled_ms: Vec::new(),
         recovery_data_polled_ms: Vec::new(),
         reestablish_ms: Vec::new(),
         rss: vec![rss_mb(a.pid().context("daemon pid")?)?],
-        setup_phases: Vec::new(),
+        setup_phases: vec![first_phases],
         recovery_phases: Vec::new(),
         recovery_data_phases: Vec::new(),
         setup_datagrams,
@@ -292,9 +296,10 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
         // Recovery: SIGKILL, restart on the same state.
         let b0 = datagrams(&b);
         a.kill();
-        let (w, wb) = Watch::pair(&a, &b);
+        let (w, wb) = Watch::pair(&a, &b, "session-confirmed");
         let t0 = Instant::now();
         a.spawn(&t.pe_a)?;
+        Watch::wait_counted(&w, &wb, total as usize);
         wait_recovered(&a, &b, tunnels, total).with_context(|| a.log())?;
         let polled = t0.elapsed().as_secs_f64() * 1e3;
         let ((up, evs), (_, evs_b)) = (w.finish(), wb.finish());
@@ -306,9 +311,10 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
         // Control and data: the pinned data plane goes too.
         a.kill();
         std::fs::remove_dir_all(pins_a.path()).context("removing A's pins")?;
-        let (w, wb) = Watch::pair(&a, &b);
+        let (w, wb) = Watch::pair(&a, &b, "session-confirmed");
         let t0 = Instant::now();
         a.spawn(&t.pe_a)?;
+        Watch::wait_counted(&w, &wb, total as usize);
         wait_recovered(&a, &b, tunnels, total).with_context(|| a.log())?;
         let polled = t0.elapsed().as_secs_f64() * 1e3;
         let ((up, evs), (_, evs_b)) = (w.finish(), wb.finish());
@@ -316,14 +322,19 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
         r.recovery_data_ms.push(settled(&evs, &evs_b, "session-confirmed").unwrap_or(polled));
         r.recovery_data_phases.push(recovery_phases(up, &evs));
         wait_sessions(&b, total, "peer after recovery")?;
-        // Re-establishment: orderly stop (StopCCN), start from scratch.
-        let t0 = Instant::now();
+        // Re-establishment: orderly stop (StopCCN), start from scratch; to
+        // the last session up at either end, by their events.
+        let (t0, t0_ms) = (Instant::now(), unix_ms());
         a.signal(libc::SIGTERM);
         a.wait(WAIT)?;
+        let (w, wb) = (Watch::start_at(&a, t0_ms, "session-up"), Watch::start_at(&b, t0_ms, "session-up"));
         a.spawn(&t.pe_a)?;
+        Watch::wait_counted(&w, &wb, total as usize);
         wait_sessions(&a, total, "re-establishment")?;
-        r.reestablish_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         wait_sessions(&b, total, "peer after re-establishment")?;
+        let polled = t0.elapsed().as_secs_f64() * 1e3;
+        let ((_, evs), (_, evs_b)) = (w.finish(), wb.finish());
+        r.reestablish_ms.push(settled(&evs, &evs_b, "session-up").unwrap_or(polled));
         // Another clean setup sample: both ends stopped (SIGTERM: nothing
         // kept), B started, then A; to the last session on both ends.
         for d in [&mut a, &mut b] {
@@ -331,14 +342,10 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
             d.wait(WAIT)?;
         }
         b.spawn(&t.pe_b)?;
-        let w = Watch::start(&a);
-        let t1 = Instant::now();
-        a.spawn(&t.pe_a)?;
-        wait_sessions(&a, total, "setup")?;
-        wait_sessions(&b, total, "setup (responder)")?;
-        r.setup_s.push(t1.elapsed().as_secs_f64());
-        let (up, evs) = w.finish();
-        r.setup_phases.push(setup_phases(up, &evs));
+        let (setup_s, polled_s, phases) = setup(&t, &mut a, &b, total)?;
+        r.setup_s.push(setup_s);
+        r.setup_polled_s.push(polled_s);
+        r.setup_phases.push(phases);
         // The floor, same run, same pinning, daemons idle: the recovery's
         // datagram count, then the setup's.
         let n = r.recovery_datagrams.last().copied().unwrap_or(0.0) as u64;
@@ -365,6 +372,23 @@ pub fn run(tunnels: usize, sessions: usize, rounds: usize) -> Result<Results> {
 }
 
 /// Unix time in ms, with sub-millisecond precision.
+/// Starts `a` (`b` running) and waits for every session on both ends:
+/// the setup time by their events (to the last `session-up` at either
+/// end), the same seen by polling both APIs (an upper bound), in
+/// seconds, and A's phases.
+fn setup(t: &TwoSites, a: &mut Daemon, b: &Daemon, total: u64) -> Result<(f64, f64, Phases)> {
+    let (w, wb) = Watch::pair(a, b, "session-up");
+    let t0 = Instant::now();
+    a.spawn(&t.pe_a)?;
+    Watch::wait_counted(&w, &wb, total as usize);
+    wait_sessions(a, total, "setup")?;
+    wait_sessions(b, total, "setup (responder)")?;
+    let polled = t0.elapsed().as_secs_f64();
+    let ((up, evs), (_, evs_b)) = (w.finish(), wb.finish());
+    let by_events = settled(&evs, &evs_b, "session-up").map_or(polled, |ms| ms / 1e3);
+    Ok((by_events, polled, setup_phases(up, &evs)))
+}
+
 pub fn unix_ms() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
@@ -381,28 +405,42 @@ struct Watch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     child: std::sync::Arc<std::sync::Mutex<Option<u32>>>,
     socket: std::path::PathBuf,
+    /// Events of the counted kind after the restart, so far.
+    counted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The daemon said this stream missed events (`events-lost`).
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Watch {
-    fn start(d: &Daemon) -> Watch {
-        Self::start_at(d, unix_ms())
-    }
-
-    /// Watches the restarted `a` and the running peer `b` from the same
-    /// instant (`b`'s stream starts at once; its first lines are the last
-    /// events it kept, of earlier runs, which are before that instant).
-    fn pair(a: &Daemon, b: &Daemon) -> (Watch, Watch) {
+    /// Watches the (re)started `a` and the running peer `b` from the same
+    /// instant, counting `what` events at each (`b`'s stream starts at
+    /// once; its first lines are the last events it kept, of earlier runs,
+    /// which are before that instant and not counted).
+    fn pair(a: &Daemon, b: &Daemon, what: &'static str) -> (Watch, Watch) {
         let at = unix_ms();
-        (Self::start_at(a, at), Self::start_at(b, at))
+        (Self::start_at(a, at, what), Self::start_at(b, at, what))
     }
 
-    fn start_at(d: &Daemon, restart_ms: f64) -> Watch {
-        use std::sync::{atomic::AtomicBool, Arc, Mutex};
+    fn counted(&self) -> usize {
+        self.counted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn start_at(d: &Daemon, restart_ms: f64, what: &'static str) -> Watch {
+        use std::sync::{
+            atomic::{AtomicBool, AtomicUsize},
+            Arc, Mutex,
+        };
         let socket = d.socket();
         let socket_path = socket.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let child_pid: Arc<Mutex<Option<u32>>> = Arc::default();
         let (stop2, pid2) = (stop.clone(), child_pid.clone());
+        let (counted, lost) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let (counted2, lost2) = (counted.clone(), lost.clone());
+        // The stream's lines are `{"time_ms":N,"event":"...",...}`: counted
+        // by their prefix, without parsing (this thread shares the
+        // daemons' CPU).
+        let counted_prefix = format!(",\"event\":\"{what}\"");
         let thread = std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(20);
             let mut up = None;
@@ -432,14 +470,40 @@ impl Watch {
                 use std::io::BufRead;
                 for l in std::io::BufReader::new(out).lines() {
                     match l {
-                        Ok(l) => lines.push(l),
+                        Ok(l) => {
+                            if let Some(rest) = l.strip_prefix("{\"time_ms\":") {
+                                let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+                                let after = rest[..digits].parse::<f64>().is_ok_and(|t| t >= restart_ms);
+                                if after && rest[digits..].starts_with(&counted_prefix) {
+                                    counted2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                } else if rest[digits..].starts_with(",\"event\":\"events-lost\"") {
+                                    lost2.store(true, std::sync::atomic::Ordering::Relaxed);
+                                }
+                            }
+                            lines.push(l);
+                        }
                         Err(_) => break,
                     }
                 }
             }
             (up, Some(child), lines)
         });
-        Watch { restart_ms, thread, stop, child: child_pid, socket: socket_path }
+        Watch { restart_ms, thread, stop, child: child_pid, socket: socket_path, counted, lost }
+    }
+
+    /// Waits, sleeping (nothing spawned: the CLI processes that polling
+    /// starts would run on the daemons' CPU), until both streams have
+    /// counted `want` events, one missed events, or one ended. The caller
+    /// then confirms the end state by polling the APIs once.
+    fn wait_counted(a: &Watch, b: &Watch, want: usize) {
+        let deadline = Instant::now() + WAIT;
+        let over = |w: &Watch| w.lost.load(std::sync::atomic::Ordering::Relaxed) || w.thread.is_finished();
+        while Instant::now() < deadline {
+            if (a.counted() >= want && b.counted() >= want) || over(a) || over(b) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Ends the stream; the process-up time and the events, as ms after
