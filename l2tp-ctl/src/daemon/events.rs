@@ -171,12 +171,17 @@ impl Daemon {
         }
     }
 
+    /// The tunnel's name: the configured tunnel it is bound to, or the one
+    /// it was when we closed it.
     fn tunnel_name(&self, id: u32) -> Option<String> {
-        self.reg.name_of(id).map(str::to_owned)
+        self.reg.name_of(id).or_else(|| self.reg.departed_tunnel(id)).map(str::to_owned)
     }
 
     fn session_label(&self, tunnel: u32, sid: u32) -> String {
-        self.reg.session_name(tunnel, sid).unwrap_or_else(|| sid.to_string())
+        self.reg
+            .session_name(tunnel, sid)
+            .or_else(|| self.reg.departed_session(tunnel, sid).map(str::to_owned))
+            .unwrap_or_else(|| sid.to_string())
     }
 
     pub(super) fn on_event(&mut self, e: Event) {
@@ -219,8 +224,7 @@ impl Daemon {
                 );
                 if let Some(old) = stale {
                     info!(tunnel = %name, old, new = tunnel, "a new tunnel from the peer supersedes the old one: closing it");
-                    self.close_tunnel(old);
-                    self.forget_tunnel(old);
+                    self.retire_tunnel(old, name.clone());
                 }
                 if info.initiator {
                     self.reg.want_sessions(tunnel);
@@ -228,9 +232,14 @@ impl Daemon {
                 }
             }
             Event::TunnelDown { tunnel, reason } => {
-                let name = self.tunnel_name(tunnel);
+                // Bound to a configured tunnel, or one we closed (whose
+                // name may be another tunnel's by now: its slot is not
+                // touched).
+                let bound = self.reg.name_of(tunnel).map(str::to_owned);
+                let name = bound.clone().or_else(|| self.tunnel_name(tunnel));
                 self.forget_tunnel(tunnel);
-                if let Some(slot) = name.as_ref().and_then(|n| self.reg.get_mut(n)) {
+                self.reg.departed_gone(tunnel);
+                if let Some(slot) = bound.as_ref().and_then(|n| self.reg.get_mut(n)) {
                     // `forget_tunnel` unbound it if it was this tunnel.
                     if slot.id().is_none() && slot.cfg.initiate {
                         slot.retry_at = Some(Self::now() + Duration::from_secs(self.cfg.global.reconnect_interval));
@@ -252,7 +261,9 @@ impl Daemon {
             }
             Event::SessionDown { tunnel, local_session_id, reason } => {
                 let name = self.tunnel_name(tunnel);
-                let sname = self.session_gone(tunnel, local_session_id).unwrap_or_else(|| local_session_id.to_string());
+                let sname = self
+                    .session_gone(tunnel, local_session_id)
+                    .unwrap_or_else(|| self.session_label(tunnel, local_session_id));
                 let cleared = matches!(reason, DownReason::Cleared | DownReason::RecoveryFailed);
                 self.emit(
                     if cleared { "session-cleared" } else { "session-down" },

@@ -358,6 +358,12 @@ impl Daemon {
     /// lost data plane.
     fn tick(&mut self) {
         self.store.retry();
+        // Tunnels we closed that the engine let go of without a last event.
+        for id in self.reg.departed_ids() {
+            if self.engine.tunnel_info(id).is_none() {
+                self.reg.departed_gone(id);
+            }
+        }
         if !self.serving() {
             return;
         }
@@ -480,8 +486,13 @@ impl Daemon {
         io::remove_socket(&self.socket_path);
         let ids: Vec<TunnelId> = self.engine.tunnel_infos().iter().map(|t| t.local_id).collect();
         for id in ids {
-            self.forget_tunnel(id);
-            self.close_tunnel(id);
+            match self.reg.name_of(id).map(str::to_owned) {
+                Some(name) => self.retire_tunnel(id, name),
+                None => {
+                    self.forget_tunnel(id);
+                    self.close_tunnel(id);
+                }
+            }
         }
         let give_up = Instant::now() + Duration::from_secs(3);
         loop {

@@ -68,6 +68,10 @@ pub(super) struct Registry {
     pending: Vec<(SessionRecord, SessionSlot)>,
     /// Initiated tunnels that may lack some of their configured sessions.
     wanting: BTreeSet<TunnelId>,
+    /// Tunnels the daemon closed and forgot (deleted, superseded, or at
+    /// shutdown) while the engine still tears them down: the names of the
+    /// tunnel and its sessions, for their last events.
+    departed: HashMap<TunnelId, (String, HashMap<u32, String>)>,
 }
 
 impl Registry {
@@ -173,6 +177,32 @@ impl Registry {
             }
         }
         Some(name)
+    }
+
+    // --- tunnels closed by us, still going down ---
+
+    /// Keeps the names of engine tunnel `id` (as `name`) and of its
+    /// sessions until [`Registry::departed_gone`].
+    pub fn depart(&mut self, id: TunnelId, name: String) {
+        let sessions = self.sessions_of(id).map(|(sid, s)| (sid, s.name.clone())).collect();
+        self.departed.insert(id, (name, sessions));
+    }
+
+    pub fn departed_tunnel(&self, id: TunnelId) -> Option<&str> {
+        self.departed.get(&id).map(|(n, _)| n.as_str())
+    }
+
+    pub fn departed_session(&self, id: TunnelId, sid: u32) -> Option<&str> {
+        self.departed.get(&id)?.1.get(&sid).map(String::as_str)
+    }
+
+    /// Its last event is out (or the engine forgot it): the names go.
+    pub fn departed_gone(&mut self, id: TunnelId) {
+        self.departed.remove(&id);
+    }
+
+    pub fn departed_ids(&self) -> Vec<TunnelId> {
+        self.departed.keys().copied().collect()
     }
 
     // --- sessions ---
@@ -300,6 +330,19 @@ mod tests {
         assert!(r.remove("b").is_some());
         assert_eq!(r.name_of(9), None, "removing a tunnel removes its index entry");
         assert!(!r.bind("nope", 1));
+    }
+
+    #[test]
+    fn a_departed_tunnel_keeps_its_names_until_its_last_event() {
+        let mut r = Registry::default();
+        r.insert_session(7, 1, session("x"));
+        r.depart(7, "t".into());
+        assert_eq!(r.take_sessions(7).len(), 1);
+        assert_eq!((r.departed_tunnel(7), r.departed_session(7, 1)), (Some("t"), Some("x")));
+        assert_eq!((r.departed_tunnel(8), r.departed_session(7, 2)), (None, None));
+        r.departed_gone(7);
+        assert_eq!((r.departed_tunnel(7), r.departed_session(7, 1)), (None, None));
+        assert!(r.departed_ids().is_empty());
     }
 
     #[test]
