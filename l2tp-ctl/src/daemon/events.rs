@@ -18,6 +18,24 @@ use super::{
 };
 use crate::{api::EventView, store};
 
+/// A session the engine reports up ([`DataplaneUpdate::SessionUp`]).
+struct SessionUp {
+    tunnel: u32,
+    version: Version,
+    transport: l2tp_proto::wire::Transport,
+    peer: std::net::SocketAddr,
+    remote_end_id: Vec<u8>,
+    pw_type: u16,
+    local_session_id: u32,
+    peer_session_id: u32,
+    rx_cookie: Vec<u8>,
+    tx_cookie: Vec<u8>,
+    rx_sublayer: bool,
+    tx_sublayer: bool,
+    rx_sequencing: bool,
+    tx_sequencing: bool,
+}
+
 fn reason_text(r: &DownReason) -> String {
     match r {
         DownReason::Local(rc) => format!("we closed it (result {})", rc.result),
@@ -62,93 +80,163 @@ impl Daemon {
         }
     }
 
-    pub(super) fn on_dataplane(&mut self, u: DataplaneUpdate) {
-        match u {
-            DataplaneUpdate::SessionUp {
-                tunnel,
-                version,
-                transport,
-                peer,
-                remote_end_id,
-                pw_type,
-                local_session_id,
-                peer_session_id,
-                rx_cookie,
-                tx_cookie,
-                rx_sublayer,
-                tx_sublayer,
-                rx_sequencing,
-                tx_sequencing,
-            } => {
-                let Some(tname) = self.reg.name_of(tunnel).map(str::to_owned) else { return };
-                let Some(slot) = self.reg.get(&tname) else { return };
-                let rid = String::from_utf8_lossy(&remote_end_id).into_owned();
-                let scfg = slot.cfg.sessions.iter().find(|s| s.remote_end_id() == rid).cloned();
-                let name = scfg.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| format!("{local_session_id}"));
-                let mut installed = false;
-                if let (Version::V3, Some(s), Some(dp)) = (version, &scfg, self.dp.as_mut()) {
-                    let r = if rx_sublayer != tx_sublayer || rx_sequencing != tx_sequencing {
-                        Err(anyhow::anyhow!(
-                            "asymmetric sublayer/sequencing (peer {tx_sublayer}/{tx_sequencing}, us {rx_sublayer}/{rx_sequencing}): the data plane needs both ends to agree"
-                        ))
-                    } else {
-                        match self.cfg.uplink_of(&slot.cfg) {
-                            None => Err(anyhow::anyhow!("no uplink")),
-                            Some(uplink) => dp.install(
-                                uplink,
-                                &slot.cfg,
-                                s,
-                                &Wire {
-                                    peer,
-                                    transport,
-                                    local_session_id,
-                                    peer_session_id,
-                                    rx_cookie: &rx_cookie,
-                                    tx_cookie: &tx_cookie,
-                                    sublayer: rx_sublayer,
-                                    sequencing: rx_sequencing,
-                                },
-                                false,
-                            ),
+    /// The engine's data-plane updates of one round, in order: the sessions
+    /// that came up are installed together (by batch: a burst of ICCNs, or
+    /// of ICRPs, is a few map writes instead of five per session), before
+    /// any later removal.
+    pub(super) fn on_dataplane(&mut self, updates: Vec<DataplaneUpdate>) {
+        let mut ups: Vec<SessionUp> = Vec::new();
+        for u in updates {
+            match u {
+                DataplaneUpdate::SessionUp {
+                    tunnel,
+                    version,
+                    transport,
+                    peer,
+                    remote_end_id,
+                    pw_type,
+                    local_session_id,
+                    peer_session_id,
+                    rx_cookie,
+                    tx_cookie,
+                    rx_sublayer,
+                    tx_sublayer,
+                    rx_sequencing,
+                    tx_sequencing,
+                } => ups.push(SessionUp {
+                    tunnel,
+                    version,
+                    transport,
+                    peer,
+                    remote_end_id,
+                    pw_type,
+                    local_session_id,
+                    peer_session_id,
+                    rx_cookie,
+                    tx_cookie,
+                    rx_sublayer,
+                    tx_sublayer,
+                    rx_sequencing,
+                    tx_sequencing,
+                }),
+                DataplaneUpdate::SessionDown { tunnel, local_session_id } => {
+                    self.sessions_up(std::mem::take(&mut ups));
+                    self.session_gone(tunnel, local_session_id);
+                }
+            }
+        }
+        self.sessions_up(ups);
+    }
+
+    /// Sessions up in the engine: installed in the data plane (each
+    /// tunnel's by batch), then staged for the store; one the data plane
+    /// refuses is reported and closed.
+    fn sessions_up(&mut self, ups: Vec<SessionUp>) {
+        let mut i = 0;
+        while i < ups.len() {
+            let tunnel = ups[i].tunnel;
+            let n = ups[i..].iter().take_while(|u| u.tunnel == tunnel).count();
+            self.tunnel_sessions_up(&ups[i..i + n]);
+            i += n;
+        }
+    }
+
+    /// [`Self::sessions_up`] for sessions of one tunnel.
+    fn tunnel_sessions_up(&mut self, ups: &[SessionUp]) {
+        let Some(tunnel) = ups.first().map(|u| u.tunnel) else { return };
+        let Some(tname) = self.reg.name_of(tunnel).map(str::to_owned) else { return };
+        let Some(slot) = self.reg.get(&tname) else { return };
+        // Each session's configuration and name, and whether it goes to the
+        // data plane (an L2TPv3 pseudowire of ours, with a data plane).
+        let mut named = Vec::with_capacity(ups.len());
+        for u in ups {
+            let rid = String::from_utf8_lossy(&u.remote_end_id).into_owned();
+            let scfg = slot.cfg.sessions.iter().find(|s| s.remote_end_id() == rid).cloned();
+            let name = scfg.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| format!("{}", u.local_session_id));
+            named.push((u, rid, scfg, name));
+        }
+        let mut results: Vec<Option<anyhow::Result<()>>> = (0..ups.len()).map(|_| None).collect();
+        if let Some(dp) = self.dp.as_mut() {
+            let mut batch = Vec::new();
+            let mut at = Vec::new();
+            for (k, (u, _, scfg, _)) in named.iter().enumerate() {
+                let (Version::V3, Some(s)) = (u.version, scfg) else { continue };
+                if u.rx_sublayer != u.tx_sublayer || u.rx_sequencing != u.tx_sequencing {
+                    results[k] = Some(Err(anyhow::anyhow!(
+                        "asymmetric sublayer/sequencing (peer {}/{}, us {}/{}): the data plane needs both ends to agree",
+                        u.tx_sublayer,
+                        u.tx_sequencing,
+                        u.rx_sublayer,
+                        u.rx_sequencing
+                    )));
+                    continue;
+                }
+                let wire = Wire {
+                    peer: u.peer,
+                    transport: u.transport,
+                    local_session_id: u.local_session_id,
+                    peer_session_id: u.peer_session_id,
+                    rx_cookie: &u.rx_cookie,
+                    tx_cookie: &u.tx_cookie,
+                    sublayer: u.rx_sublayer,
+                    sequencing: u.rx_sequencing,
+                };
+                batch.push((s, wire));
+                at.push(k);
+            }
+            if !batch.is_empty() {
+                match self.cfg.uplink_of(&slot.cfg) {
+                    None => {
+                        for k in at {
+                            results[k] = Some(Err(anyhow::anyhow!("no uplink")));
                         }
-                    };
-                    match r {
-                        Ok(()) => installed = true,
-                        Err(e) => {
-                            self.emit(
-                                "session-failed",
-                                Some(&tname),
-                                Some(tunnel),
-                                Some((&name, local_session_id)),
-                                format!("data plane: {e:#}"),
-                            );
-                            self.close_session(tunnel, local_session_id);
-                            return;
+                    }
+                    Some(uplink) => {
+                        let done = match batch.as_slice() {
+                            [(s, w)] => vec![dp.install(uplink, &slot.cfg, s, w, false)],
+                            _ => dp.install_many(uplink, &slot.cfg, &batch, false),
+                        };
+                        for (k, r) in at.into_iter().zip(done) {
+                            results[k] = Some(r);
                         }
                     }
                 }
-                let rec = persist::session_record(
-                    UpSession {
-                        tunnel,
-                        name: name.clone(),
-                        local_id: local_session_id,
-                        peer_id: peer_session_id,
-                        remote_end_id: rid,
-                        pw_type,
-                        rx_cookie,
-                        tx_cookie,
-                        sublayer: rx_sublayer,
-                        sequencing: rx_sequencing,
-                    },
-                    scfg.as_ref(),
-                );
-                // Persisted in one transaction with the others of this
-                // round (`persist_pending`), before any event reports it up.
-                self.reg.stage(rec, SessionSlot { name, interface: scfg.map(|s| s.interface), installed });
             }
-            DataplaneUpdate::SessionDown { tunnel, local_session_id } => {
-                self.session_gone(tunnel, local_session_id);
-            }
+        }
+        for ((u, rid, scfg, name), r) in named.into_iter().zip(results) {
+            let installed = match r {
+                None => false,
+                Some(Ok(())) => true,
+                Some(Err(e)) => {
+                    self.emit(
+                        "session-failed",
+                        Some(&tname),
+                        Some(tunnel),
+                        Some((&name, u.local_session_id)),
+                        format!("data plane: {e:#}"),
+                    );
+                    self.close_session(tunnel, u.local_session_id);
+                    continue;
+                }
+            };
+            let rec = persist::session_record(
+                UpSession {
+                    tunnel,
+                    name: name.clone(),
+                    local_id: u.local_session_id,
+                    peer_id: u.peer_session_id,
+                    remote_end_id: rid,
+                    pw_type: u.pw_type,
+                    rx_cookie: u.rx_cookie.clone(),
+                    tx_cookie: u.tx_cookie.clone(),
+                    sublayer: u.rx_sublayer,
+                    sequencing: u.rx_sequencing,
+                },
+                scfg.as_ref(),
+            );
+            // Persisted in one transaction with the others of this
+            // round (`persist_pending`), before any event reports it up.
+            self.reg.stage(rec, SessionSlot { name, interface: scfg.map(|s| s.interface), installed });
         }
     }
 

@@ -333,9 +333,13 @@ impl Daemon {
                 busy = true;
                 self.sockets.send(to, transport, &bytes).await;
             }
+            let mut updates = Vec::new();
             while let Some(u) = self.engine.poll_dataplane() {
+                updates.push(u);
+            }
+            if !updates.is_empty() {
                 busy = true;
-                self.on_dataplane(u);
+                self.on_dataplane(updates);
             }
             self.persist_pending();
             while let Some(e) = self.engine.poll_event() {

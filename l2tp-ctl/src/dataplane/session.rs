@@ -163,6 +163,8 @@ pub struct SessionTable {
     /// `SESSION_BY_ID` as this table wrote it (the daemon is the maps'
     /// only writer while it runs): lookups without a syscall.
     ids: std::collections::HashMap<u32, u32>,
+    /// `SESSION_BY_ATTACH` as this table wrote it (circuit key -> slot).
+    attach: std::collections::HashMap<u64, u32>,
     /// What the table knows of each used slot without reading the maps.
     meta: std::collections::HashMap<u32, Meta>,
     /// The maps were created empty just before this table was opened
@@ -189,6 +191,8 @@ impl SessionTable {
         let by_id: HashMap<MapData, u32, u32> = HashMap::try_from(get(MAP_SESSION_BY_ID)?)?;
         let port_slots: HashMap<MapData, u32, u32> = HashMap::try_from(get(MAP_PORT_SLOTS)?)?;
         let ids = Self::read_ids(&get, &by_id);
+        let by_attach: HashMap<MapData, u64, u32> = HashMap::try_from(get(MAP_SESSION_BY_ATTACH)?)?;
+        let attach = Self::read_all(&get, MAP_SESSION_BY_ATTACH, &by_attach);
         let stats: Array<MapData, SessionStats> = Array::try_from(get(MAP_SESSION_STATS)?)
             .map_err(|e| DataplaneError::Incompatible(format!("{MAP_SESSION_STATS}: {e}")))?;
         let stat_cpus = (stats.len() / MAX_SESSIONS).max(1);
@@ -200,7 +204,8 @@ impl SessionTable {
             pristine: false,
             dirtied: std::collections::HashSet::new(),
             by_id,
-            by_attach: HashMap::try_from(get(MAP_SESSION_BY_ATTACH)?)?,
+            by_attach,
+            attach,
             whole_port: Array::try_from(get(MAP_ATTACH_PORT)?)?,
             cfg: Array::try_from(get(MAP_SESSION_CFG)?)?,
             rx_state: Array::try_from(get(MAP_SESSION_RX_STATE)?)?,
@@ -230,13 +235,24 @@ impl SessionTable {
         get: &impl Fn(&str) -> Result<Map>,
         by_id: &HashMap<MapData, u32, u32>,
     ) -> std::collections::HashMap<u32, u32> {
-        let batched = get(MAP_SESSION_BY_ID)
-            .ok()
-            .and_then(super::batch::data)
-            .and_then(|d| super::batch::lookup_all::<u32, u32>(&d).ok());
+        Self::read_all(get, MAP_SESSION_BY_ID, by_id)
+    }
+
+    /// Every entry of the hash map `name` (`map`, opened): by batch, else
+    /// entry by entry.
+    fn read_all<K>(
+        get: &impl Fn(&str) -> Result<Map>,
+        name: &str,
+        map: &HashMap<MapData, K, u32>,
+    ) -> std::collections::HashMap<K, u32>
+    where
+        K: aya::Pod + Eq + std::hash::Hash,
+    {
+        let batched =
+            get(name).ok().and_then(super::batch::data).and_then(|d| super::batch::lookup_all::<K, u32>(&d).ok());
         match batched {
             Some(v) => v.into_iter().collect(),
-            None => by_id.iter().filter_map(|r| r.ok()).collect(),
+            None => map.iter().filter_map(|r| r.ok()).collect(),
         }
     }
 
@@ -291,7 +307,7 @@ impl SessionTable {
         let mut cfg = p.to_config()?;
         let (old_key, key) =
             (attach_key(old.attach_ifindex, old.attach_vlan), attach_key(p.attach_ifindex, p.attach_vlan));
-        if key != old_key && self.by_attach.get(&key, 0).is_ok() {
+        if key != old_key && self.attach.contains_key(&key) {
             return Err(DataplaneError::Session("the new attachment circuit already carries a session".into()));
         }
         cfg.uplink_port = self.port(p.uplink_ifindex)?;
@@ -303,8 +319,10 @@ impl SessionTable {
         self.invalidate_next_hops()?;
         if key != old_key {
             self.by_attach.insert(key, idx, 0)?;
-            if self.by_attach.get(&old_key, 0).ok() == Some(idx) {
+            self.attach.insert(key, idx);
+            if self.attach.get(&old_key) == Some(&idx) {
                 self.by_attach.remove(&old_key)?;
+                self.attach.remove(&old_key);
             }
             if old.attach_vlan == 0
                 && old.attach_ifindex < ATTACH_PORT_MAX
@@ -412,8 +430,9 @@ impl SessionTable {
         {
             self.whole_port.set(cfg.attach_ifindex, 0, 0)?;
         }
-        if self.by_attach.get(&key, 0).ok() == Some(idx) {
+        if self.attach.get(&key) == Some(&idx) {
             self.by_attach.remove(&key)?;
+            self.attach.remove(&key);
         }
         self.cfg.set(idx, zeroed_config(), 0)?;
         self.used.remove(&idx);

@@ -120,7 +120,7 @@ impl SessionTable {
             return Err(DataplaneError::Session(format!("session ID {} is already installed", p.local_session_id)));
         }
         let key = attach_key(p.attach_ifindex, p.attach_vlan);
-        if reserved.keys.contains(&key) || self.by_attach.get(&key, 0).is_ok() {
+        if reserved.keys.contains(&key) || self.attach.contains_key(&key) {
             return Err(DataplaneError::Session(match p.attach_vlan {
                 0 => format!("interface {} already carries a session", p.attach_ifindex),
                 v => format!("VLAN {v} of interface {} already carries a session", p.attach_ifindex),
@@ -204,6 +204,7 @@ impl SessionTable {
         self.dirtied.insert(s.idx);
         self.used.insert(s.idx);
         self.ids.insert(s.sid, s.idx);
+        self.attach.insert(s.key, s.idx);
         self.meta.insert(s.idx, Meta { flags: Some(s.cfg.flags), rx_epoch: Some(0), tx_epoch: Some(0) });
     }
 
