@@ -146,7 +146,7 @@ impl Engine {
                             (Some(theirs), false) => Some((c.ours.as_slice(), theirs.as_slice())),
                             _ => None,
                         };
-                        crate::wire::auth::sign(t.params.transport, &mut bytes, &c.key, nonces);
+                        crate::wire::auth::sign_with(t.params.transport, &mut bytes, &c.key, nonces);
                     }
                     self.transmits.push_back((t.peer, t.params.transport, bytes))
                 }
@@ -354,7 +354,7 @@ impl Engine {
         body: &[u8],
         msg_type: Option<MessageType>,
     ) -> bool {
-        use crate::wire::auth::{cma_key, verify};
+        use crate::wire::auth::{cma_key, verify, verify_with};
         if id == 0 {
             return match self.sccrq_secret(from, header.version, transport, body) {
                 Some(secret) => verify(transport, bytes, &cma_key(&secret), None),
@@ -366,7 +366,7 @@ impl Engine {
         let Some(c) = t.cma.as_mut() else { return true };
         if msg_type == Some(MessageType::Sccrq) {
             // A retransmitted SCCRQ: "there is only one nonce available".
-            return verify(transport, bytes, &c.key, None);
+            return verify_with(transport, bytes, &c.key, None);
         }
         let theirs = match (&c.theirs, state, msg_type) {
             (Some(n), ..) => n.clone(),
@@ -382,7 +382,7 @@ impl Engine {
             (None, TunnelState::WaitReply { .. }, Some(MessageType::StopCcn)) => Vec::new(),
             _ => return false,
         };
-        let ok = verify(transport, bytes, &c.key, Some((&theirs, &c.ours)));
+        let ok = verify_with(transport, bytes, &c.key, Some((&theirs, &c.ours)));
         if ok && c.theirs.is_none() && !theirs.is_empty() {
             c.theirs = Some(theirs);
         }

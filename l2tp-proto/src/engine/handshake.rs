@@ -18,7 +18,7 @@ use crate::{
 /// L2TPv3 control message authentication state (RFC 3931 4.3).
 #[derive(Debug)]
 pub(in crate::engine) struct Cma {
-    pub(in crate::engine) key: [u8; 16],
+    pub(in crate::engine) key: crate::wire::auth::DigestKey,
     pub(in crate::engine) ours: Vec<u8>,
     pub(in crate::engine) theirs: Option<Vec<u8>>,
 }
@@ -100,7 +100,11 @@ impl Engine {
     /// authenticated, with a nonce of ours.
     pub(in crate::engine) fn new_cma(&mut self, params: &TunnelParams) -> Option<Cma> {
         let secret = params.secret.as_ref().filter(|_| params.version == Version::V3)?;
-        Some(Cma { key: crate::wire::auth::cma_key(secret), ours: self.random_bytes(16), theirs: None })
+        Some(Cma {
+            key: crate::wire::auth::DigestKey::new(&crate::wire::auth::cma_key(secret)),
+            ours: self.random_bytes(16),
+            theirs: None,
+        })
     }
 
     pub(in crate::engine) fn sccrq_or_sccrp(

@@ -49,19 +49,44 @@ fn digest_field(transport: Transport, datagram: &[u8]) -> Option<(u8, std::ops::
     Some((dt, md + 7..md + 7 + want))
 }
 
-fn hmac(dt: u8, key: &[u8], parts: &[&[u8]]) -> Option<Vec<u8>> {
-    match dt {
-        digest_type::HMAC_MD5 => {
-            let mut m = <Hmac<Md5> as Mac>::new_from_slice(key).ok()?;
-            parts.iter().for_each(|p| m.update(p));
-            Some(m.finalize().into_bytes().to_vec())
+/// A Message Digest key with its HMAC states prepared: RFC 2104's padded
+/// key blocks are hashed once (per tunnel), not for every message.
+#[derive(Clone)]
+pub struct DigestKey {
+    md5: Hmac<Md5>,
+    sha1: Hmac<Sha1>,
+}
+
+impl DigestKey {
+    pub fn new(key: &[u8]) -> Self {
+        let (Ok(md5), Ok(sha1)) = (<Hmac<Md5> as Mac>::new_from_slice(key), <Hmac<Sha1> as Mac>::new_from_slice(key))
+        else {
+            unreachable!("HMAC accepts keys of any length")
+        };
+        Self { md5, sha1 }
+    }
+
+    fn mac(&self, dt: u8, parts: &[&[u8]]) -> Option<Vec<u8>> {
+        match dt {
+            digest_type::HMAC_MD5 => {
+                let mut m = self.md5.clone();
+                parts.iter().for_each(|p| m.update(p));
+                Some(m.finalize().into_bytes().to_vec())
+            }
+            digest_type::HMAC_SHA1 => {
+                let mut m = self.sha1.clone();
+                parts.iter().for_each(|p| m.update(p));
+                Some(m.finalize().into_bytes().to_vec())
+            }
+            _ => None,
         }
-        digest_type::HMAC_SHA1 => {
-            let mut m = <Hmac<Sha1> as Mac>::new_from_slice(key).ok()?;
-            parts.iter().for_each(|p| m.update(p));
-            Some(m.finalize().into_bytes().to_vec())
-        }
-        _ => None,
+    }
+}
+
+/// Key material stays out of logs.
+impl std::fmt::Debug for DigestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DigestKey(..)")
     }
 }
 
@@ -70,12 +95,17 @@ fn hmac(dt: u8, key: &[u8], parts: &[&[u8]]) -> Option<Vec<u8>> {
 /// sender's own nonce and the peer's, `None` for an SCCRQ. False if the
 /// datagram has no digest field.
 pub fn sign(transport: Transport, datagram: &mut [u8], key: &[u8], nonces: Option<(&[u8], &[u8])>) -> bool {
+    sign_with(transport, datagram, &DigestKey::new(key), nonces)
+}
+
+/// [`sign`] with a prepared key.
+pub fn sign_with(transport: Transport, datagram: &mut [u8], key: &DigestKey, nonces: Option<(&[u8], &[u8])>) -> bool {
     let Some((dt, range)) = digest_field(transport, datagram) else { return false };
     datagram[range.clone()].fill(0);
     let body = &datagram[start(transport)..];
     let digest = match nonces {
-        Some((local, remote)) => hmac(dt, key, &[local, remote, body]),
-        None => hmac(dt, key, &[body]),
+        Some((local, remote)) => key.mac(dt, &[local, remote, body]),
+        None => key.mac(dt, &[body]),
     };
     match digest {
         Some(d) => {
@@ -90,13 +120,18 @@ pub fn sign(transport: Transport, datagram: &mut [u8], key: &[u8], nonces: Optio
 /// (the receiver computes "with local and remote nonces swapped"), `None`
 /// for an SCCRQ. Constant-time comparison.
 pub fn verify(transport: Transport, datagram: &[u8], key: &[u8], nonces: Option<(&[u8], &[u8])>) -> bool {
+    verify_with(transport, datagram, &DigestKey::new(key), nonces)
+}
+
+/// [`verify`] with a prepared key.
+pub fn verify_with(transport: Transport, datagram: &[u8], key: &DigestKey, nonces: Option<(&[u8], &[u8])>) -> bool {
     let Some((dt, range)) = digest_field(transport, datagram) else { return false };
     let mut copy = datagram.to_vec();
     copy[range.clone()].fill(0);
     let body = &copy[start(transport)..];
     let want = match nonces {
-        Some((sender, receiver)) => hmac(dt, key, &[sender, receiver, body]),
-        None => hmac(dt, key, &[body]),
+        Some((sender, receiver)) => key.mac(dt, &[sender, receiver, body]),
+        None => key.mac(dt, &[body]),
     };
     let got = &datagram[range];
     want.is_some_and(|w| w.len() == got.len() && w.iter().zip(got).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0)
@@ -154,6 +189,23 @@ mod tests {
         m.update(&zeroed);
         assert_eq!(&d[27..43], &m.finalize().into_bytes()[..]);
         assert_eq!(cma_key(b"k"), hmac_md5(b"k", &[2]));
+    }
+
+    #[test]
+    fn a_prepared_key_signs_message_after_message_as_the_plain_key_does() {
+        let key = cma_key(b"secret");
+        let prepared = DigestKey::new(&key);
+        for dt in [digest_type::HMAC_MD5, digest_type::HMAC_SHA1] {
+            for nonces in [None, Some((&b"ours"[..], &b"theirs"[..]))] {
+                for t in [Transport::Udp, Transport::Ip] {
+                    let (mut plain, mut with) = (hello(dt, t), hello(dt, t));
+                    assert!(sign(t, &mut plain, &key, nonces) && sign_with(t, &mut with, &prepared, nonces));
+                    assert_eq!(plain, with, "the same digest, whatever was signed before");
+                    assert!(verify_with(t, &plain, &prepared, nonces) && verify(t, &with, &key, nonces));
+                }
+            }
+        }
+        assert_eq!(format!("{prepared:?}"), "DigestKey(..)", "no key material in logs");
     }
 
     #[test]

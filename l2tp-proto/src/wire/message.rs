@@ -171,14 +171,16 @@ impl Message {
                 return Err(DecodeError::UnknownMandatoryMessage { msg_type });
             }
         }
-        let key = secret.map(|s| hidden::hiding_key(version, s));
+        // Derived at the first hidden AVP (an HMAC: most messages have none).
+        let mut key: Option<Vec<u8>> = None;
         let mut rv: Option<Vec<u8>> = None;
         let mut avps = Vec::new();
         for raw in it {
             let raw = raw?;
             let cleartext;
             let value = if raw.flags.hidden {
-                let key = key.as_deref().ok_or(DecodeError::HiddenWithoutSecret { attr: raw.attr })?;
+                let secret = secret.ok_or(DecodeError::HiddenWithoutSecret { attr: raw.attr })?;
+                let key: &[u8] = key.get_or_insert_with(|| hidden::hiding_key(version, secret));
                 let rv = rv.as_deref().ok_or(DecodeError::HiddenWithoutRandomVector { attr: raw.attr })?;
                 cleartext = hidden::unhide(raw.attr, key, rv, raw.value)
                     .ok_or(DecodeError::HiddenCorrupt { attr: raw.attr })?;
@@ -223,7 +225,8 @@ impl Message {
         let type_flags = AvpFlags { mandatory: self.type_mandatory, hidden: false };
         emit_raw(type_flags, VENDOR_IETF, attr::MESSAGE_TYPE, &self.msg_type.to_u16().to_be_bytes(), out)
             .ok_or(EncodeError::Avp { vendor: VENDOR_IETF, attr: attr::MESSAGE_TYPE, version })?;
-        let key = secret.map(|s| hidden::hiding_key(version, s));
+        // Derived at the first hidden AVP, as in decoding.
+        let mut key: Option<Vec<u8>> = None;
         let mut rv: Option<&[u8]> = None;
         let mut value = Vec::new();
         for a in &self.avps {
@@ -234,7 +237,8 @@ impl Message {
                 if !a.value.may_be_hidden() {
                     return Err(EncodeError::MustNotBeHidden { attr });
                 }
-                let key = key.as_deref().ok_or(EncodeError::HiddenWithoutSecret { attr })?;
+                let secret = secret.ok_or(EncodeError::HiddenWithoutSecret { attr })?;
+                let key: &[u8] = key.get_or_insert_with(|| hidden::hiding_key(version, secret));
                 let rv = rv.ok_or(EncodeError::HiddenWithoutRandomVector { attr })?;
                 value = hidden::hide(attr, key, rv, &value, &[]).ok_or(EncodeError::Avp { vendor, attr, version })?;
             }

@@ -146,9 +146,10 @@ impl Engine {
         recovery_endpoint: bool,
     ) {
         let (cma, rec_peer) = match self.tunnels.get(&rec_id) {
-            Some(r) => {
-                (r.cma.as_ref().map(|c| Cma { key: c.key, ours: c.ours.clone(), theirs: c.theirs.clone() }), r.peer)
-            }
+            Some(r) => (
+                r.cma.as_ref().map(|c| Cma { key: c.key.clone(), ours: c.ours.clone(), theirs: c.theirs.clone() }),
+                r.peer,
+            ),
             None => return,
         };
         let Some(old) = self.tunnels.get_mut(&old_id) else { return };
