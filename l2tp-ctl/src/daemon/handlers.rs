@@ -23,9 +23,9 @@ impl Daemon {
     fn answer(&mut self, req: Request) -> anyhow::Result<Reply> {
         Ok(match req {
             Request::Status => Reply::Status(self.status()),
-            Request::TunnelList => Reply::Tunnels { tunnels: self.tunnel_views() },
+            Request::TunnelList => Reply::Tunnels { tunnels: self.tunnel_views(None) },
             Request::TunnelShow { name } => Reply::Tunnel(
-                self.tunnel_views()
+                self.tunnel_views(Some(&name))
                     .into_iter()
                     .find(|t| t.name == name)
                     .ok_or_else(|| anyhow::anyhow!("no tunnel named {name:?}"))?,
@@ -46,7 +46,7 @@ impl Daemon {
                     }
                 }
                 let sessions = self
-                    .tunnel_views()
+                    .tunnel_views(tunnel.as_deref())
                     .into_iter()
                     .filter(|t| tunnel.as_ref().is_none_or(|n| *n == t.name))
                     .flat_map(|t| t.sessions)
@@ -54,7 +54,7 @@ impl Daemon {
                 Reply::Sessions { sessions }
             }
             Request::SessionShow { tunnel, name } => Reply::Session(
-                self.tunnel_views()
+                self.tunnel_views(Some(&tunnel))
                     .into_iter()
                     .filter(|t| t.name == tunnel)
                     .flat_map(|t| t.sessions)
@@ -99,9 +99,13 @@ impl Daemon {
         }
     }
 
-    fn tunnel_views(&self) -> Vec<TunnelView> {
+    /// The tunnels (`only`: the one of that name), with their sessions and
+    /// what the data plane holds for each: a read per session, so a
+    /// request about one tunnel reads that tunnel's only.
+    fn tunnel_views(&self, only: Option<&str>) -> Vec<TunnelView> {
         self.reg
             .iter()
+            .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
             .map(|(name, slot)| {
                 let info: Option<TunnelInfo> = slot.id().and_then(|id| self.engine.tunnel_info(id));
                 let mut sessions: Vec<SessionView> = Vec::new();
@@ -238,7 +242,7 @@ impl Daemon {
             control: self.control_stats(),
             dataplane_global,
             sessions: self
-                .tunnel_views()
+                .tunnel_views(None)
                 .into_iter()
                 .flat_map(|t| t.sessions)
                 .filter(|s| s.local_id.is_some())
