@@ -181,8 +181,8 @@ fn reader(sock: Arc<UdpSocket>, transport: Transport, strip_ip4: bool, tx: mpsc:
 /// that starts listening, and a broadcast of the new ones.
 #[derive(Clone, Debug)]
 pub(super) struct EventLog {
-    tx: broadcast::Sender<EventView>,
-    recent: Arc<std::sync::Mutex<std::collections::VecDeque<EventView>>>,
+    tx: broadcast::Sender<Arc<EventView>>,
+    recent: Arc<std::sync::Mutex<std::collections::VecDeque<Arc<EventView>>>>,
 }
 
 impl EventLog {
@@ -195,12 +195,15 @@ impl EventLog {
         Self { tx: broadcast::channel(16_384).0, recent: Arc::default() }
     }
 
+    /// One allocation per event, shared by the kept ones and every client
+    /// (a recovery emits one per session).
     pub fn send(&self, v: EventView) {
+        let v = Arc::new(v);
         if let Ok(mut r) = self.recent.lock() {
             if r.len() == Self::KEEP {
                 r.pop_front();
             }
-            r.push_back(v.clone());
+            r.push_back(Arc::clone(&v));
         }
         // No client listening is not an error.
         let _ = self.tx.send(v);
@@ -208,7 +211,7 @@ impl EventLog {
 
     /// The kept events and a receiver for the next ones, with nothing lost
     /// or repeated in between (the daemon runs on one thread).
-    fn subscribe(&self) -> (Vec<EventView>, broadcast::Receiver<EventView>) {
+    fn subscribe(&self) -> (Vec<Arc<EventView>>, broadcast::Receiver<Arc<EventView>>) {
         let rx = self.tx.subscribe();
         let recent = self.recent.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default();
         (recent, rx)
@@ -269,7 +272,7 @@ async fn connection(stream: UnixStream, calls: mpsc::Sender<ApiCall>, events: Ev
                 write_line(&mut w, &Response::Ok(Reply::Following)).await?;
                 let mut out = Vec::new();
                 for ev in &recent {
-                    push_line(&mut out, ev)?;
+                    push_line(&mut out, &**ev)?;
                 }
                 w.write_all(&out).await?;
                 loop {
@@ -280,7 +283,7 @@ async fn connection(stream: UnixStream, calls: mpsc::Sender<ApiCall>, events: Ev
                     let mut next = rx.recv().await;
                     loop {
                         match next {
-                            Ok(ev) => push_line(&mut out, &ev)?,
+                            Ok(ev) => push_line(&mut out, &*ev)?,
                             Err(RecvError::Lagged(n)) => {
                                 warn!("events client lagged by {n} events");
                                 // The client is told, in the stream, what it missed.
