@@ -189,10 +189,14 @@ impl EventLog {
     /// Events kept for clients that connect later.
     const KEEP: usize = 1000;
 
+    /// Events queued per client: one per session the data plane holds.
+    /// A recovery confirms every session in one burst, and a client (such
+    /// as a dashboard's `l2tp-ctl events`) may get no CPU before the
+    /// daemon is done; about 2.6 MB.
+    pub const QUEUE: usize = l2tp_common::session::MAX_SESSIONS as usize;
+
     pub fn new() -> Self {
-        // One flush can emit an event per session (a recovery confirms
-        // them all) before any client task runs: room for 16,384.
-        Self { tx: broadcast::channel(16_384).0, recent: Arc::default() }
+        Self { tx: broadcast::channel(Self::QUEUE).0, recent: Arc::default() }
     }
 
     /// One allocation per event, shared by the kept ones and every client

@@ -85,6 +85,10 @@ pub enum Exit {
 /// Datagrams handled before one flush, at most.
 const BURST: usize = 256;
 
+/// Events emitted in a row before the daemon lets the events clients'
+/// tasks run (a sixteenth of what each client's queue holds).
+const EVENT_YIELD: usize = EventLog::QUEUE / 16;
+
 struct Daemon {
     config_path: PathBuf,
     cfg: Config,
@@ -342,9 +346,18 @@ impl Daemon {
                 self.on_dataplane(updates);
             }
             self.persist_pending();
+            let mut emitted = 0usize;
             while let Some(e) = self.engine.poll_event() {
                 busy = true;
                 self.on_event(e);
+                emitted += 1;
+                if emitted.is_multiple_of(EVENT_YIELD) {
+                    // The events clients' tasks take what was emitted so
+                    // far: a recovery of 65,000 sessions emits 65,000 events
+                    // here, and a client that keeps up must not be told it
+                    // lagged.
+                    tokio::task::yield_now().await;
+                }
             }
             // One store transaction for this round's removals (a torn-down
             // tunnel's sessions, a burst of CDNs).
