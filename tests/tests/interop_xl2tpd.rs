@@ -12,7 +12,8 @@ use std::{
 
 use l2tp_proto::{
     engine::{
-        DataplaneUpdate, DownReason, Engine, EngineConfig, Event, FailoverCapability, SessionParams, TunnelParams,
+        DataplaneUpdate, DownReason, Engine, EngineConfig, Event, FailoverCapability, SessionParams, SessionUp,
+        TunnelParams,
     },
     wire::{ControlMessage, MessageType, Transport, Version},
 };
@@ -142,7 +143,7 @@ fn our_lac_against_xl2tpd_lns() {
             d.run_until(Duration::from_secs(10), |d| d
                 .dataplane
                 .iter()
-                .any(|u| matches!(u, DataplaneUpdate::SessionUp { .. }))),
+                .any(|u| matches!(u, DataplaneUpdate::SessionUp(SessionUp { .. })))),
             "session up: {:?}\n{}",
             d.events,
             log()
@@ -189,7 +190,7 @@ fn xl2tpd_lac_against_our_lns() {
             d.run_until(Duration::from_secs(10), |d| d
                 .dataplane
                 .iter()
-                .any(|u| matches!(u, DataplaneUpdate::SessionUp { .. }))),
+                .any(|u| matches!(u, DataplaneUpdate::SessionUp(SessionUp { .. })))),
             "session up: {:?}\n{}",
             d.events,
             xl2tpd.log()

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use l2tp_proto::{
-    engine::{DataplaneUpdate, DownReason, Event},
+    engine::{DataplaneUpdate, DownReason, Event, SessionUp},
     wire::Version,
 };
 use tracing::{debug, error, info, warn};
@@ -17,24 +17,6 @@ use super::{
     Daemon,
 };
 use crate::{api::EventView, store};
-
-/// A session the engine reports up ([`DataplaneUpdate::SessionUp`]).
-struct SessionUp {
-    tunnel: u32,
-    version: Version,
-    transport: l2tp_proto::wire::Transport,
-    peer: std::net::SocketAddr,
-    remote_end_id: Vec<u8>,
-    pw_type: u16,
-    local_session_id: u32,
-    peer_session_id: u32,
-    rx_cookie: Vec<u8>,
-    tx_cookie: Vec<u8>,
-    rx_sublayer: bool,
-    tx_sublayer: bool,
-    rx_sequencing: bool,
-    tx_sequencing: bool,
-}
 
 fn reason_text(r: &DownReason) -> String {
     match r {
@@ -88,37 +70,7 @@ impl Daemon {
         let mut ups: Vec<SessionUp> = Vec::new();
         for u in updates {
             match u {
-                DataplaneUpdate::SessionUp {
-                    tunnel,
-                    version,
-                    transport,
-                    peer,
-                    remote_end_id,
-                    pw_type,
-                    local_session_id,
-                    peer_session_id,
-                    rx_cookie,
-                    tx_cookie,
-                    rx_sublayer,
-                    tx_sublayer,
-                    rx_sequencing,
-                    tx_sequencing,
-                } => ups.push(SessionUp {
-                    tunnel,
-                    version,
-                    transport,
-                    peer,
-                    remote_end_id,
-                    pw_type,
-                    local_session_id,
-                    peer_session_id,
-                    rx_cookie,
-                    tx_cookie,
-                    rx_sublayer,
-                    tx_sublayer,
-                    rx_sequencing,
-                    tx_sequencing,
-                }),
+                DataplaneUpdate::SessionUp(up) => ups.push(up),
                 DataplaneUpdate::SessionDown { tunnel, local_session_id } => {
                     self.sessions_up(std::mem::take(&mut ups));
                     self.session_gone(tunnel, local_session_id);

@@ -518,7 +518,7 @@ impl Engine {
         if !s.move_to(SessionState::Established) {
             return;
         }
-        self.dataplane.push_back(DataplaneUpdate::SessionUp {
+        self.dataplane.push_back(DataplaneUpdate::SessionUp(SessionUp {
             tunnel: id,
             version: t.params.version,
             transport: t.params.transport,
@@ -533,7 +533,7 @@ impl Engine {
             tx_sublayer: s.peer_sublayer || s.peer_sequencing,
             rx_sequencing: s.params.sequencing,
             tx_sequencing: s.peer_sequencing,
-        });
+        }));
         self.events.push_back(Event::SessionUp { tunnel: id, local_session_id: sid, peer_session_id: s.peer_id });
     }
 

@@ -120,29 +120,30 @@ pub type TunnelId = u32;
 /// What the data plane must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DataplaneUpdate {
-    SessionUp {
-        tunnel: TunnelId,
-        version: Version,
-        transport: Transport,
-        peer: SocketAddr,
-        /// The pseudowire (L2TPv3 Remote End ID) and its type.
-        remote_end_id: Vec<u8>,
-        pw_type: u16,
-        local_session_id: u32,
-        peer_session_id: u32,
-        /// Cookie the peer sends (we assigned it) and cookie we send.
-        rx_cookie: Vec<u8>,
-        tx_cookie: Vec<u8>,
-        /// Sublayer and sequence numbers on data we receive / send.
-        rx_sublayer: bool,
-        tx_sublayer: bool,
-        rx_sequencing: bool,
-        tx_sequencing: bool,
-    },
-    SessionDown {
-        tunnel: TunnelId,
-        local_session_id: u32,
-    },
+    SessionUp(SessionUp),
+    SessionDown { tunnel: TunnelId, local_session_id: u32 },
+}
+
+/// A session established: what its data plane needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionUp {
+    pub tunnel: TunnelId,
+    pub version: Version,
+    pub transport: Transport,
+    pub peer: SocketAddr,
+    /// The pseudowire (L2TPv3 Remote End ID) and its type.
+    pub remote_end_id: Vec<u8>,
+    pub pw_type: u16,
+    pub local_session_id: u32,
+    pub peer_session_id: u32,
+    /// Cookie the peer sends (we assigned it) and cookie we send.
+    pub rx_cookie: Vec<u8>,
+    pub tx_cookie: Vec<u8>,
+    /// Sublayer and sequence numbers on data we receive / send.
+    pub rx_sublayer: bool,
+    pub tx_sublayer: bool,
+    pub rx_sequencing: bool,
+    pub tx_sequencing: bool,
 }
 
 /// Why a tunnel or session went down.

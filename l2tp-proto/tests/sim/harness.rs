@@ -11,7 +11,7 @@ pub use l2tp_proto::{
     channel::ChannelConfig,
     engine::{
         DataplaneUpdate, DownReason, Engine, EngineConfig, Event, FailoverCapability, RestoredSession, RestoredTunnel,
-        SessionParams, SessionStatus, TunnelId, TunnelParams, TunnelStatus, TunnelTimers,
+        SessionParams, SessionStatus, SessionUp, TunnelId, TunnelParams, TunnelStatus, TunnelTimers,
     },
     wire::{
         avp::AvpFlags, types::stopccn, Avp, AvpValue, ControlHeader, ControlMessage, Message, MessageType, Transport,
@@ -155,7 +155,7 @@ impl Pair {
     }
 
     pub fn sessions_up(&self, i: usize) -> usize {
-        self.dataplane[i].iter().filter(|d| matches!(d, DataplaneUpdate::SessionUp { .. })).count()
+        self.dataplane[i].iter().filter(|d| matches!(d, DataplaneUpdate::SessionUp(SessionUp { .. }))).count()
     }
 
     /// Injects raw bytes into end `to` as if sent by the other end.
@@ -206,7 +206,7 @@ pub fn persisted(pair: &Pair, i: usize, t: TunnelId, params: TunnelParams) -> Re
     let sessions = pair.dataplane[i]
         .iter()
         .filter_map(|d| match d {
-            DataplaneUpdate::SessionUp {
+            DataplaneUpdate::SessionUp(SessionUp {
                 tunnel,
                 local_session_id,
                 peer_session_id,
@@ -219,7 +219,7 @@ pub fn persisted(pair: &Pair, i: usize, t: TunnelId, params: TunnelParams) -> Re
                 remote_end_id,
                 pw_type,
                 ..
-            } if *tunnel == t
+            }) if *tunnel == t
                 && info
                     .sessions
                     .iter()

@@ -13,22 +13,22 @@ fn v3_tunnel_and_pseudowire_session_parameters() {
     pair.run(Duration::from_secs(2));
     let (a, b) = (&pair.dataplane[0][0], &pair.dataplane[1][0]);
     let (
-        DataplaneUpdate::SessionUp {
+        DataplaneUpdate::SessionUp(SessionUp {
             local_session_id: la,
             peer_session_id: pa,
             rx_cookie: rca,
             tx_cookie: tca,
             rx_sequencing: rsa,
             ..
-        },
-        DataplaneUpdate::SessionUp {
+        }),
+        DataplaneUpdate::SessionUp(SessionUp {
             local_session_id: lb,
             peer_session_id: pb,
             rx_cookie: rcb,
             tx_cookie: tcb,
             tx_sequencing: tsb,
             ..
-        },
+        }),
     ) = (a, b)
     else {
         panic!("{a:?} {b:?}")
@@ -125,8 +125,9 @@ fn pseudowires_matched_by_remote_end_id_with_the_responders_settings() {
     let unknown = pair.ends[0].open_session(now, t, pw(b"pw-9", 0, false)).expect("unknown");
     pair.run(Duration::from_secs(2));
     assert_eq!((pair.sessions_up(0), pair.sessions_up(1)), (1, 1));
-    let DataplaneUpdate::SessionUp { remote_end_id, rx_cookie, tx_cookie, rx_sequencing, tx_sequencing, .. } =
-        &pair.dataplane[1][0]
+    let DataplaneUpdate::SessionUp(SessionUp {
+        remote_end_id, rx_cookie, tx_cookie, rx_sequencing, tx_sequencing, ..
+    }) = &pair.dataplane[1][0]
     else {
         panic!("{:?}", pair.dataplane[1])
     };
@@ -195,9 +196,13 @@ fn synchronous_replication_holds_the_icrp_or_the_iccn_until_the_session_is_repli
         let up = pair.dataplane[holder]
             .iter()
             .find_map(|d| match d {
-                DataplaneUpdate::SessionUp { local_session_id, peer_session_id, rx_cookie, tx_cookie, .. } => {
-                    Some((*local_session_id, *peer_session_id, rx_cookie.clone(), tx_cookie.clone()))
-                }
+                DataplaneUpdate::SessionUp(SessionUp {
+                    local_session_id,
+                    peer_session_id,
+                    rx_cookie,
+                    tx_cookie,
+                    ..
+                }) => Some((*local_session_id, *peer_session_id, rx_cookie.clone(), tx_cookie.clone())),
                 _ => None,
             })
             .expect("up");

@@ -17,7 +17,7 @@ fn v2_tunnel_with_challenge_and_hidden_avps_and_a_session() {
     pair.run(Duration::from_secs(2));
     assert_eq!((pair.sessions_up(0), pair.sessions_up(1)), (1, 1));
     match &pair.dataplane[0][0] {
-        DataplaneUpdate::SessionUp { local_session_id, peer_session_id, version, .. } => {
+        DataplaneUpdate::SessionUp(SessionUp { local_session_id, peer_session_id, version, .. }) => {
             assert_eq!((*local_session_id, *version), (sid, Version::V2));
             assert!(*peer_session_id != 0 && *peer_session_id <= 0xffff);
         }
