@@ -14,7 +14,6 @@ use tracing::{debug, error, info, warn};
 
 use super::registry::SessionSlot;
 use crate::{
-    api::DataplaneView,
     config::{self, Encapsulation, SessionConfig, TunnelConfig},
     dataplane::{
         self, session::Command, AttachMode, Cookie, DataplaneError, Pinned, Role, SessionParams, SessionTable,
@@ -356,11 +355,6 @@ impl DataPlane {
             }
         }
         posted
-    }
-
-    /// Counters and sequence state of the session receiving on `sid`.
-    pub fn view(&self, sid: u32) -> Option<DataplaneView> {
-        DataplaneView::read(&self.table, sid)
     }
 
     pub fn global_stats(&self) -> anyhow::Result<Vec<(String, u64)>> {

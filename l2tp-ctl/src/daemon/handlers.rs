@@ -1,31 +1,86 @@
 //! API requests: one handler per request, and the views they answer with.
 
+use std::collections::HashSet;
+
 use l2tp_proto::engine::{FailoverCapability, SessionStatus, TunnelInfo, TunnelStatus};
 
 use super::Daemon;
 use crate::api::{
-    ControlStats, FailoverBits, FailoverView, MetricsView, Reply, Request, Response, SessionMetrics, SessionView,
-    StatsView, StatusView, TunnelMetrics, TunnelView,
+    ControlStats, DataplaneView, FailoverBits, FailoverView, MetricsView, Reply, Request, Response, SessionMetrics,
+    SessionView, StatsView, StatusView, TunnelMetrics, TunnelView,
 };
 
 fn failover_bits(f: Option<FailoverCapability>) -> Option<FailoverBits> {
     f.map(|f| FailoverBits { control: f.control, data: f.data, recovery_time_ms: f.recovery_time_ms })
 }
 
+/// An answer to a request, or one whose sessions' data-plane state is
+/// still to be read: a read per session (five map lookups), done on a
+/// blocking thread so that the event loop never waits for 65,536 of them.
+#[allow(clippy::large_enum_variant, reason = "one per request, never stored")]
+pub(super) enum Answer {
+    Now(Response),
+    Later(Box<dyn FnOnce() -> Response + Send>),
+}
+
+/// The installed sessions of a reply whose data-plane views are still to
+/// be read, from the pins in `dir`.
+struct Fill {
+    dir: std::path::PathBuf,
+    installed: HashSet<u32>,
+}
+
+impl Fill {
+    /// Reads the data-plane view of every installed session of `reply`
+    /// (none if the pins cannot be opened: as when a read fails).
+    fn apply(self, mut reply: Reply) -> Reply {
+        let table = match crate::dataplane::Pinned::open(&self.dir).and_then(|p| p.sessions()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), "data-plane views not read: {e}");
+                return reply;
+            }
+        };
+        let fill = |s: &mut SessionView| {
+            if let Some(sid) = s.local_id.filter(|sid| self.installed.contains(sid)) {
+                s.dataplane = DataplaneView::read(&table, sid);
+            }
+        };
+        match &mut reply {
+            Reply::Tunnels { tunnels } => tunnels.iter_mut().flat_map(|t| t.sessions.iter_mut()).for_each(fill),
+            Reply::Tunnel(t) => t.sessions.iter_mut().for_each(fill),
+            Reply::Sessions { sessions } => sessions.iter_mut().for_each(fill),
+            Reply::Session(s) => fill(s),
+            Reply::Stats(st) => st.sessions.iter_mut().for_each(fill),
+            _ => {}
+        }
+        reply
+    }
+}
+
 impl Daemon {
-    pub(super) fn handle(&mut self, req: Request) -> Response {
-        match self.answer(req) {
-            Ok(r) => Response::Ok(r),
-            Err(e) => Response::Error(format!("{e:#}")),
+    pub(super) fn handle(&mut self, req: Request) -> Answer {
+        let mut installed = HashSet::new();
+        match self.answer(req, &mut installed) {
+            Ok(r) => match self.dp.as_ref().filter(|_| !installed.is_empty()) {
+                Some(dp) => {
+                    let fill = Fill { dir: dp.dir().to_owned(), installed };
+                    Answer::Later(Box::new(move || Response::Ok(fill.apply(r))))
+                }
+                None => Answer::Now(Response::Ok(r)),
+            },
+            Err(e) => Answer::Now(Response::Error(format!("{e:#}"))),
         }
     }
 
-    fn answer(&mut self, req: Request) -> anyhow::Result<Reply> {
+    /// The reply to `req`; sessions whose data-plane views the reply needs
+    /// go into `installed` (read later by [`Fill`]).
+    fn answer(&mut self, req: Request, installed: &mut HashSet<u32>) -> anyhow::Result<Reply> {
         Ok(match req {
             Request::Status => Reply::Status(self.status()),
-            Request::TunnelList => Reply::Tunnels { tunnels: self.tunnel_views(None) },
+            Request::TunnelList => Reply::Tunnels { tunnels: self.tunnel_views(None, installed) },
             Request::TunnelShow { name } => Reply::Tunnel(
-                self.tunnel_views(Some(&name))
+                self.tunnel_views(Some(&name), installed)
                     .into_iter()
                     .find(|t| t.name == name)
                     .ok_or_else(|| anyhow::anyhow!("no tunnel named {name:?}"))?,
@@ -46,7 +101,7 @@ impl Daemon {
                     }
                 }
                 let sessions = self
-                    .tunnel_views(tunnel.as_deref())
+                    .tunnel_views(tunnel.as_deref(), installed)
                     .into_iter()
                     .filter(|t| tunnel.as_ref().is_none_or(|n| *n == t.name))
                     .flat_map(|t| t.sessions)
@@ -54,7 +109,7 @@ impl Daemon {
                 Reply::Sessions { sessions }
             }
             Request::SessionShow { tunnel, name } => Reply::Session(
-                self.tunnel_views(Some(&tunnel))
+                self.tunnel_views(Some(&tunnel), installed)
                     .into_iter()
                     .filter(|t| t.name == tunnel)
                     .flat_map(|t| t.sessions)
@@ -66,7 +121,7 @@ impl Daemon {
                 self.delete_session(&tunnel, &name)?;
                 Reply::Done { message: format!("session {name:?} deleted") }
             }
-            Request::Stats => Reply::Stats(self.stats()?),
+            Request::Stats => Reply::Stats(self.stats(installed)?),
             Request::FailoverStatus => Reply::Failover { tunnels: self.failover_views() },
             Request::Metrics => Reply::Metrics(self.metrics_view()),
             Request::FailoverQuery { tunnel, sessions } => Reply::Done { message: self.query(&tunnel, &sessions)? },
@@ -99,10 +154,10 @@ impl Daemon {
         }
     }
 
-    /// The tunnels (`only`: the one of that name), with their sessions and
-    /// what the data plane holds for each: a read per session, so a
-    /// request about one tunnel reads that tunnel's only.
-    fn tunnel_views(&self, only: Option<&str>) -> Vec<TunnelView> {
+    /// The tunnels (`only`: the one of that name) with their sessions; the
+    /// installed ones go into `installed`, their data-plane views to be
+    /// read off the event loop ([`Fill`]).
+    fn tunnel_views(&self, only: Option<&str>, installed: &mut HashSet<u32>) -> Vec<TunnelView> {
         self.reg
             .iter()
             .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
@@ -129,12 +184,11 @@ impl Daemon {
                             pw_type: s.pw_type,
                             sequencing: s.sequencing,
                             stale: s.stale,
-                            dataplane: self
-                                .dp
-                                .as_ref()
-                                .filter(|_| local.is_some_and(|l| l.installed))
-                                .and_then(|dp| dp.view(s.local_id)),
+                            dataplane: None,
                         });
+                        if self.dp.is_some() && local.is_some_and(|l| l.installed) {
+                            installed.insert(s.local_id);
+                        }
                     }
                 }
                 for c in &slot.cfg.sessions {
@@ -233,7 +287,7 @@ impl Daemon {
         }
     }
 
-    fn stats(&self) -> anyhow::Result<StatsView> {
+    fn stats(&self, installed: &mut HashSet<u32>) -> anyhow::Result<StatsView> {
         let dataplane_global = match &self.dp {
             Some(dp) => dp.global_stats()?,
             None => Vec::new(),
@@ -242,7 +296,7 @@ impl Daemon {
             control: self.control_stats(),
             dataplane_global,
             sessions: self
-                .tunnel_views(None)
+                .tunnel_views(None, installed)
                 .into_iter()
                 .flat_map(|t| t.sessions)
                 .filter(|s| s.local_id.is_some())

@@ -54,6 +54,7 @@ use tracing::{error, info, warn};
 use self::{
     dataplane::DataPlane,
     ha::{HaInput, HaState},
+    handlers::Answer,
     io::{ApiCall, Datagram, EventLog, Sockets},
     persist::Persistence,
     registry::Registry,
@@ -456,14 +457,23 @@ impl Daemon {
                         Request::Shutdown { keep } => Some(*keep),
                         _ => None,
                     };
-                    let resp = match stop {
-                        Some(_) => Response::Ok(Reply::Done { message: "stopping".into() }),
+                    let answer = match stop {
+                        Some(_) => Answer::Now(Response::Ok(Reply::Done { message: "stopping".into() })),
                         None => self.handle(req),
                     };
                     // What the answer reports done is durable.
                     self.store.commit_removals();
                     // A client that hung up does not want its answer.
-                    let _ = reply.send(resp);
+                    match answer {
+                        Answer::Now(resp) => {
+                            let _ = reply.send(resp);
+                        }
+                        Answer::Later(finish) => {
+                            tokio::task::spawn_blocking(move || {
+                                let _ = reply.send(finish());
+                            });
+                        }
+                    }
                     next_tick = next_tick.min(self.next_tick());
                     if stop.is_some() {
                         // Let the connection task write the reply first.
