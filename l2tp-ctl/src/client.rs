@@ -523,7 +523,7 @@ pub fn events(conn: &Conn, follow: bool) -> anyhow::Result<()> {
     // recovery confirms every session at once) is one write, not one per
     // line, and a follower sees each event as soon as the daemon sent it.
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    loop {
+    let ended = loop {
         if !c.has_buffered() {
             out.flush()?;
         }
@@ -532,17 +532,10 @@ pub fn events(conn: &Conn, follow: bool) -> anyhow::Result<()> {
             Err(crate::api::ClientError::Io(e))
                 if !follow && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
             {
-                out.flush()?;
-                return Ok(());
+                break Ok(());
             }
-            Err(crate::api::ClientError::Closed) => {
-                out.flush()?;
-                return Ok(());
-            }
-            Err(e) => {
-                out.flush()?;
-                return Err(e.into());
-            }
+            Err(crate::api::ClientError::Closed) => break Ok(()),
+            Err(e) => break Err(e.into()),
         };
         if conn.json {
             serde_json::to_writer(&mut out, &ev)?;
@@ -562,7 +555,9 @@ pub fn events(conn: &Conn, follow: bool) -> anyhow::Result<()> {
                 ev.detail
             )?;
         }
-    }
+    };
+    out.flush()?;
+    ended
 }
 
 pub fn simple(conn: &Conn, req: Request) -> anyhow::Result<()> {

@@ -217,24 +217,11 @@ impl DataPlane {
         Ok(self.attached.get_or_insert_with(Default::default))
     }
 
-    /// Installs one pseudowire; `standby`: inactive, a hot standby's warm
-    /// session (forwarding nothing until [`Self::activate_all`]).
-    pub fn install(
-        &mut self,
-        uplink: &str,
-        t: &TunnelConfig,
-        s: &SessionConfig,
-        w: &Wire<'_>,
-        standby: bool,
-    ) -> anyhow::Result<()> {
-        let p = self.params(uplink, t, s, w, standby)?;
-        self.table.add(&p)?;
-        Ok(())
-    }
-
-    /// [`Self::install`] for many sessions of tunnel `t` at once (a data
-    /// plane rebuilt from the store): their map writes go by batch. One
-    /// result per session, in order.
+    /// Installs pseudowires of tunnel `t` (sessions that came up together,
+    /// or a data plane rebuilt from the store): their map writes go by
+    /// batch. `standby`: inactive, a hot standby's warm sessions
+    /// (forwarding nothing until [`Self::activate_all`]). One result per
+    /// session, in order.
     pub fn install_many(
         &mut self,
         uplink: &str,

@@ -144,11 +144,7 @@ impl Daemon {
                         }
                     }
                     Some(uplink) => {
-                        let done = match batch.as_slice() {
-                            [(s, w)] => vec![dp.install(uplink, &slot.cfg, s, w, false)],
-                            _ => dp.install_many(uplink, &slot.cfg, &batch, false),
-                        };
-                        for (k, r) in at.into_iter().zip(done) {
+                        for (k, r) in at.into_iter().zip(dp.install_many(uplink, &slot.cfg, &batch, false)) {
                             results[k] = Some(r);
                         }
                     }
@@ -264,7 +260,7 @@ impl Daemon {
                 );
                 if let Some(old) = stale {
                     info!(tunnel = %name, old, new = tunnel, "a new tunnel from the peer supersedes the old one: closing it");
-                    self.retire_tunnel(old, name.clone());
+                    self.retire_tunnel(old, Some(name.clone()));
                 }
                 if info.initiator {
                     self.reg.want_sessions(tunnel);
@@ -276,7 +272,7 @@ impl Daemon {
                 // name may be another tunnel's by now: its slot is not
                 // touched).
                 let bound = self.reg.name_of(tunnel).map(str::to_owned);
-                let name = bound.clone().or_else(|| self.tunnel_name(tunnel));
+                let name = self.tunnel_name(tunnel);
                 self.forget_tunnel(tunnel);
                 self.reg.departed_gone(tunnel);
                 if let Some(slot) = bound.as_ref().and_then(|n| self.reg.get_mut(n)) {

@@ -513,13 +513,7 @@ impl Daemon {
         io::remove_socket(&self.socket_path);
         let ids: Vec<TunnelId> = self.engine.tunnel_infos().iter().map(|t| t.local_id).collect();
         for id in ids {
-            match self.reg.name_of(id).map(str::to_owned) {
-                Some(name) => self.retire_tunnel(id, name),
-                None => {
-                    self.forget_tunnel(id);
-                    self.close_tunnel(id);
-                }
-            }
+            self.retire_tunnel(id, self.reg.name_of(id).map(str::to_owned));
         }
         let give_up = Instant::now() + Duration::from_secs(3);
         loop {

@@ -125,17 +125,19 @@ impl Daemon {
         let slot = self.reg.remove(name).ok_or_else(|| anyhow::anyhow!("no tunnel named {name:?}"))?;
         self.engine.remove_peer(slot.cfg.peer, slot.cfg.version(), slot.cfg.transport());
         if let Some(id) = slot.id() {
-            self.retire_tunnel(id, name.to_owned());
+            self.retire_tunnel(id, Some(name.to_owned()));
         }
         self.emit("tunnel-deleted", Some(name), slot.id(), None, "deleted".into());
         Ok(())
     }
 
     /// Closes (StopCCN) and forgets a tunnel the daemon no longer wants,
-    /// known as `name`; its last events (its sessions' and its own down)
-    /// still carry its name and its sessions' names.
-    pub(super) fn retire_tunnel(&mut self, id: TunnelId, name: String) {
-        self.reg.depart(id, name);
+    /// known as `name` if it has one; its last events (its sessions' and
+    /// its own down) still carry its name and its sessions' names.
+    pub(super) fn retire_tunnel(&mut self, id: TunnelId, name: Option<String>) {
+        if let Some(name) = name {
+            self.reg.depart(id, name);
+        }
         self.forget_tunnel(id);
         self.close_tunnel(id);
     }

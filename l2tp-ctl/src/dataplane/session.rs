@@ -190,7 +190,7 @@ impl SessionTable {
     pub(super) fn open(get: impl Fn(&str) -> Result<Map>) -> Result<Self> {
         let by_id: HashMap<MapData, u32, u32> = HashMap::try_from(get(MAP_SESSION_BY_ID)?)?;
         let port_slots: HashMap<MapData, u32, u32> = HashMap::try_from(get(MAP_PORT_SLOTS)?)?;
-        let ids = Self::read_ids(&get, &by_id);
+        let ids = Self::read_all(&get, MAP_SESSION_BY_ID, &by_id);
         let by_attach: HashMap<MapData, u64, u32> = HashMap::try_from(get(MAP_SESSION_BY_ATTACH)?)?;
         let attach = Self::read_all(&get, MAP_SESSION_BY_ATTACH, &by_attach);
         let stats: Array<MapData, SessionStats> = Array::try_from(get(MAP_SESSION_STATS)?)
@@ -226,20 +226,12 @@ impl SessionTable {
         })
     }
 
-    /// The installed session IDs: one batch read of `SESSION_BY_ID` (a
-    /// few syscalls), else entry by entry (two syscalls each, before Linux
-    /// 5.6). Slot facts ([`Meta`]) are read on first use: reading every
-    /// slot of the arrays costs more (the kernel copies them one by one)
-    /// than the few a restart touches.
-    fn read_ids(
-        get: &impl Fn(&str) -> Result<Map>,
-        by_id: &HashMap<MapData, u32, u32>,
-    ) -> std::collections::HashMap<u32, u32> {
-        Self::read_all(get, MAP_SESSION_BY_ID, by_id)
-    }
-
-    /// Every entry of the hash map `name` (`map`, opened): by batch, else
-    /// entry by entry.
+    /// Every entry of the hash map `name` (`map`, opened: the installed IDs,
+    /// the circuits): one batch read (a few syscalls), else entry by entry
+    /// (two syscalls each, before Linux 5.6). Slot facts ([`Meta`]) are
+    /// read on first use instead: reading every slot of the arrays costs
+    /// more (the kernel copies them one by one) than the few a restart
+    /// touches.
     fn read_all<K>(
         get: &impl Fn(&str) -> Result<Map>,
         name: &str,
