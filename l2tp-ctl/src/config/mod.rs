@@ -531,11 +531,25 @@ impl Config {
     /// string "x"`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let parse_error = |message| ConfigError::Parse { path: path.to_owned(), message };
-        let de = toml::Deserializer::parse(text).map_err(|e| parse_error(describe_toml_error(text, &e, None)))?;
-        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            parse_error(describe_toml_error(text, e.inner(), Some(key.as_str()).filter(|k| *k != ".")))
-        })?;
+        let parsed = || toml::Deserializer::parse(text).map_err(|e| parse_error(describe_toml_error(text, &e, None)));
+        // Without the key path first (tracking it costs about a tenth of
+        // the parse of a large file); a file that fails is read again with
+        // it, for the error message.
+        let cfg: Config = match serde::Deserialize::deserialize(parsed()?) {
+            Ok(cfg) => cfg,
+            Err(plain) => {
+                let e = match serde_path_to_error::deserialize::<_, Config>(parsed()?) {
+                    Err(e) => e,
+                    Ok(_) => return Err(parse_error(describe_toml_error(text, &plain, None))),
+                };
+                let key = e.path().to_string();
+                return Err(parse_error(describe_toml_error(
+                    text,
+                    e.inner(),
+                    Some(key.as_str()).filter(|k| *k != "."),
+                )));
+            }
+        };
         cfg.check().map_err(|(key, message)| ConfigError::Invalid { path: path.to_owned(), key, message })?;
         Ok(cfg)
     }

@@ -49,8 +49,9 @@ impl Daemon {
             let mut restored = Vec::new();
             let mut slots = Vec::new();
             let mut missing = Vec::new();
+            let configured_ends: foldhash::HashSet<&str> = tcfg.sessions.iter().map(|c| c.remote_end_id()).collect();
             for (k, s) in sessions.iter().enumerate() {
-                let configured = tcfg.sessions.iter().any(|c| c.remote_end_id() == s.remote_end_id);
+                let configured = configured_ends.contains(s.remote_end_id.as_str());
                 let mut installed = false;
                 if configured && s.interface.is_some() {
                     if let Some(dp) = &self.dp {
@@ -128,8 +129,12 @@ impl Daemon {
         };
         let mut results: Vec<anyhow::Result<()>> = Vec::with_capacity(sessions.len());
         let (mut items, mut at) = (Vec::new(), Vec::new());
+        // The tunnel's configured sessions by Remote End ID, looked up once
+        // per session (a scan each was quadratic in sessions per tunnel).
+        let by_end: foldhash::HashMap<&str, &crate::config::SessionConfig> =
+            tcfg.sessions.iter().map(|c| (c.remote_end_id(), c)).collect();
         for (i, s) in sessions.iter().enumerate() {
-            match tcfg.sessions.iter().find(|c| c.remote_end_id() == s.remote_end_id) {
+            match by_end.get(s.remote_end_id.as_str()).copied() {
                 Some(c) => {
                     items.push((
                         c,

@@ -8,10 +8,14 @@
 //! tunnel's `id` and the `by_id` entry pointing at it never disagree.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     time::Instant,
 };
+
+/// Keyed by our own tunnel IDs, looked up for every session event:
+/// foldhash rather than SipHash.
+use foldhash::HashMap;
 
 use l2tp_proto::{
     engine::TunnelId,

@@ -13,6 +13,12 @@ use l2tp_common::session::{
 
 use super::{DataplaneError, Result};
 
+/// The table's own maps, keyed by IDs and slots it hands out (not by
+/// anything a peer picks): foldhash, a few times faster than SipHash on
+/// these `u32`/`u64` keys, which recovery and batch installs look up once
+/// or more per session.
+type FastMap<K, V> = foldhash::HashMap<K, V>;
+
 mod install;
 
 pub use super::params::{Cookie, Encap, RxMode, SessionParams};
@@ -158,19 +164,27 @@ pub struct SessionTable {
     tx_ports: DevMap<MapData>,
     port_slots: HashMap<MapData, u32, u32>,
     /// `ifindex -> slot` of `TX_PORTS`, as `PORT_SLOTS` holds it.
-    ports: std::collections::HashMap<u32, u32>,
+    ports: FastMap<u32, u32>,
+    /// The slots `ports` holds, and the lowest slot that may be free: port
+    /// slots are never given back while the table is open, so it only
+    /// moves up (a search from 0 over every taken slot, per new interface,
+    /// was quadratic in interfaces).
+    port_taken: foldhash::HashSet<u32>,
+    next_port: u32,
     used: BTreeSet<u32>,
     /// `SESSION_BY_ID` as this table wrote it (the daemon is the maps'
     /// only writer while it runs): lookups without a syscall.
-    ids: std::collections::HashMap<u32, u32>,
+    ids: FastMap<u32, u32>,
     /// `SESSION_BY_ATTACH` as this table wrote it (circuit key -> slot).
-    attach: std::collections::HashMap<u64, u32>,
-    /// What the table knows of each used slot without reading the maps.
-    meta: std::collections::HashMap<u32, Meta>,
+    attach: FastMap<u64, u32>,
+    /// What the table knows of each used slot without reading the maps, by
+    /// slot (grown to the highest slot used: slots are taken from 0 up).
+    meta: Vec<Meta>,
     /// The maps were created empty just before this table was opened
     /// ([`Self::assume_pristine`]): a slot not `dirtied` since holds zeros.
     pristine: bool,
-    dirtied: std::collections::HashSet<u32>,
+    /// By slot: written since the table was opened (grown like `meta`).
+    dirtied: Vec<bool>,
     /// The data-plane switches, to make cached next hops stale when a
     /// session changes (absent in pins of an older object).
     switches: Option<super::Switches>,
@@ -198,11 +212,13 @@ impl SessionTable {
         let stat_cpus = (stats.len() / MAX_SESSIONS).max(1);
         let (rx_cmd, tx_cmd) = (get(MAP_SESSION_RX_CMD)?, get(MAP_SESSION_TX_CMD)?);
         let used = ids.values().copied().collect();
+        let ports: FastMap<u32, u32> = port_slots.iter().filter_map(|r| r.ok()).collect();
+        let port_taken = ports.values().copied().collect();
         Ok(Self {
             ids,
-            meta: std::collections::HashMap::new(),
+            meta: Vec::new(),
             pristine: false,
-            dirtied: std::collections::HashSet::new(),
+            dirtied: Vec::new(),
             by_id,
             by_attach,
             attach,
@@ -217,7 +233,9 @@ impl SessionTable {
             stats,
             stat_cpus,
             tx_ports: DevMap::try_from(get(MAP_TX_PORTS)?)?,
-            ports: port_slots.iter().filter_map(|r| r.ok()).collect(),
+            ports,
+            port_taken,
+            next_port: 0,
             port_slots,
             used,
             switches: get(l2tp_common::session::MAP_DP_CONFIG).ok().and_then(|m| super::Switches::new(m).ok()),
@@ -232,30 +250,29 @@ impl SessionTable {
     /// read on first use instead: reading every slot of the arrays costs
     /// more (the kernel copies them one by one) than the few a restart
     /// touches.
-    fn read_all<K>(
-        get: &impl Fn(&str) -> Result<Map>,
-        name: &str,
-        map: &HashMap<MapData, K, u32>,
-    ) -> std::collections::HashMap<K, u32>
+    fn read_all<K>(get: &impl Fn(&str) -> Result<Map>, name: &str, map: &HashMap<MapData, K, u32>) -> FastMap<K, u32>
     where
         K: aya::Pod + Eq + std::hash::Hash,
     {
         let batched =
             get(name).ok().and_then(super::batch::data).and_then(|d| super::batch::lookup_all::<K, u32>(&d).ok());
+        // An entry naming a slot outside the arrays is nobody's (a map
+        // written by something else): no program can use it either.
+        let in_range = |(_, idx): &(K, u32)| *idx < MAX_SESSIONS;
         match batched {
-            Some(v) => v.into_iter().collect(),
-            None => map.iter().filter_map(|r| r.ok()).collect(),
+            Some(v) => v.into_iter().filter(in_range).collect(),
+            None => map.iter().filter_map(|r| r.ok()).filter(in_range).collect(),
         }
     }
 
     /// The configuration's flags of slot `idx`, read from the map the
     /// first time.
     fn meta_flags(&mut self, idx: u32) -> Result<u32> {
-        if let Some(f) = self.meta.get(&idx).and_then(|m| m.flags) {
+        if let Some(f) = self.meta.get(idx as usize).and_then(|m| m.flags) {
             return Ok(f);
         }
         let f = self.cfg.get(&idx, 0)?.flags;
-        self.meta.entry(idx).or_default().flags = Some(f);
+        self.meta_mut(idx).flags = Some(f);
         Ok(f)
     }
 
@@ -263,7 +280,7 @@ impl SessionTable {
     /// the map the first time (a side's applied epoch never passes its
     /// slot's, which holds the last posted).
     fn meta_epoch(&mut self, idx: u32, tx: bool) -> Result<u32> {
-        let known = self.meta.get(&idx).and_then(|m| if tx { m.tx_epoch } else { m.rx_epoch });
+        let known = self.meta.get(idx as usize).and_then(|m| if tx { m.tx_epoch } else { m.rx_epoch });
         if let Some(e) = known {
             return Ok(e);
         }
@@ -271,13 +288,36 @@ impl SessionTable {
             Some(e) => e,
             None => if tx { self.tx_cmd.get(&idx, 0)? } else { self.rx_cmd.get(&idx, 0)? }.epoch_end,
         };
-        let m = self.meta.entry(idx).or_default();
+        let m = self.meta_mut(idx);
         if tx {
             m.tx_epoch = Some(e);
         } else {
             m.rx_epoch = Some(e);
         }
         Ok(e)
+    }
+
+    /// What the table knows of slot `idx` (`idx` below `MAX_SESSIONS`, as
+    /// every slot the table hands out).
+    fn meta_mut(&mut self, idx: u32) -> &mut Meta {
+        let i = idx as usize;
+        if i >= self.meta.len() {
+            self.meta.resize(i + 1, Meta::default());
+        }
+        &mut self.meta[i]
+    }
+
+    /// Whether slot `idx` was written since the table was opened.
+    fn dirty(&self, idx: u32) -> bool {
+        self.dirtied.get(idx as usize).copied().unwrap_or(false)
+    }
+
+    fn mark_dirty(&mut self, idx: u32) {
+        let i = idx as usize;
+        if i >= self.dirtied.len() {
+            self.dirtied.resize(i + 1, false);
+        }
+        self.dirtied[i] = true;
     }
 
     /// The maps were created empty just now (not reopened): slots not used
@@ -305,7 +345,7 @@ impl SessionTable {
         cfg.uplink_port = self.port(p.uplink_ifindex)?;
         cfg.attach_port = self.port(p.attach_ifindex)?;
         self.cfg.set(idx, cfg, 0)?;
-        self.meta.entry(idx).or_default().flags = Some(cfg.flags);
+        self.meta_mut(idx).flags = Some(cfg.flags);
         // The peer or uplink may have changed: what the data path cached
         // for the old configuration must not be used.
         self.invalidate_next_hops()?;
@@ -348,7 +388,7 @@ impl SessionTable {
         }
         cfg.flags &= !flags::STANDBY;
         self.cfg.set(idx, cfg, 0)?;
-        self.meta.entry(idx).or_default().flags = Some(cfg.flags);
+        self.meta_mut(idx).flags = Some(cfg.flags);
         Ok(true)
     }
 
@@ -381,7 +421,7 @@ impl SessionTable {
             if f & flags::STANDBY != 0 {
                 // SAFETY: as above.
                 unsafe { std::ptr::write_volatile(&raw mut (*c).flags, f & !flags::STANDBY) };
-                self.meta.entry(idx).or_default().flags = Some(f & !flags::STANDBY);
+                self.meta_mut(idx).flags = Some(f & !flags::STANDBY);
                 n += 1;
             }
         }
@@ -429,7 +469,9 @@ impl SessionTable {
         self.cfg.set(idx, zeroed_config(), 0)?;
         self.used.remove(&idx);
         self.ids.remove(&local_session_id);
-        self.meta.remove(&idx);
+        if let Some(m) = self.meta.get_mut(idx as usize) {
+            *m = Meta::default();
+        }
         Ok(())
     }
 
@@ -500,7 +542,7 @@ impl SessionTable {
             let slot = if command.is_tx() { &mut self.tx_cmd } else { &mut self.rx_cmd };
             slot.set(idx, c, 0)?;
         }
-        let m = self.meta.entry(idx).or_default();
+        let m = self.meta_mut(idx);
         if command.is_tx() {
             m.tx_epoch = Some(epoch);
         } else {

@@ -19,12 +19,17 @@
 //! - `failover`: all of RFC 4951.
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeSet, VecDeque},
     net::SocketAddr,
     time::Instant,
 };
 
 use rand::RngCore;
+
+/// The engine's maps are keyed by IDs it assigns (and the configured
+/// peers), looked up for every message and session: foldhash (seeded per
+/// process) rather than SipHash.
+use foldhash::{HashMap, HashMapExt as _};
 
 use crate::wire::{Avp, AvpValue, Transport, Version};
 

@@ -1,7 +1,9 @@
 //! Tunnels (control connections): their state, the dispatch of every
 //! in-order message to its handler, teardown and the views reported.
 
-use std::{collections::HashMap, net::SocketAddr, time::Instant};
+use std::{net::SocketAddr, time::Instant};
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use super::*;
 use crate::{

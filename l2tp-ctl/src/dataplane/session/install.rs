@@ -8,8 +8,6 @@ use l2tp_common::session::{
     MAX_SESSIONS,
 };
 
-use std::collections::BTreeSet;
-
 use aya::maps::IterableMap as _;
 
 use super::{attach_key, zeroed_config, Meta, SessionTable};
@@ -32,9 +30,9 @@ struct Slot {
 /// published.
 #[derive(Default)]
 struct Reserved {
-    slots: std::collections::HashSet<u32>,
-    keys: std::collections::HashSet<u64>,
-    ids: std::collections::HashSet<u32>,
+    slots: foldhash::HashSet<u32>,
+    keys: foldhash::HashSet<u64>,
+    ids: foldhash::HashSet<u32>,
 }
 
 impl SessionTable {
@@ -78,7 +76,9 @@ impl SessionTable {
             .and_then(|()| batch::update_all(self.rx_state.map(), &idxs, &rxs));
         let mut failed: Vec<(usize, DataplaneError)> = Vec::new();
         let singly: Vec<&(usize, Slot)> = if batched.is_ok() {
-            self.dirtied.extend(idxs.iter().copied());
+            for idx in &idxs {
+                self.mark_dirty(*idx);
+            }
             dirty
         } else {
             slots.iter().collect()
@@ -145,7 +145,7 @@ impl SessionTable {
             (0, i) if i < ATTACH_PORT_MAX => Some(i),
             _ => None,
         };
-        let clean = self.pristine && !self.dirtied.contains(&idx);
+        let clean = self.pristine && !self.dirty(idx);
         Ok(Slot { idx, sid: p.local_session_id, key, cfg, rx, whole_port, clean })
     }
 
@@ -154,7 +154,7 @@ impl SessionTable {
     fn write_slot(&mut self, s: &Slot) -> Result<()> {
         let idx = s.idx;
         // From here the slot holds something of this session.
-        self.dirtied.insert(idx);
+        self.mark_dirty(idx);
         self.cfg.set(idx, s.cfg, 0)?;
         // Before the session is published: no program runs on it yet.
         self.rx_state.set(idx, s.rx, 0)?;
@@ -201,11 +201,11 @@ impl SessionTable {
 
     /// What the table remembers of a published slot.
     fn commit(&mut self, s: &Slot) {
-        self.dirtied.insert(s.idx);
+        self.mark_dirty(s.idx);
         self.used.insert(s.idx);
         self.ids.insert(s.sid, s.idx);
         self.attach.insert(s.key, s.idx);
-        self.meta.insert(s.idx, Meta { flags: Some(s.cfg.flags), rx_epoch: Some(0), tx_epoch: Some(0) });
+        *self.meta_mut(s.idx) = Meta { flags: Some(s.cfg.flags), rx_epoch: Some(0), tx_epoch: Some(0) };
     }
 
     /// The `TX_PORTS` slot of an interface, given one on first use (slots
@@ -214,15 +214,19 @@ impl SessionTable {
         if let Some(slot) = self.ports.get(&ifindex) {
             return Ok(*slot as u16);
         }
-        let taken: BTreeSet<u32> = self.ports.values().copied().collect();
-        let slot = (0..MAX_PORTS)
-            .find(|s| !taken.contains(s))
-            .ok_or_else(|| DataplaneError::Session(format!("all {MAX_PORTS} port slots in use")))?;
+        while self.next_port < MAX_PORTS && self.port_taken.contains(&self.next_port) {
+            self.next_port += 1;
+        }
+        let slot = self.next_port;
+        if slot >= MAX_PORTS {
+            return Err(DataplaneError::Session(format!("all {MAX_PORTS} port slots in use")));
+        }
         self.tx_ports
             .set(slot, ifindex, None, 0)
             .map_err(|e| DataplaneError::Session(format!("port {ifindex}: {e}")))?;
         self.port_slots.insert(ifindex, slot, 0)?;
         self.ports.insert(ifindex, slot);
+        self.port_taken.insert(slot);
         Ok(slot as u16)
     }
 }
