@@ -34,6 +34,6 @@ pub mod partner;
 pub mod secure;
 pub mod wire;
 
-pub use partner::{HaEvent, Partner, PartnerConfig, PartnerState, Role, TakeoverMode};
+pub use partner::{probe_time, HaEvent, Partner, PartnerConfig, PartnerState, Role, TakeoverMode};
 pub use secure::{psk_from_file_contents, SecureChannel, SecureError};
 pub use wire::{Msg, WireError};

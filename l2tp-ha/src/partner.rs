@@ -98,6 +98,19 @@ pub struct PartnerConfig {
     /// counts as unreachable (its host may still be booting), default 3 s.
     pub startup: Duration,
     pub takeover: TakeoverMode,
+    /// How long a probe of the service address waits for an answer. The
+    /// standby begins it this long before `dead` runs out, so that a probe
+    /// nobody answered has ended when the partner counts as unreachable
+    /// (see [`probe_time`]).
+    pub probe: Duration,
+}
+
+/// How long a probe of the service address waits for an answer, for a
+/// `dead` timer: half of it, 50 to 150 ms (three probes spread over it). A
+/// host on the link answers ARP or neighbour solicitation from its kernel
+/// in well under a millisecond.
+pub fn probe_time(dead: Duration) -> Duration {
+    (dead / 2).clamp(Duration::from_millis(50), Duration::from_millis(150))
 }
 
 impl PartnerConfig {
@@ -109,6 +122,7 @@ impl PartnerConfig {
             dead: Duration::from_millis(300),
             startup: Duration::from_secs(3),
             takeover: TakeoverMode::Probe,
+            probe: probe_time(Duration::from_millis(300)),
         }
     }
 }
@@ -163,6 +177,11 @@ pub struct Partner {
     /// Standby: a probe is out, or the next is due at.
     probe_out: bool,
     next_probe: Option<Instant>,
+    /// Standby: the silent deadline (see `silent_deadline`) an early probe
+    /// was begun for (one per deadline), and the deadline for which one
+    /// found nobody. A hello moves the deadline, which voids both.
+    early_probe_for: Option<Instant>,
+    silent_probe_for: Option<Instant>,
     /// Active: the number of the next update, and the updates sent and not
     /// acknowledged, with when they were made.
     next_seq: u64,
@@ -201,6 +220,8 @@ impl Partner {
             next_hello: None,
             probe_out: false,
             next_probe: None,
+            early_probe_for: None,
+            silent_probe_for: None,
             next_seq: 1,
             unacked: VecDeque::new(),
             partner_synced: false,
@@ -267,7 +288,23 @@ impl Partner {
             _ => Some(self.silent_deadline()),
         };
         let probe = self.next_probe.filter(|_| !self.probe_out);
-        [self.next_hello, dead, probe].into_iter().flatten().min()
+        let early = self.early_probe_due();
+        [self.next_hello, dead, probe, early].into_iter().flatten().min()
+    }
+
+    /// Standby taking over by probe, partner still reachable: when the
+    /// early probe for the current silent deadline is due (`probe` before
+    /// it), unless it is out or was made.
+    fn early_probe_due(&self) -> Option<Instant> {
+        let reachable = !matches!(self.state, PartnerState::CommunicationsInterrupted | PartnerState::PartnerDown);
+        if self.role != Role::Standby || self.cfg.takeover != TakeoverMode::Probe || !reachable || self.probe_out {
+            return None;
+        }
+        let deadline = self.silent_deadline();
+        if self.early_probe_for == Some(deadline) {
+            return None;
+        }
+        Some(deadline.checked_sub(self.cfg.probe).unwrap_or(deadline))
     }
 
     /// When the partner counts as unreachable if nothing comes from it.
@@ -330,12 +367,30 @@ impl Partner {
             self.out.push_back(self.hello());
             self.next_hello = Some(now + self.cfg.hello);
         }
+        if self.early_probe_due().is_some_and(|t| t <= now) {
+            // Begun `probe` before the partner counts as unreachable: the
+            // same evidence as a probe begun then (nobody answered for the
+            // service address for `probe`, all of it after the partner was
+            // last heard), ready when `dead` runs out instead of `probe`
+            // later.
+            self.probe_out = true;
+            self.early_probe_for = Some(self.silent_deadline());
+            self.events.push_back(HaEvent::Probe);
+        }
         let reachable = !matches!(self.state, PartnerState::CommunicationsInterrupted | PartnerState::PartnerDown);
         if reachable && now >= self.silent_deadline() {
             // HARP: no hello for `dead`: unreachable, not yet down.
+            let silent = self.silent_probe_for == Some(self.silent_deadline());
             self.set_state(PartnerState::CommunicationsInterrupted);
             self.partner_synced = false;
             if self.role == Role::Standby && self.cfg.takeover == TakeoverMode::Probe {
+                if silent {
+                    // The early probe found nobody: down.
+                    self.become_active(PartnerState::PartnerDown);
+                    return;
+                }
+                // Probed now, unless the early probe is still out (its
+                // answer then decides, as below).
                 self.next_probe = Some(now);
             }
         }
@@ -354,7 +409,17 @@ impl Partner {
     /// service address.
     pub fn probe_result(&mut self, now: Instant, answered: bool) {
         self.probe_out = false;
-        if self.role != Role::Standby || self.state != PartnerState::CommunicationsInterrupted {
+        if self.role != Role::Standby {
+            return;
+        }
+        if self.state != PartnerState::CommunicationsInterrupted {
+            // An early probe: nobody answered, and nothing was heard from
+            // the partner since it was begun (the deadline it was begun for
+            // still holds): down when that deadline passes in silence.
+            let deadline = self.silent_deadline();
+            if !answered && self.early_probe_for == Some(deadline) {
+                self.silent_probe_for = Some(deadline);
+            }
             return;
         }
         if answered {
@@ -386,6 +451,8 @@ impl Partner {
         self.role = Role::Active;
         self.probe_out = false;
         self.next_probe = None;
+        self.early_probe_for = None;
+        self.silent_probe_for = None;
         self.receiving = false;
         self.partner_synced = false;
         self.next_seq = self.last_seq + 1;
@@ -478,7 +545,9 @@ impl Partner {
             let to =
                 if self.role == Role::Standby && !self.synced { PartnerState::Recover } else { PartnerState::Normal };
             self.set_state(to);
-            self.probe_out = false;
+            // A probe still out stays out until its answer (which no longer
+            // decides anything: the deadline it was for has moved), so that
+            // its answer is not taken for a later probe's.
             self.next_probe = None;
         }
         match (self.role, msg) {
@@ -742,6 +811,80 @@ mod tests {
         assert_eq!(pair.took_over(1), Some(2));
         assert_eq!((pair.p[1].role(), pair.p[1].state()), (Role::Active, PartnerState::PartnerDown));
         assert!(pair.events[1].contains(&HaEvent::Term { term: 2 }));
+    }
+
+    /// A standby heard from its partner at `t0`: connected, one hello.
+    fn standby_heard_at(t0: Instant) -> Partner {
+        let mut b = Partner::new(PartnerConfig::new("b", Role::Standby), t0, 1, None);
+        b.connected(t0);
+        let hello = Msg::Hello { node: "a".into(), term: 1, role: Role::Active, state: PartnerState::Normal, seq: 0 };
+        b.handle_msg(t0, hello);
+        while b.poll_event().is_some() {}
+        b
+    }
+
+    fn probes(b: &mut Partner) -> usize {
+        std::iter::from_fn(|| b.poll_event()).filter(|e| *e == HaEvent::Probe).count()
+    }
+
+    #[test]
+    fn the_probe_begins_before_dead_runs_out_and_a_silent_one_takes_over_when_it_does() {
+        let t0 = Instant::now();
+        let mut b = standby_heard_at(t0);
+        // dead 300 ms, probe 150 ms: the probe is due at 150 ms of silence.
+        assert_eq!(b.config().probe, 150 * MS);
+        assert!(b.poll_timeout().is_some_and(|t| t <= t0 + 150 * MS));
+        b.handle_timeout(t0 + 149 * MS);
+        assert_eq!(probes(&mut b), 0, "not before");
+        b.handle_timeout(t0 + 150 * MS);
+        assert_eq!(probes(&mut b), 1, "probe begun 150 ms before dead runs out");
+        b.handle_timeout(t0 + 200 * MS);
+        assert_eq!(probes(&mut b), 0, "one probe per silence");
+        // Its whole wait without an answer.
+        b.probe_result(t0 + 299 * MS, false);
+        assert_eq!(b.role(), Role::Standby, "not before dead has passed");
+        b.handle_timeout(t0 + 300 * MS);
+        assert_eq!((b.role(), b.state()), (Role::Active, PartnerState::PartnerDown), "at dead, not a probe later");
+        assert!(std::iter::from_fn(|| b.poll_event()).any(|e| e == HaEvent::TakeOver { term: 2 }));
+    }
+
+    #[test]
+    fn a_partner_heard_while_the_early_probe_is_out_voids_its_silent_answer() {
+        let t0 = Instant::now();
+        let mut b = standby_heard_at(t0);
+        b.handle_timeout(t0 + 150 * MS);
+        assert_eq!(probes(&mut b), 1);
+        let hello = Msg::Hello { node: "a".into(), term: 1, role: Role::Active, state: PartnerState::Normal, seq: 0 };
+        b.handle_msg(t0 + 200 * MS, hello);
+        // The answer of a probe begun before the partner was heard again.
+        b.probe_result(t0 + 300 * MS, false);
+        b.handle_timeout(t0 + 300 * MS);
+        assert_eq!(b.role(), Role::Standby);
+        assert_ne!(b.state(), PartnerState::CommunicationsInterrupted, "heard 100 ms ago");
+        // The next silence gets its own probe; answered, so no takeover.
+        b.handle_timeout(t0 + 350 * MS);
+        assert_eq!(probes(&mut b), 1);
+        b.probe_result(t0 + 360 * MS, true);
+        b.handle_timeout(t0 + 500 * MS);
+        assert_eq!((b.role(), b.state()), (Role::Standby, PartnerState::CommunicationsInterrupted));
+        assert_eq!(probes(&mut b), 1, "probed again when dead ran out, as without an early probe");
+        b.probe_result(t0 + 510 * MS, true);
+        assert_eq!(b.role(), Role::Standby);
+    }
+
+    #[test]
+    fn an_early_probe_answered_after_dead_ran_out_decides_and_none_overlaps_it() {
+        let t0 = Instant::now();
+        let mut b = standby_heard_at(t0);
+        b.handle_timeout(t0 + 150 * MS);
+        assert_eq!(probes(&mut b), 1);
+        // Still out when dead runs out: unreachable, no second probe.
+        b.handle_timeout(t0 + 300 * MS);
+        assert_eq!((b.role(), b.state()), (Role::Standby, PartnerState::CommunicationsInterrupted));
+        b.handle_timeout(t0 + 305 * MS);
+        assert_eq!(probes(&mut b), 0, "one probe out at a time");
+        b.probe_result(t0 + 310 * MS, false);
+        assert_eq!((b.role(), b.state()), (Role::Active, PartnerState::PartnerDown));
     }
 
     #[test]

@@ -118,6 +118,7 @@ impl Ha {
         PartnerConfig {
             hello: Duration::from_millis(self.hello_ms),
             dead: Duration::from_millis(self.dead_ms),
+            probe: l2tp_ha::probe_time(Duration::from_millis(self.dead_ms)),
             takeover: match self.takeover {
                 Takeover::Probe => TakeoverMode::Probe,
                 Takeover::External => TakeoverMode::External,

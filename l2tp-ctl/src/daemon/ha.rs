@@ -44,12 +44,11 @@ const ROLE_KEY: &str = "ha.role";
 /// Pause between attempts to (re)connect to the partner.
 pub(super) const RECONNECT: Duration = Duration::from_millis(200);
 
-/// How long a probe of the service address waits for an answer (three
-/// probes spread over it). A host on the link answers ARP or neighbour
-/// solicitation from its kernel in well under a millisecond; this bounds
-/// the time a takeover spends beyond `dead_ms`.
+/// How long a probe of the service address waits for an answer (see
+/// [`l2tp_ha::probe_time`]; the standby begins it that long before
+/// `dead_ms` runs out).
 pub(super) fn probe_timeout(dead_ms: u64) -> Duration {
-    Duration::from_millis((dead_ms / 2).clamp(50, 150))
+    l2tp_ha::probe_time(Duration::from_millis(dead_ms))
 }
 
 /// What the partner connection task reports to the daemon.
