@@ -283,10 +283,7 @@ impl Partner {
 
     /// When [`Partner::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let dead = match self.state {
-            PartnerState::CommunicationsInterrupted | PartnerState::PartnerDown => None,
-            _ => Some(self.silent_deadline()),
-        };
+        let dead = self.reachable().then(|| self.silent_deadline());
         let probe = self.next_probe.filter(|_| !self.probe_out);
         let early = self.early_probe_due();
         [self.next_hello, dead, probe, early].into_iter().flatten().min()
@@ -296,8 +293,8 @@ impl Partner {
     /// early probe for the current silent deadline is due (`probe` before
     /// it), unless it is out or was made.
     fn early_probe_due(&self) -> Option<Instant> {
-        let reachable = !matches!(self.state, PartnerState::CommunicationsInterrupted | PartnerState::PartnerDown);
-        if self.role != Role::Standby || self.cfg.takeover != TakeoverMode::Probe || !reachable || self.probe_out {
+        if self.role != Role::Standby || self.cfg.takeover != TakeoverMode::Probe || !self.reachable() || self.probe_out
+        {
             return None;
         }
         let deadline = self.silent_deadline();
@@ -305,6 +302,11 @@ impl Partner {
             return None;
         }
         Some(deadline.checked_sub(self.cfg.probe).unwrap_or(deadline))
+    }
+
+    /// Not yet declared unreachable (the dead timer runs).
+    fn reachable(&self) -> bool {
+        !matches!(self.state, PartnerState::CommunicationsInterrupted | PartnerState::PartnerDown)
     }
 
     /// When the partner counts as unreachable if nothing comes from it.
@@ -377,8 +379,7 @@ impl Partner {
             self.early_probe_for = Some(self.silent_deadline());
             self.events.push_back(HaEvent::Probe);
         }
-        let reachable = !matches!(self.state, PartnerState::CommunicationsInterrupted | PartnerState::PartnerDown);
-        if reachable && now >= self.silent_deadline() {
+        if self.reachable() && now >= self.silent_deadline() {
             // HARP: no hello for `dead`: unreachable, not yet down.
             let silent = self.silent_probe_for == Some(self.silent_deadline());
             self.set_state(PartnerState::CommunicationsInterrupted);
@@ -813,13 +814,25 @@ mod tests {
         assert!(pair.events[1].contains(&HaEvent::Term { term: 2 }));
     }
 
+    /// A hello of the active "a" in term 1.
+    fn hello_of_a() -> Msg {
+        Msg::Hello { node: "a".into(), term: 1, role: Role::Active, state: PartnerState::Normal, seq: 0 }
+    }
+
     /// A standby heard from its partner at `t0`: connected, one hello.
     fn standby_heard_at(t0: Instant) -> Partner {
         let mut b = Partner::new(PartnerConfig::new("b", Role::Standby), t0, 1, None);
         b.connected(t0);
-        let hello = Msg::Hello { node: "a".into(), term: 1, role: Role::Active, state: PartnerState::Normal, seq: 0 };
-        b.handle_msg(t0, hello);
+        b.handle_msg(t0, hello_of_a());
         while b.poll_event().is_some() {}
+        b
+    }
+
+    /// [`standby_heard_at`] 150 ms later: its early probe is out.
+    fn early_probe_out(t0: Instant) -> Partner {
+        let mut b = standby_heard_at(t0);
+        b.handle_timeout(t0 + 150 * MS);
+        assert_eq!(probes(&mut b), 1, "early probe begun");
         b
     }
 
@@ -851,11 +864,8 @@ mod tests {
     #[test]
     fn a_partner_heard_while_the_early_probe_is_out_voids_its_silent_answer() {
         let t0 = Instant::now();
-        let mut b = standby_heard_at(t0);
-        b.handle_timeout(t0 + 150 * MS);
-        assert_eq!(probes(&mut b), 1);
-        let hello = Msg::Hello { node: "a".into(), term: 1, role: Role::Active, state: PartnerState::Normal, seq: 0 };
-        b.handle_msg(t0 + 200 * MS, hello);
+        let mut b = early_probe_out(t0);
+        b.handle_msg(t0 + 200 * MS, hello_of_a());
         // The answer of a probe begun before the partner was heard again.
         b.probe_result(t0 + 300 * MS, false);
         b.handle_timeout(t0 + 300 * MS);
@@ -875,9 +885,7 @@ mod tests {
     #[test]
     fn an_early_probe_answered_after_dead_ran_out_decides_and_none_overlaps_it() {
         let t0 = Instant::now();
-        let mut b = standby_heard_at(t0);
-        b.handle_timeout(t0 + 150 * MS);
-        assert_eq!(probes(&mut b), 1);
+        let mut b = early_probe_out(t0);
         // Still out when dead runs out: unreachable, no second probe.
         b.handle_timeout(t0 + 300 * MS);
         assert_eq!((b.role(), b.state()), (Role::Standby, PartnerState::CommunicationsInterrupted));

@@ -50,6 +50,12 @@ impl SessionConfig {
 }
 
 impl TunnelConfig {
+    /// The configured sessions by Remote End ID (unique in a tunnel: see
+    /// `check`), for lookups once per stored session.
+    pub fn sessions_by_end(&self) -> foldhash::HashMap<&str, &SessionConfig> {
+        self.sessions.iter().map(|c| (c.remote_end_id(), c)).collect()
+    }
+
     pub fn version(&self) -> Version {
         if self.version == 2 {
             Version::V2

@@ -49,9 +49,9 @@ impl Daemon {
             let mut restored = Vec::new();
             let mut slots = Vec::new();
             let mut missing = Vec::new();
-            let configured_ends: foldhash::HashSet<&str> = tcfg.sessions.iter().map(|c| c.remote_end_id()).collect();
+            let by_end = tcfg.sessions_by_end();
             for (k, s) in sessions.iter().enumerate() {
-                let configured = configured_ends.contains(s.remote_end_id.as_str());
+                let configured = by_end.contains_key(s.remote_end_id.as_str());
                 let mut installed = false;
                 if configured && s.interface.is_some() {
                     if let Some(dp) = &self.dp {
@@ -129,10 +129,9 @@ impl Daemon {
         };
         let mut results: Vec<anyhow::Result<()>> = Vec::with_capacity(sessions.len());
         let (mut items, mut at) = (Vec::new(), Vec::new());
-        // The tunnel's configured sessions by Remote End ID, looked up once
-        // per session (a scan each was quadratic in sessions per tunnel).
-        let by_end: foldhash::HashMap<&str, &crate::config::SessionConfig> =
-            tcfg.sessions.iter().map(|c| (c.remote_end_id(), c)).collect();
+        // A hash lookup per session (a scan each was quadratic in sessions
+        // per tunnel).
+        let by_end = tcfg.sessions_by_end();
         for (i, s) in sessions.iter().enumerate() {
             match by_end.get(s.remote_end_id.as_str()).copied() {
                 Some(c) => {

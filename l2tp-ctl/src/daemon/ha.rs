@@ -44,13 +44,6 @@ const ROLE_KEY: &str = "ha.role";
 /// Pause between attempts to (re)connect to the partner.
 pub(super) const RECONNECT: Duration = Duration::from_millis(200);
 
-/// How long a probe of the service address waits for an answer (see
-/// [`l2tp_ha::probe_time`]; the standby begins it that long before
-/// `dead_ms` runs out).
-pub(super) fn probe_timeout(dead_ms: u64) -> Duration {
-    l2tp_ha::probe_time(Duration::from_millis(dead_ms))
-}
-
 /// What the partner connection task reports to the daemon.
 #[derive(Debug)]
 pub(super) enum HaInput {
@@ -176,7 +169,9 @@ impl HaState {
 
     fn probe(&self) {
         let (iface, addrs, tx) = (self.iface.clone(), self.cfg.service_address.clone(), self.inputs.clone());
-        let timeout = probe_timeout(self.cfg.dead_ms);
+        // As long as the partner state machine began it before `dead_ms`
+        // ran out.
+        let timeout = self.partner.config().probe;
         tokio::task::spawn_blocking(move || {
             // Answered when anybody answers for any service address.
             let answered = addrs.iter().any(|a| match service_addr::probe(&iface, *a, timeout) {

@@ -225,7 +225,7 @@ impl Daemon {
                 // somebody answers for the service address serves nothing
                 // until the partner says so.
                 let (i, addrs) = (iface.clone(), h.service_address.clone());
-                let timeout = ha::probe_timeout(h.dead_ms);
+                let timeout = h.partner_config().probe;
                 let answered = tokio::task::spawn_blocking(move || {
                     addrs.iter().any(|a| {
                         crate::service_addr::holds(&i, *a).is_ok_and(|held| !held)

@@ -142,6 +142,15 @@ struct Meta {
     tx_epoch: Option<u32>,
 }
 
+/// Slot `idx`'s entry of a per-slot vector, grown to it with defaults.
+fn slot_mut<T: Clone + Default>(v: &mut Vec<T>, idx: u32) -> &mut T {
+    let i = idx as usize;
+    if i >= v.len() {
+        v.resize(i + 1, T::default());
+    }
+    &mut v[i]
+}
+
 /// The per-session maps of one data plane.
 pub struct SessionTable {
     by_id: HashMap<MapData, u32, u32>,
@@ -300,11 +309,7 @@ impl SessionTable {
     /// What the table knows of slot `idx` (`idx` below `MAX_SESSIONS`, as
     /// every slot the table hands out).
     fn meta_mut(&mut self, idx: u32) -> &mut Meta {
-        let i = idx as usize;
-        if i >= self.meta.len() {
-            self.meta.resize(i + 1, Meta::default());
-        }
-        &mut self.meta[i]
+        slot_mut(&mut self.meta, idx)
     }
 
     /// Whether slot `idx` was written since the table was opened.
@@ -313,11 +318,7 @@ impl SessionTable {
     }
 
     fn mark_dirty(&mut self, idx: u32) {
-        let i = idx as usize;
-        if i >= self.dirtied.len() {
-            self.dirtied.resize(i + 1, false);
-        }
-        self.dirtied[i] = true;
+        *slot_mut(&mut self.dirtied, idx) = true;
     }
 
     /// The maps were created empty just now (not reopened): slots not used
