@@ -365,12 +365,12 @@ mod tests {
         let (dir, s) = temp_store("json");
         let old = session(7, 1);
         raw_session(&s, (7, 1), &serde_json::to_vec(&old).expect("json"));
-        {
-            let tx = s.db.begin_write().expect("tx");
-            let t = serde_json::to_vec(&tunnel(7)).expect("json");
-            tx.open_table(TUNNELS).expect("table").insert(7, t.as_slice()).expect("insert");
-            tx.commit().expect("commit");
-        }
+        let tx = s.db.begin_write().expect("tx");
+        tx.open_table(TUNNELS)
+            .expect("table")
+            .insert(7, serde_json::to_vec(&tunnel(7)).expect("json").as_slice())
+            .expect("insert");
+        tx.commit().expect("commit");
         s.put_session(&session(7, 2)).expect("put");
         assert_eq!(s.sessions(7).expect("read"), vec![old.clone(), session(7, 2)]);
         assert_eq!(s.tunnels().expect("read"), vec![tunnel(7)]);
@@ -407,16 +407,13 @@ mod tests {
 
     #[test]
     fn records_survive_reopen_and_tunnel_removal_takes_its_sessions() {
-        let dir = std::env::temp_dir().join(format!("l2tp-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        {
-            let s = Store::open(&dir).expect("open");
-            s.put_tunnel(&tunnel(7)).expect("put");
-            s.put_tunnel(&tunnel(8)).expect("put");
-            s.put_session(&session(7, 1)).expect("put");
-            s.put_session(&session(7, 2)).expect("put");
-            s.put_session(&session(8, 3)).expect("put");
-        }
+        let (dir, s) = temp_store("reopen");
+        s.put_tunnel(&tunnel(7)).expect("put");
+        s.put_tunnel(&tunnel(8)).expect("put");
+        s.put_session(&session(7, 1)).expect("put");
+        s.put_session(&session(7, 2)).expect("put");
+        s.put_session(&session(8, 3)).expect("put");
+        drop(s);
         let s = Store::open(&dir).expect("reopen");
         assert_eq!(s.tunnels().expect("read"), vec![tunnel(7), tunnel(8)]);
         assert_eq!(s.sessions(7).expect("read"), vec![session(7, 1), session(7, 2)]);
