@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataplane::{self, AttachMode, Encap, RxMode};
 
 mod convert;
+mod fast;
 mod ha;
 mod metrics;
 mod validate;
@@ -531,6 +532,15 @@ impl Config {
     /// string "x"`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let parse_error = |message| ConfigError::Parse { path: path.to_owned(), message };
+        let check = |cfg: Config| {
+            cfg.check().map_err(|(key, message)| ConfigError::Invalid { path: path.to_owned(), key, message })?;
+            Ok(cfg)
+        };
+        // The plain shape of large files first (see `fast`); anything else,
+        // and any file it does not take, through `toml` and its errors.
+        if let Some(Ok(cfg)) = fast::parse(text).map(Config::deserialize) {
+            return check(cfg);
+        }
         let parsed = || toml::Deserializer::parse(text).map_err(|e| parse_error(describe_toml_error(text, &e, None)));
         // Without the key path first (tracking it costs about a tenth of
         // the parse of a large file); a file that fails is read again with
@@ -550,8 +560,7 @@ impl Config {
                 )));
             }
         };
-        cfg.check().map_err(|(key, message)| ConfigError::Invalid { path: path.to_owned(), key, message })?;
-        Ok(cfg)
+        check(cfg)
     }
 }
 

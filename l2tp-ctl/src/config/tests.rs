@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use proptest::strategy::Strategy;
+
 use super::*;
 
 fn parse(text: &str) -> Result<Config, String> {
@@ -198,4 +200,109 @@ fn a_missing_file_is_said_once() {
     // `{:#}` prints the error chain, as `l2tp-ctl` does.
     let shown = format!("{:#}", anyhow::Error::from(e));
     assert_eq!(shown, "/nonexistent/l2tp-ctl.toml: no such file");
+}
+
+/// `fast` reads a file exactly as `toml` does, or leaves it to `toml`.
+fn fast_agrees(text: &str) -> Option<toml::Table> {
+    let fast = fast::parse(text).map(fast::Tbl::into_table);
+    match (&fast, toml::from_str::<toml::Table>(text)) {
+        (Some(f), Ok(t)) => assert_eq!(f, &t, "{text:?}"),
+        (Some(f), Err(e)) => panic!("fast read a file toml refuses ({e}): {text:?} as {f:?}"),
+        (None, _) => {}
+    }
+    fast
+}
+
+/// A large file of the benchmarks' shape: what the fast reader is for.
+fn many_sessions(tunnels: usize, sessions: usize) -> String {
+    let mut s = String::from("# many pseudowires\n[global]\nlisten = [\"198.18.0.1:1701\", \"[2001:2::1]:1701\"]\nlisten_ip = false\n\n[dataplane]\nuplink = \"up0\"\n");
+    for t in 0..tunnels {
+        s.push_str(&format!(
+            "\n[[tunnel]]\nname = \"t{t}\"\npeer = \"198.18.1.{t}\"\t# a peer\r\nsecret = \"s3cr=t #{t}\"\n[tunnel.failover]\nrecovery_time_ms = 10000\nrecovery_peers = [ \"198.18.2.1\" , ]\n"
+        ));
+        for n in 0..sessions {
+            s.push_str(&format!(
+                "[[tunnel.session]]\nname = \"s{n}\"\ninterface = \"c{t}\"\npw_type = \"ethernet-vlan\"\nvlan = {}\nsequencing = true\nresync_n = +5\n",
+                n + 1
+            ));
+        }
+    }
+    s
+}
+
+#[test]
+fn fast_reader_agrees_with_toml() {
+    let big = many_sessions(3, 4);
+    let example = include_str!("../../../contrib/l2tp-ctl.toml");
+    for plain in [big.as_str(), example, "", "# only a comment\n", "a = []\nb = [1, -2, true, \"x\"]\n"] {
+        assert!(fast_agrees(plain).is_some(), "the plain shape is read fast: {plain:?}");
+    }
+    let c = parse(&big).expect("valid");
+    let via_fast: Config = serde::Deserialize::deserialize(fast::parse(&big).expect("plain")).expect("a config");
+    assert_eq!(via_fast, toml::from_str::<Config>(&big).expect("toml"), "the same configuration either way");
+    let via_fast: Config = serde::Deserialize::deserialize(fast::parse(example).expect("plain")).expect("a config");
+    assert_eq!(via_fast, toml::from_str::<Config>(example).expect("toml"));
+    assert_eq!((c.tunnels.len(), c.tunnels[2].sessions[3].vlan), (3, Some(4)));
+    assert_eq!(c.tunnels[1].secret, Some(Secret::new("s3cr=t #1")));
+    // Beyond the plain shape, or not TOML at all: left to `toml`.
+    for other in [
+        "a = \"x\\ty\"\n",
+        "a = 'literal'\n",
+        "a = \"\"\"\nmulti\"\"\"\n",
+        "a = 1.5\n",
+        "a = 1_000\n",
+        "a = 0x10\n",
+        "a = 012\n",
+        "a = 1979-05-27\n",
+        "a = { b = 1 }\n",
+        "a.b = 1\n",
+        "\"a\" = 1\n",
+        "[ a ]\n",
+        "a = [\n1]\n",
+        "a = [[1], [2]]\n",
+        "a = 1\na = 2\n",
+        "[a]\n[a]\n",
+        "[[a]]\n[a]\n",
+        "[a]\n[[a]]\n",
+        "a = 1\n[a]\n",
+        "a = 1\n[a.b]\n",
+        "[a]\nb = 1\n[a.b]\n",
+        "a = 1 2\n",
+        "a = truex\n",
+        "a =\n",
+        "= 1\n",
+        "[a\n",
+        "a = \"x\n",
+        "a = \"\u{1}\"\n",
+        "# \u{7f}\n",
+        "\u{feff}a = 1\n",
+    ] {
+        assert!(fast_agrees(other).is_none(), "left to toml: {other:?}");
+    }
+    // Tables given only as prefixes may get their own header later.
+    assert!(fast_agrees("[a.b]\nx = 1\n[a]\ny = 2\n[[t]]\n[t.u]\nz = 3\n[[t]]\n[t.u]\nz = 4\n").is_some());
+}
+
+proptest::proptest! {
+    /// Files made of lines from a small grammar of valid and invalid TOML,
+    /// mixed: whatever fast reads, toml reads the same; what toml refuses,
+    /// fast never reads.
+    #[test]
+    fn fast_reader_never_disagrees_with_toml(lines in proptest::collection::vec(proptest::prop_oneof![
+        proptest::sample::select(vec![
+            "[a]", "[b]", "[a.b]", "[[t]]", "[[t.s]]", "[t.u]", "[[a]]", "[ a ]", "[a]]", "[[t]", "[a.]", "[.a]",
+            "# note", "", "  ", "\t# x", "x = 1", "x = 2", "y = \"s\"", "y = \"\"", "z = true", "z = false",
+            "w = [1, 2]", "w = []", "w = [\"a\",]", "x = -0", "x = +7", "x = 00", "x = 1.0", "x = \"a\\\"b\"",
+            "x = 'a'", "x.y = 1", "x = 1 # c", "x=1", "x = 1,", "x = [1 2]", "x = [1,,2]", "x = 9223372036854775808",
+            "x = -9223372036854775808", "x = \"#\"", "y = \"\"\"\"", "[x]", "[y]", "[z]", "[w]",
+        ]).prop_map(str::to_owned),
+        "[a-z]{1,2} = [0-9]{1,3}",
+        "\\[[a-z]{1,2}\\]",
+    ], 0..12), crlf in proptest::bool::ANY) {
+        let text = lines.join(if crlf { "\r\n" } else { "\n" });
+        fast_agrees(&text);
+        if toml::from_str::<toml::Table>(&text).is_err() {
+            proptest::prop_assert!(fast::parse(&text).is_none(), "{:?}", text);
+        }
+    }
 }
