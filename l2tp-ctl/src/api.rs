@@ -365,7 +365,8 @@ impl Client {
         })?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let writer = stream.try_clone()?;
-        Ok(Self { reader: BufReader::new(stream), writer })
+        // Event streams come in bursts (one event per session): large reads.
+        Ok(Self { reader: BufReader::with_capacity(64 * 1024, stream), writer })
     }
 
     /// Sends one request and reads its response.
@@ -382,10 +383,21 @@ impl Client {
     /// Reads the next line as `T` (event streams).
     pub fn read<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, ClientError> {
         let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
+        self.read_json_line(&mut line)?;
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// Reads the next line into `line` (cleared first, newline kept), as
+    /// the daemon wrote it, after checking that it is one JSON value:
+    /// what `events --json` passes on without decoding and encoding each
+    /// event again (a recovery streams one per session).
+    pub fn read_json_line(&mut self, line: &mut String) -> Result<(), ClientError> {
+        line.clear();
+        if self.reader.read_line(line)? == 0 {
             return Err(ClientError::Closed);
         }
-        Ok(serde_json::from_str(&line)?)
+        serde_json::from_str::<serde::de::IgnoredAny>(line)?;
+        Ok(())
     }
 
     /// Whether a line (or part of one) has arrived that [`Client::read`]
@@ -398,5 +410,28 @@ impl Client {
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), ClientError> {
         self.reader.get_ref().set_read_timeout(t)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn json_lines_pass_through_as_sent_and_anything_else_is_refused() {
+        let (mut daemon, ours) = UnixStream::pair().expect("socket pair");
+        let writer = ours.try_clone().expect("clone");
+        let mut c = Client { reader: BufReader::new(ours), writer };
+        let ev = r#"{"time_ms":1,"event":"session-confirmed","tunnel":"t0","tunnel_id":7,"session":"s0","session_id":9,"detail":""}"#;
+        daemon.write_all(format!("{ev}\n{{\"half\":\nnot json\n").as_bytes()).expect("write");
+        drop(daemon);
+        let mut line = String::new();
+        c.read_json_line(&mut line).expect("an event");
+        assert_eq!(line, format!("{ev}\n"), "unchanged");
+        assert!(matches!(c.read_json_line(&mut line), Err(ClientError::Protocol(_))), "a broken line is an error");
+        assert!(matches!(c.read_json_line(&mut line), Err(ClientError::Protocol(_))));
+        assert!(matches!(c.read_json_line(&mut line), Err(ClientError::Closed)));
     }
 }

@@ -523,12 +523,20 @@ pub fn events(conn: &Conn, follow: bool) -> anyhow::Result<()> {
     // recovery confirms every session at once) is one write, not one per
     // line, and a follower sees each event as soon as the daemon sent it.
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let mut line = String::new();
     let ended = loop {
         if !c.has_buffered() {
             out.flush()?;
         }
-        let ev: EventView = match c.read() {
-            Ok(e) => e,
+        // `--json`: the daemon's own line (an `EventView` in JSON), as is.
+        let read = if conn.json { c.read_json_line(&mut line).map(|()| None) } else { c.read().map(Some) };
+        let ev: EventView = match read {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                out.write_all(line.trim_end_matches('\n').as_bytes())?;
+                writeln!(out)?;
+                continue;
+            }
             Err(crate::api::ClientError::Io(e))
                 if !follow && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
             {
@@ -537,10 +545,7 @@ pub fn events(conn: &Conn, follow: bool) -> anyhow::Result<()> {
             Err(crate::api::ClientError::Closed) => break Ok(()),
             Err(e) => break Err(e.into()),
         };
-        if conn.json {
-            serde_json::to_writer(&mut out, &ev)?;
-            writeln!(out)?;
-        } else {
+        {
             let session = match (&ev.session, ev.session_id) {
                 (Some(n), Some(id)) => format!(" session {n} ({id})"),
                 _ => String::new(),
