@@ -213,6 +213,21 @@ impl Daemon {
         self.reg.name_of(id).or_else(|| self.reg.departed_tunnel(id)).map(str::to_owned)
     }
 
+    /// [`Self::tunnel_name`], borrowed.
+    fn tunnel_name_ref(&self, id: u32) -> Option<&str> {
+        self.reg.name_of(id).or_else(|| self.reg.departed_tunnel(id))
+    }
+
+    /// [`Self::session_label`], borrowed when the session has a name: a
+    /// recovery emits one event per session.
+    fn session_label_ref(&self, tunnel: u32, sid: u32) -> std::borrow::Cow<'_, str> {
+        match self.reg.session(tunnel, sid).map(|s| s.name.as_str()).or_else(|| self.reg.departed_session(tunnel, sid))
+        {
+            Some(n) => n.into(),
+            None => sid.to_string().into(),
+        }
+    }
+
     fn session_label(&self, tunnel: u32, sid: u32) -> String {
         self.reg
             .session_name(tunnel, sid)
@@ -386,9 +401,9 @@ impl Daemon {
             Event::SessionConfirmed { tunnel, local_session_id } => {
                 self.emit(
                     "session-confirmed",
-                    self.tunnel_name(tunnel).as_deref(),
+                    self.tunnel_name_ref(tunnel),
                     Some(tunnel),
-                    Some((&self.session_label(tunnel, local_session_id), local_session_id)),
+                    Some((&self.session_label_ref(tunnel, local_session_id), local_session_id)),
                     "confirmed by FSR".into(),
                 );
             }
