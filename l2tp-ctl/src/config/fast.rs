@@ -27,6 +27,11 @@ const MAX_KEYS: usize = 64;
 
 /// The whole file, as its root table, or `None` when `toml` has to read it.
 pub(super) fn parse(text: &str) -> Option<Tbl<'_>> {
+    // A carriage return must be followed by a newline (TOML's `newline`),
+    // also at the very end, where `split` leaves it on the last line.
+    if text.ends_with('\r') {
+        return None;
+    }
     let mut root = Tbl::default();
     // The table that `key = value` lines go into: its path from the root
     // (an array of tables stands for its last element).

@@ -276,6 +276,9 @@ fn fast_reader_agrees_with_toml() {
         "a = \"\u{1}\"\n",
         "# \u{7f}\n",
         "\u{feff}a = 1\n",
+        "a = 1\r",
+        "\r",
+        "a = 1\n\r",
     ] {
         assert!(fast_agrees(other).is_none(), "left to toml: {other:?}");
     }
@@ -298,8 +301,11 @@ proptest::proptest! {
         ]).prop_map(str::to_owned),
         "[a-z]{1,2} = [0-9]{1,3}",
         "\\[[a-z]{1,2}\\]",
-    ], 0..12), crlf in proptest::bool::ANY) {
-        let text = lines.join(if crlf { "\r\n" } else { "\n" });
+    ], 0..12), crlf in proptest::bool::ANY, cr_at_end in proptest::bool::ANY) {
+        let mut text = lines.join(if crlf { "\r\n" } else { "\n" });
+        if cr_at_end {
+            text.push('\r');
+        }
         fast_agrees(&text);
         if toml::from_str::<toml::Table>(&text).is_err() {
             proptest::prop_assert!(fast::parse(&text).is_none(), "{:?}", text);
