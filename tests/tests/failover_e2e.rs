@@ -116,6 +116,23 @@ fn reset_sequence(d: &Daemon) -> (u16, u16) {
     (num("Ns "), num("Nr "))
 }
 
+/// The FSRs' confirmations are logged at info once per tunnel and round
+/// (`N session(s) confirmed by FSR`), each session's only at debug: a
+/// recovery confirms every session at once.
+fn confirmations_logged_per_tunnel(d: &Daemon) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !d.log().contains("session(s) confirmed by FSR") {
+        assert!(std::time::Instant::now() < deadline, "no confirmation summary:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = d.log();
+    let per_session_at_info = log
+        .lines()
+        .filter(|l| l.contains("INFO") && l.contains("confirmed by FSR") && !l.contains("session(s)"))
+        .count();
+    assert_eq!(per_session_at_info, 0, "{log}");
+}
+
 fn restart(r: &mut Rig) {
     r.a.spawn(&r.t.pe_a).expect("restart a");
 }
@@ -160,6 +177,7 @@ fn f_rt_1_f_cc_2_control_only_failure_loses_no_data() {
     recovered(&r.b, "b");
     assert!(r.a.log().contains("data plane kept forwarding"), "{}", r.a.log());
     assert_eq!((ids(&r.a), ids(&r.b)), before, "IDs changed");
+    confirmations_logged_per_tunnel(&r.a);
     let (ns_a, nr_a) = reset_sequence(&r.a);
     let (ns_b, nr_b) = reset_sequence(&r.b);
     assert_eq!((ns_a, nr_a), (nr_b, ns_b), "F-CC-2 mirror image");

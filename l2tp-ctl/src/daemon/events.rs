@@ -399,6 +399,7 @@ impl Daemon {
                 );
             }
             Event::SessionConfirmed { tunnel, local_session_id } => {
+                *self.confirmed_unlogged.entry(tunnel).or_default() += 1;
                 self.emit(
                     "session-confirmed",
                     self.tunnel_name_ref(tunnel),
