@@ -22,13 +22,13 @@ impl Daemon {
     /// Adds the tunnels of a configuration at start-up, the circuits
     /// already taken gathered once and grown tunnel by tunnel (gathering
     /// them for each tunnel was quadratic in tunnels x sessions).
-    pub(super) fn add_tunnels(&mut self, tunnels: &[TunnelConfig], connect: bool) -> anyhow::Result<()> {
+    pub(super) fn add_tunnels(&mut self, tunnels: Vec<TunnelConfig>, connect: bool) -> anyhow::Result<()> {
         let mut taken: HashSet<(String, u16)> =
             self.reg.circuits().into_iter().map(|(i, v)| (i.to_owned(), v)).collect();
         for t in tunnels {
             let circuits: Vec<(String, u16)> =
                 t.sessions.iter().map(|s| (s.circuit().0.to_owned(), s.circuit().1)).collect();
-            self.add_tunnel_among(t.clone(), false, connect, Some(&taken))?;
+            self.add_tunnel_among(t, false, connect, Some(&taken))?;
             taken.extend(circuits);
         }
         Ok(())
@@ -309,10 +309,10 @@ impl Daemon {
             }
         }
         let fresh: Vec<TunnelConfig> = new.tunnels.iter().filter(|t| !self.reg.contains(&t.name)).cloned().collect();
-        self.add_tunnels(&fresh, true)?;
         added += fresh.len();
-        let tunnels = std::mem::take(&mut self.cfg.tunnels);
-        self.cfg = Config { tunnels, ..new };
+        self.add_tunnels(fresh, true)?;
+        // The tunnels are the registry's (see `Daemon::start`).
+        self.cfg = Config { tunnels: Vec::new(), ..new };
         Ok(format!("{added} tunnel(s) added, {removed} removed, {changed} change(s)"))
     }
 }
