@@ -44,12 +44,11 @@ impl Daemon {
                 self.store.remove_tunnel(rec.local_id);
                 continue;
             };
-            let tcfg = slot.cfg.clone();
-            let params = tcfg.tunnel_params(slot.secret.as_ref(), &self.cfg.global);
+            let params = slot.cfg.tunnel_params(slot.secret.as_ref(), &self.cfg.global);
             let mut restored = Vec::new();
             let mut slots = Vec::new();
             let mut missing = Vec::new();
-            let by_end = tcfg.sessions_by_end();
+            let by_end = slot.cfg.sessions_by_end();
             for (k, s) in sessions.iter().enumerate() {
                 let configured = by_end.contains_key(s.remote_end_id.as_str());
                 let mut installed = false;
@@ -68,12 +67,16 @@ impl Daemon {
                 ));
             }
             // The data plane did not survive: rebuilt from the store before
-            // recovery starts, the tunnel's sessions in one batch.
-            let records: Vec<&SessionRecord> = missing.iter().map(|k| &sessions[*k]).collect();
-            for (k, r) in missing.iter().zip(self.reinstall_many(&tcfg, &rec, &records, false)) {
-                match r {
-                    Ok(()) => slots[*k].1.installed = true,
-                    Err(e) => warn!(tunnel = %rec.name, session = %sessions[*k].name, "not reinstalled: {e:#}"),
+            // recovery starts, the tunnel's sessions in one batch (with a
+            // copy of the tunnel's configuration, taken only then).
+            if let Some(tcfg) = (!missing.is_empty()).then(|| self.reg.get(&rec.name).map(|s| s.cfg.clone())).flatten()
+            {
+                let records: Vec<&SessionRecord> = missing.iter().map(|k| &sessions[*k]).collect();
+                for (k, r) in missing.iter().zip(self.reinstall_many(&tcfg, &rec, &records, false)) {
+                    match r {
+                        Ok(()) => slots[*k].1.installed = true,
+                        Err(e) => warn!(tunnel = %rec.name, session = %sessions[*k].name, "not reinstalled: {e:#}"),
+                    }
                 }
             }
             match self.engine.recover_tunnel(now, persist::restored_tunnel(&rec, params, restored)) {
