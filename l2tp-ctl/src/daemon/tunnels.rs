@@ -23,13 +23,17 @@ impl Daemon {
     /// already taken gathered once and grown tunnel by tunnel (gathering
     /// them for each tunnel was quadratic in tunnels x sessions).
     pub(super) fn add_tunnels(&mut self, tunnels: Vec<TunnelConfig>, connect: bool) -> anyhow::Result<()> {
-        let mut taken: HashSet<(String, u16)> =
-            self.reg.circuits().into_iter().map(|(i, v)| (i.to_owned(), v)).collect();
+        let mut taken = Taken::default();
+        for (i, v) in self.reg.circuits() {
+            taken.insert(i, v);
+        }
         for t in tunnels {
-            let circuits: Vec<(String, u16)> =
-                t.sessions.iter().map(|s| (s.circuit().0.to_owned(), s.circuit().1)).collect();
+            let name = t.name.clone();
             self.add_tunnel_among(t, false, connect, Some(&taken))?;
-            taken.extend(circuits);
+            for s in self.reg.get(&name).into_iter().flat_map(|slot| &slot.cfg.sessions) {
+                let (i, v) = s.circuit();
+                taken.insert(i, v);
+            }
         }
         Ok(())
     }
@@ -41,7 +45,7 @@ impl Daemon {
         t: TunnelConfig,
         from_api: bool,
         connect: bool,
-        taken: Option<&HashSet<(String, u16)>>,
+        taken: Option<&Taken>,
     ) -> anyhow::Result<()> {
         let key = format!("tunnel {:?}", t.name);
         t.check(&key).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
@@ -66,14 +70,18 @@ impl Daemon {
             let taken = match taken {
                 Some(t) => t,
                 None => {
-                    gathered = self.reg.circuits().into_iter().map(|(i, v)| (i.to_owned(), v)).collect();
+                    let mut g = Taken::default();
+                    for (i, v) in self.reg.circuits() {
+                        g.insert(i, v);
+                    }
+                    gathered = g;
                     &gathered
                 }
             };
             let mut attached = HashSet::new();
             for s in &t.sessions {
                 let (iface, vlan) = s.circuit();
-                if taken.contains(&(iface.to_owned(), vlan)) {
+                if taken.contains(iface, vlan) {
                     anyhow::bail!("{} already carries a session of another tunnel", s.circuit_name());
                 }
                 if attached.insert(s.interface.as_str()) {
@@ -314,5 +322,43 @@ impl Daemon {
         // The tunnels are the registry's (see `Daemon::start`).
         self.cfg = Config { tunnels: Vec::new(), ..new };
         Ok(format!("{added} tunnel(s) added, {removed} removed, {changed} change(s)"))
+    }
+}
+
+/// Circuits (interface, VLAN; 0 for the whole interface) taken by other
+/// tunnels' sessions, looked up without building a key per session.
+#[derive(Default)]
+struct Taken(foldhash::HashMap<String, foldhash::HashSet<u16>>);
+
+impl Taken {
+    fn insert(&mut self, iface: &str, vlan: u16) {
+        match self.0.get_mut(iface) {
+            Some(v) => {
+                v.insert(vlan);
+            }
+            None => {
+                self.0.insert(iface.to_owned(), std::iter::once(vlan).collect());
+            }
+        }
+    }
+
+    fn contains(&self, iface: &str, vlan: u16) -> bool {
+        self.0.get(iface).is_some_and(|v| v.contains(&vlan))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Taken;
+
+    #[test]
+    fn taken_circuits_are_told_apart_by_interface_and_vlan() {
+        let mut t = Taken::default();
+        t.insert("ac0", 0);
+        t.insert("ac1", 10);
+        t.insert("ac1", 11);
+        assert!(t.contains("ac0", 0) && t.contains("ac1", 10) && t.contains("ac1", 11));
+        assert!(!t.contains("ac0", 10), "a VLAN of a taken whole interface is another circuit");
+        assert!(!t.contains("ac1", 0) && !t.contains("ac1", 12) && !t.contains("ac2", 10));
     }
 }
