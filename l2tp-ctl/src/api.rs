@@ -383,8 +383,17 @@ impl Client {
     /// Reads the next line as `T` (event streams).
     pub fn read<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, ClientError> {
         let mut line = String::new();
-        self.read_json_line(&mut line)?;
+        self.next_line(&mut line)?;
         Ok(serde_json::from_str(&line)?)
+    }
+
+    /// The next line into `line` (cleared first, newline kept).
+    fn next_line(&mut self, line: &mut String) -> Result<(), ClientError> {
+        line.clear();
+        if self.reader.read_line(line)? == 0 {
+            return Err(ClientError::Closed);
+        }
+        Ok(())
     }
 
     /// Reads the next line into `line` (cleared first, newline kept), as
@@ -392,10 +401,7 @@ impl Client {
     /// what `events --json` passes on without decoding and encoding each
     /// event again (a recovery streams one per session).
     pub fn read_json_line(&mut self, line: &mut String) -> Result<(), ClientError> {
-        line.clear();
-        if self.reader.read_line(line)? == 0 {
-            return Err(ClientError::Closed);
-        }
+        self.next_line(line)?;
         serde_json::from_str::<serde::de::IgnoredAny>(line)?;
         Ok(())
     }

@@ -530,13 +530,8 @@ pub fn events(conn: &Conn, follow: bool) -> anyhow::Result<()> {
         }
         // `--json`: the daemon's own line (an `EventView` in JSON), as is.
         let read = if conn.json { c.read_json_line(&mut line).map(|()| None) } else { c.read().map(Some) };
-        let ev: EventView = match read {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                out.write_all(line.trim_end_matches('\n').as_bytes())?;
-                writeln!(out)?;
-                continue;
-            }
+        let ev: Option<EventView> = match read {
+            Ok(ev) => ev,
             Err(crate::api::ClientError::Io(e))
                 if !follow && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
             {
@@ -545,21 +540,24 @@ pub fn events(conn: &Conn, follow: bool) -> anyhow::Result<()> {
             Err(crate::api::ClientError::Closed) => break Ok(()),
             Err(e) => break Err(e.into()),
         };
-        {
-            let session = match (&ev.session, ev.session_id) {
-                (Some(n), Some(id)) => format!(" session {n} ({id})"),
-                _ => String::new(),
-            };
-            writeln!(
-                out,
-                "{} {:<18} {}{}: {}",
-                ev.time_ms,
-                ev.event,
-                ev.tunnel.as_deref().unwrap_or("-"),
-                session,
-                ev.detail
-            )?;
-        }
+        let Some(ev) = ev else {
+            out.write_all(line.trim_end_matches('\n').as_bytes())?;
+            writeln!(out)?;
+            continue;
+        };
+        let session = match (&ev.session, ev.session_id) {
+            (Some(n), Some(id)) => format!(" session {n} ({id})"),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "{} {:<18} {}{}: {}",
+            ev.time_ms,
+            ev.event,
+            ev.tunnel.as_deref().unwrap_or("-"),
+            session,
+            ev.detail
+        )?;
     };
     out.flush()?;
     ended

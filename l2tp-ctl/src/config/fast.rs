@@ -107,18 +107,19 @@ impl<'a> Tbl<'a> {
         Some(())
     }
 
+    /// The table under `key`: a table, or the last of an array of tables.
+    fn child(&mut self, key: &str) -> Option<&mut Tbl<'a>> {
+        match self.get(key)? {
+            Node::Table(t) => Some(t),
+            Node::Tables(ts) => ts.last_mut(),
+            _ => None,
+        }
+    }
+
     /// The table at `path`, through the last element of any array of
     /// tables on the way.
     fn at(&mut self, path: &[&str]) -> Option<&mut Tbl<'a>> {
-        let mut t = self;
-        for key in path {
-            t = match t.get(key)? {
-                Node::Table(t) => t,
-                Node::Tables(ts) => ts.last_mut()?,
-                _ => return None,
-            };
-        }
-        Some(t)
+        path.iter().try_fold(self, |t, key| t.child(key))
     }
 
     /// A `[path]` or `[[path]]` header: the tables before its last key are
@@ -130,11 +131,7 @@ impl<'a> Tbl<'a> {
             if t.get(key).is_none() {
                 t.insert(key, Node::Table(Tbl::default()))?;
             }
-            t = match t.get(key)? {
-                Node::Table(t) => t,
-                Node::Tables(ts) => ts.last_mut()?,
-                _ => return None,
-            };
+            t = t.child(key)?;
         }
         let new = Tbl { entries: Vec::with_capacity(8), explicit: true };
         match (t.get(last), array) {

@@ -210,29 +210,26 @@ impl Daemon {
     /// The tunnel's name: the configured tunnel it is bound to, or the one
     /// it was when we closed it.
     fn tunnel_name(&self, id: u32) -> Option<String> {
-        self.reg.name_of(id).or_else(|| self.reg.departed_tunnel(id)).map(str::to_owned)
+        self.tunnel_name_ref(id).map(str::to_owned)
     }
 
     /// [`Self::tunnel_name`], borrowed.
-    fn tunnel_name_ref(&self, id: u32) -> Option<&str> {
+    pub(super) fn tunnel_name_ref(&self, id: u32) -> Option<&str> {
         self.reg.name_of(id).or_else(|| self.reg.departed_tunnel(id))
     }
 
-    /// [`Self::session_label`], borrowed when the session has a name: a
-    /// recovery emits one event per session.
+    /// The session's name (or the one it had), else its ID; borrowed when
+    /// it has a name (a recovery emits one event per session).
     fn session_label_ref(&self, tunnel: u32, sid: u32) -> std::borrow::Cow<'_, str> {
-        match self.reg.session(tunnel, sid).map(|s| s.name.as_str()).or_else(|| self.reg.departed_session(tunnel, sid))
-        {
+        let name = self.reg.session(tunnel, sid).map(|s| s.name.as_str());
+        match name.or_else(|| self.reg.departed_session(tunnel, sid)) {
             Some(n) => n.into(),
             None => sid.to_string().into(),
         }
     }
 
     fn session_label(&self, tunnel: u32, sid: u32) -> String {
-        self.reg
-            .session_name(tunnel, sid)
-            .or_else(|| self.reg.departed_session(tunnel, sid).map(str::to_owned))
-            .unwrap_or_else(|| sid.to_string())
+        self.session_label_ref(tunnel, sid).into_owned()
     }
 
     pub(super) fn on_event(&mut self, e: Event) {
@@ -399,8 +396,10 @@ impl Daemon {
                 );
             }
             Event::SessionConfirmed { tunnel, local_session_id } => {
+                // Logged per tunnel (`log_confirmations`), each at debug.
                 *self.confirmed_unlogged.entry(tunnel).or_default() += 1;
-                self.emit(
+                self.publish(
+                    false,
                     "session-confirmed",
                     self.tunnel_name_ref(tunnel),
                     Some(tunnel),

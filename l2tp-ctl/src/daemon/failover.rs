@@ -69,8 +69,7 @@ impl Daemon {
             // The data plane did not survive: rebuilt from the store before
             // recovery starts, the tunnel's sessions in one batch (with a
             // copy of the tunnel's configuration, taken only then).
-            if let Some(tcfg) = (!missing.is_empty()).then(|| self.reg.get(&rec.name).map(|s| s.cfg.clone())).flatten()
-            {
+            if let Some(tcfg) = (!missing.is_empty()).then(|| slot.cfg.clone()) {
                 let records: Vec<&SessionRecord> = missing.iter().map(|k| &sessions[*k]).collect();
                 for (k, r) in missing.iter().zip(self.reinstall_many(&tcfg, &rec, &records, false)) {
                     match r {

@@ -23,10 +23,7 @@ impl Daemon {
     /// already taken gathered once and grown tunnel by tunnel (gathering
     /// them for each tunnel was quadratic in tunnels x sessions).
     pub(super) fn add_tunnels(&mut self, tunnels: Vec<TunnelConfig>, connect: bool) -> anyhow::Result<()> {
-        let mut taken = Taken::default();
-        for (i, v) in self.reg.circuits() {
-            taken.insert(i, v);
-        }
+        let mut taken: Taken = self.reg.circuits().into_iter().collect();
         for t in tunnels {
             let name = t.name.clone();
             self.add_tunnel_among(t, false, connect, Some(&taken))?;
@@ -70,11 +67,7 @@ impl Daemon {
             let taken = match taken {
                 Some(t) => t,
                 None => {
-                    let mut g = Taken::default();
-                    for (i, v) in self.reg.circuits() {
-                        g.insert(i, v);
-                    }
-                    gathered = g;
+                    gathered = self.reg.circuits().into_iter().collect();
                     &gathered
                 }
             };
@@ -347,16 +340,23 @@ impl Taken {
     }
 }
 
+impl<'a> FromIterator<(&'a str, u16)> for Taken {
+    fn from_iter<I: IntoIterator<Item = (&'a str, u16)>>(circuits: I) -> Self {
+        let mut t = Self::default();
+        for (iface, vlan) in circuits {
+            t.insert(iface, vlan);
+        }
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Taken;
 
     #[test]
     fn taken_circuits_are_told_apart_by_interface_and_vlan() {
-        let mut t = Taken::default();
-        t.insert("ac0", 0);
-        t.insert("ac1", 10);
-        t.insert("ac1", 11);
+        let t: Taken = [("ac0", 0), ("ac1", 10), ("ac1", 11)].into_iter().collect();
         assert!(t.contains("ac0", 0) && t.contains("ac1", 10) && t.contains("ac1", 11));
         assert!(!t.contains("ac0", 10), "a VLAN of a taken whole interface is another circuit");
         assert!(!t.contains("ac1", 0) && !t.contains("ac1", 12) && !t.contains("ac2", 10));
