@@ -266,7 +266,7 @@ pub fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn tunnel(id: u32) -> TunnelRecord {
@@ -285,7 +285,8 @@ mod tests {
         }
     }
 
-    fn session(t: u32, id: u32) -> SessionRecord {
+    /// A session record for tests.
+    pub(crate) fn session(t: u32, id: u32) -> SessionRecord {
         SessionRecord {
             tunnel_id: t,
             name: format!("s{id}"),

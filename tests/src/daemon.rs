@@ -244,6 +244,8 @@ pub struct Config {
     pub router_id: Option<String>,
     pub reconnect_interval: Option<u64>,
     pub hello_interval: Option<u64>,
+    /// `global.commit_delay_ms`.
+    pub commit_delay_ms: Option<u64>,
     /// `None`: `[dataplane] enabled = false`.
     pub pin_dir: Option<PathBuf>,
     pub tunnels: Vec<Tunnel>,
@@ -411,6 +413,7 @@ impl Config {
             router_id: None,
             reconnect_interval: None,
             hello_interval: None,
+            commit_delay_ms: None,
             pin_dir: None,
             tunnels: Vec::new(),
             ha: None,
@@ -441,6 +444,9 @@ impl Config {
         }
         if let Some(v) = self.hello_interval {
             let _ = writeln!(out, "hello_interval = {v}");
+        }
+        if let Some(v) = self.commit_delay_ms {
+            let _ = writeln!(out, "commit_delay_ms = {v}");
         }
         match &self.pin_dir {
             Some(p) => {

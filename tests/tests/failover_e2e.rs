@@ -27,16 +27,25 @@ struct Cfg {
     tunnel_extra: &'static str,
     /// `recovery_peers` list, TOML.
     recovery_peers: &'static str,
+    /// `global.commit_delay_ms`.
+    commit_delay_ms: Option<u64>,
 }
 
 impl Default for Cfg {
     fn default() -> Self {
-        Self { control: true, data: true, recovery_time_ms: 5000, tunnel_extra: "", recovery_peers: "[]" }
+        Self {
+            control: true,
+            data: true,
+            recovery_time_ms: 5000,
+            tunnel_extra: "",
+            recovery_peers: "[]",
+            commit_delay_ms: None,
+        }
     }
 }
 
 fn config_with(me: &str, peer: &str, initiate: bool, pins: &PinDir, c: &Cfg) -> String {
-    Config { reconnect_interval: Some(1), ..Config::new(me) }
+    Config { reconnect_interval: Some(1), commit_delay_ms: c.commit_delay_ms, ..Config::new(me) }
         .dataplane(pins)
         .tunnel(Tunnel {
             secret: Some("failover-secret".into()),
@@ -277,6 +286,56 @@ fn maintenance_stop_keeps_forwarding_and_the_next_start_recovers() {
     recovered(&r.b, "b");
     assert_eq!((ids(&r.a), ids(&r.b)), before);
     assert!(!r.b.log().contains("session-down"), "{}", r.b.log());
+}
+
+/// Group commit (`global.commit_delay_ms`, here a minute at A): a session
+/// that came up is reported up only once it is stored, and an API answer
+/// that shows it established has stored it first, so that a SIGKILL right
+/// after the answer loses nothing: the next start recovers it (F-RT-2).
+#[test]
+#[ignore = "privileged: needs root, BPF and network namespaces; run by `cargo xtask test`"]
+fn f_rt_2_a_session_shown_established_is_stored_and_reported_up_only_once_stored() {
+    let t = TwoSites::new().expect("topology");
+    let (pins_a, pins_b) = (PinDir::new("ga"), PinDir::new("gb"));
+    let slow = Cfg { commit_delay_ms: Some(60_000), ..Cfg::default() };
+    // A first: the start's own API probe (which would store the session)
+    // is answered before B is there to bring the session up.
+    let mut a =
+        Daemon::start(&t.pe_a, "pe-a", &config_with(topology::PE_A_UP, topology::PE_B_UP, true, &pins_a, &slow))
+            .expect("daemon a");
+    let b = Daemon::start(
+        &t.pe_b,
+        "pe-b",
+        &config_with(topology::PE_B_UP, topology::PE_A_UP, false, &pins_b, &Cfg::default()),
+    )
+    .expect("daemon b");
+    // Established at B: A sent its ICCN, so the session is up in A's
+    // engine. A's event stream (read without a call into its event loop)
+    // has the tunnel up and not the session: its store write is due in a
+    // minute.
+    b.wait_json(&["session", "list"], "the pseudowire at B", WAIT, |v| {
+        session(v).is_some_and(|s| s["state"] == "established")
+    })
+    .expect("session up at B");
+    let evs = poll(|| {
+        let evs = events(&a);
+        first_event(&evs, "tunnel-up").is_some().then_some(evs).ok_or_else(|| "no tunnel-up at A".to_owned())
+    });
+    assert!(first_event(&evs, "session-up").is_none(), "reported up before it was stored: {evs:#?}\n{}", a.log());
+    // The answer that shows it established...
+    let list = a.json(&["session", "list"]).expect("session list");
+    assert_eq!(session(&list).map(|s| s["state"].clone()), Some(Value::from("established")), "{list:#}");
+    // ...was given once it was stored and reported up.
+    let up = events(&a).iter().filter(|e| e["event"] == "session-up").count();
+    assert_eq!(up, 1, "{}", a.log());
+    let before = ids(&a);
+    a.kill();
+    a.spawn(&t.pe_a).expect("restart a");
+    recovered(&a, "a");
+    recovered(&b, "b");
+    assert_eq!(ids(&a), before, "the stored session is recovered with its IDs");
+    let log = b.log();
+    assert!(!log.contains("session-down") && !log.contains("session-cleared"), "{log}");
 }
 
 /// Polls `check` until it gives a value; after `WAIT`, panics with what the

@@ -110,6 +110,14 @@ pub struct Global {
     pub retransmit: Retransmit,
     /// Our Receive Window Size (control messages).
     pub receive_window: u16,
+    /// Milliseconds a session that came up may wait for its store write,
+    /// so that a burst of sessions is written in one commit (one fsync).
+    pub commit_delay_ms: u64,
+}
+
+impl Global {
+    /// The longest `commit_delay_ms` accepted.
+    pub const MAX_COMMIT_DELAY_MS: u64 = 60_000;
 }
 
 impl Default for Global {
@@ -128,6 +136,7 @@ impl Default for Global {
             hello_interval: 60,
             retransmit: Retransmit::default(),
             receive_window: 16,
+            commit_delay_ms: 5,
         }
     }
 }

@@ -16,6 +16,17 @@ fn minimal_file_gets_the_documented_defaults() {
     assert_eq!((c.global.hello_interval, c.global.receive_window), (60, 16));
     assert_eq!(t.failover, Failover::default());
     assert!(c.dataplane.enabled && c.global.listen_ip);
+    assert_eq!(c.global.commit_delay_ms, 5);
+}
+
+#[test]
+fn the_commit_delay_is_bounded() {
+    let delay = |v: &str| parse(&format!("[global]\ncommit_delay_ms = {v}\n"));
+    assert_eq!(delay("0").expect("commit at once").global.commit_delay_ms, 0);
+    assert_eq!(delay("60000").expect("the longest").global.commit_delay_ms, 60_000);
+    let e = delay("60001").expect_err("too long");
+    assert!(e.contains("global.commit_delay_ms") && e.contains("at most 60000"), "{e}");
+    assert!(delay("-1").is_err());
 }
 
 #[test]

@@ -151,6 +151,12 @@ impl Config {
             return Err(("global.reconnect_interval".into(), "at least 1 (seconds)".into()));
         }
         check_timers("global", g.hello_interval, &g.retransmit, g.receive_window)?;
+        if g.commit_delay_ms > Global::MAX_COMMIT_DELAY_MS {
+            return Err((
+                "global.commit_delay_ms".into(),
+                format!("at most {} (milliseconds)", Global::MAX_COMMIT_DELAY_MS),
+            ));
+        }
         if let Some(ha) = &self.ha {
             ha.check()?;
             if ha.interface.is_none() && self.dataplane.uplink.is_none() {

@@ -34,32 +34,72 @@ fn reason_text(r: &DownReason) -> String {
 }
 
 impl Daemon {
-    /// Writes the sessions that came up since the last call in one store
-    /// transaction (one fsync for a burst of sessions); a session that
-    /// cannot be persisted is not up: it is removed from the data plane and
-    /// closed.
+    /// Group commit: the sessions that came up are written together once
+    /// the first of them has waited `global.commit_delay_ms` (0: at every
+    /// round). Whether it wrote (or closed) any.
+    pub(super) fn persist_due(&mut self) -> bool {
+        if !self.reg.has_unstored() {
+            self.commit_at = None;
+            return false;
+        }
+        let now = Self::now();
+        let at = *self.commit_at.get_or_insert_with(|| now + Duration::from_millis(self.cfg.global.commit_delay_ms));
+        if now < at {
+            return false;
+        }
+        self.persist_pending();
+        true
+    }
+
+    /// Writes the sessions that came up and are not stored yet, in one
+    /// store transaction (one fsync for a burst of sessions), then reports
+    /// them up; a session that cannot be persisted is not up: it is removed
+    /// from the data plane and closed. Called before anything that shows
+    /// sessions or lets them go (an API answer, a stop).
     pub(super) fn persist_pending(&mut self) {
-        if !self.reg.has_pending() {
+        self.commit_at = None;
+        if !self.reg.has_unstored() {
             return;
         }
-        let pending = self.reg.take_pending();
-        let records: Vec<&store::SessionRecord> = pending.iter().map(|(r, _)| r).collect();
+        let due = self.reg.take_unstored();
+        let records: Vec<&store::SessionRecord> = due.iter().map(|u| &u.rec).collect();
         match self.store.put_sessions(&records) {
             Ok(()) => {
-                for (rec, slot) in pending {
-                    self.reg.insert_session(rec.tunnel_id, rec.local_id, slot);
+                for u in due {
+                    if let Some(peer) = u.up_event {
+                        self.session_up_event(u.rec.tunnel_id, u.rec.local_id, peer);
+                    }
                 }
             }
             Err(e) => {
-                error!("{} session(s) not persisted, closing them: {e}", pending.len());
-                for (rec, slot) in pending {
-                    if let Some(dp) = &mut self.dp {
-                        dp.uninstall([(rec.local_id, &slot)]);
+                error!("{} session(s) not persisted, closing them: {e}", due.len());
+                for u in due {
+                    let (tunnel, sid) = (u.rec.tunnel_id, u.rec.local_id);
+                    let (gone, _) = self.reg.remove_session(tunnel, sid);
+                    if let (Some(dp), Some(slot)) = (&mut self.dp, &gone) {
+                        dp.uninstall([(sid, slot)]);
                     }
-                    self.close_session(rec.tunnel_id, rec.local_id);
+                    self.close_session(tunnel, sid);
                 }
             }
         }
+    }
+
+    /// `session-up` for a session of the registry.
+    fn session_up_event(&self, tunnel: u32, sid: u32, peer_sid: u32) {
+        if let Some(s) = self.reg.session(tunnel, sid) {
+            self.emit_session_up(tunnel, &s.name, sid, peer_sid);
+        }
+    }
+
+    fn emit_session_up(&self, tunnel: u32, sname: &str, sid: u32, peer_sid: u32) {
+        self.emit(
+            "session-up",
+            self.tunnel_name_ref(tunnel),
+            Some(tunnel),
+            Some((sname, sid)),
+            format!("peer session {peer_sid}"),
+        );
     }
 
     /// The engine's data-plane updates of one round, in order: the sessions
@@ -182,8 +222,9 @@ impl Daemon {
                 },
                 scfg.as_ref(),
             );
-            // Persisted in one transaction with the others of this
-            // round (`persist_pending`), before any event reports it up.
+            // Stored in one transaction with the others that come up
+            // within `commit_delay_ms` (`persist_due`), before any event
+            // reports it up.
             self.reg.stage(rec, SessionSlot { name, interface: scfg.map(|s| s.interface), installed });
         }
     }
@@ -191,13 +232,18 @@ impl Daemon {
     /// A session is down: out of the registry, the data plane and the
     /// store; its tunnel may want it again. Returns its name.
     fn session_gone(&mut self, tunnel: u32, sid: u32) -> Option<String> {
-        let gone = self.reg.remove_session(tunnel, sid);
+        let (gone, held) = self.reg.remove_session(tunnel, sid);
+        if let (Some(slot), Some(peer)) = (&gone, held) {
+            // Down before its store write (which it no longer needs): what
+            // is reported down was reported up first.
+            self.emit_session_up(tunnel, &slot.name, sid, peer);
+        }
         if let Some(dp) = &mut self.dp {
             dp.uninstall(gone.iter().map(|s| (sid, s)));
         }
         self.store.remove_session(tunnel, sid);
         self.reg.want_sessions(tunnel);
-        gone.into_iter().next_back().map(|s| s.name)
+        gone.map(|s| s.name)
     }
 
     /// Records `what` as the last event of the tunnel `tunnel` is bound to.
@@ -297,15 +343,10 @@ impl Daemon {
                 self.emit("tunnel-down", name.as_deref(), Some(tunnel), None, reason_text(&reason));
             }
             Event::SessionUp { tunnel, local_session_id, peer_session_id } => {
-                let name = self.tunnel_name(tunnel);
-                let Some(sname) = self.reg.session_name(tunnel, local_session_id) else { return };
-                self.emit(
-                    "session-up",
-                    name.as_deref(),
-                    Some(tunnel),
-                    Some((&sname, local_session_id)),
-                    format!("peer session {peer_session_id}"),
-                );
+                // Reported when stored (`persist_pending`).
+                if !self.reg.hold_up_event(tunnel, local_session_id, peer_session_id) {
+                    self.session_up_event(tunnel, local_session_id, peer_session_id);
+                }
             }
             Event::SessionDown { tunnel, local_session_id, reason } => {
                 let name = self.tunnel_name(tunnel);

@@ -115,6 +115,9 @@ struct Daemon {
     /// line per session at the default level took about a third of a
     /// 10,000-session recovery); the event stream still has every one.
     confirmed_unlogged: foldhash::HashMap<u32, u32>,
+    /// When the sessions waiting for their store write are written (group
+    /// commit: `global.commit_delay_ms` after the first of them).
+    commit_at: Option<Instant>,
 }
 
 /// The daemon's input channels.
@@ -221,6 +224,7 @@ impl Daemon {
             ha: None,
             startup: Startup::default(),
             confirmed_unlogged: Default::default(),
+            commit_at: None,
         };
         let (ha_tx, ha_rx) = mpsc::channel(1);
         drop(ha_tx);
@@ -389,7 +393,7 @@ impl Daemon {
                 busy = true;
                 self.on_dataplane(updates);
             }
-            self.persist_pending();
+            busy |= self.persist_due();
             let mut emitted = 0usize;
             while let Some(e) = self.engine.poll_event() {
                 busy = true;
@@ -471,6 +475,7 @@ impl Daemon {
             self.flush().await;
             let deadline = self.engine.poll_timeout().map_or(next_tick, |t| t.min(next_tick));
             let deadline = self.ha_deadline().map_or(deadline, |t| t.min(deadline));
+            let deadline = self.commit_at.map_or(deadline, |t| t.min(deadline));
             tokio::select! {
                 Some(input) = ha_rx.recv() => self.on_ha_inputs(input, &mut ha_rx),
                 Some(()) = routes.recv() => {
@@ -497,6 +502,8 @@ impl Daemon {
                     }
                 }
                 Some((req, reply)) = api_rx.recv() => {
+                    // What the answer shows up is stored (and reported up).
+                    self.persist_pending();
                     let stop = match &req {
                         Request::Shutdown { keep } => Some(*keep),
                         _ => None,
@@ -544,6 +551,7 @@ impl Daemon {
 
     /// Maintenance stop: nothing is torn down.
     fn stop_kept(mut self) -> Exit {
+        self.persist_pending();
         self.store.commit_removals();
         info!("stopping, keeping tunnels, sessions and the data plane for the next start");
         io::remove_socket(&self.socket_path);
@@ -554,6 +562,7 @@ impl Daemon {
     /// up after a few seconds), then the data plane removed.
     async fn shutdown(mut self, rx: &mut mpsc::Receiver<Datagram>) -> anyhow::Result<Exit> {
         info!("shutting down: closing all tunnels");
+        self.persist_pending();
         io::remove_socket(&self.socket_path);
         let ids: Vec<TunnelId> = self.engine.tunnel_infos().iter().map(|t| t.local_id).collect();
         for id in ids {

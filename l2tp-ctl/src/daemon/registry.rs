@@ -1,7 +1,7 @@
 //! The one owner of what the daemon knows by name: configured tunnels
 //! (their configuration, secret and engine handle), the index from engine
 //! tunnel IDs back to names, the sessions that are up (their names,
-//! interfaces and data-plane slots), the sessions waiting for their store
+//! interfaces and data-plane slots), which of them wait for their store
 //! write, and the tunnels whose configured sessions must be requested.
 //!
 //! The index and the slots change only through the methods here, so a
@@ -53,7 +53,7 @@ impl TunnelSlot {
 }
 
 /// A session that is up in the engine.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct SessionSlot {
     pub name: String,
     pub interface: Option<String>,
@@ -61,15 +61,25 @@ pub(super) struct SessionSlot {
     pub installed: bool,
 }
 
+/// A session up in the engine whose store write is due.
+#[derive(Debug)]
+pub(super) struct Unstored {
+    pub rec: SessionRecord,
+    /// Its `session-up` event, held until the session is stored: the
+    /// peer's session ID.
+    pub up_event: Option<u32>,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Registry {
     tunnels: BTreeMap<String, TunnelSlot>,
     by_id: HashMap<TunnelId, String>,
-    /// Sessions up and persisted, per engine tunnel (a superseded tunnel's
-    /// sessions stay here until it is forgotten).
+    /// Sessions up in the engine, per engine tunnel (a superseded tunnel's
+    /// sessions stay here until it is forgotten), stored or in `unstored`.
     sessions: HashMap<TunnelId, BTreeMap<u32, SessionSlot>>,
-    /// Sessions up in the engine, waiting for their store write.
-    pending: Vec<(SessionRecord, SessionSlot)>,
+    /// Sessions of `sessions` waiting for their store write, by (tunnel,
+    /// session): not yet reported up.
+    unstored: BTreeMap<(TunnelId, u32), Unstored>,
     /// Initiated tunnels that may lack some of their configured sessions.
     wanting: BTreeSet<TunnelId>,
     /// Tunnels the daemon closed and forgot (deleted, superseded, or at
@@ -215,10 +225,6 @@ impl Registry {
         self.sessions.get(&tunnel)?.get(&sid)
     }
 
-    pub fn session_name(&self, tunnel: TunnelId, sid: u32) -> Option<String> {
-        self.session(tunnel, sid).map(|s| s.name.clone())
-    }
-
     /// The established sessions of a tunnel, by local session ID.
     pub fn sessions_of(&self, tunnel: TunnelId) -> impl Iterator<Item = (u32, &SessionSlot)> {
         self.sessions.get(&tunnel).into_iter().flat_map(|m| m.iter().map(|(k, v)| (*k, v)))
@@ -228,37 +234,61 @@ impl Registry {
         self.sessions.entry(tunnel).or_default().insert(sid, slot);
     }
 
-    /// Forgets a session, pending or established; returns what it held.
-    pub fn remove_session(&mut self, tunnel: TunnelId, sid: u32) -> Vec<SessionSlot> {
-        let mut gone = Vec::new();
-        if let Some(i) = self.pending.iter().position(|(r, _)| (r.tunnel_id, r.local_id) == (tunnel, sid)) {
-            gone.push(self.pending.remove(i).1);
-        }
+    /// Forgets a session, stored or not; returns what it held, and its
+    /// held `session-up` event (the peer's session ID) if it was not
+    /// stored yet.
+    pub fn remove_session(&mut self, tunnel: TunnelId, sid: u32) -> (Option<SessionSlot>, Option<u32>) {
+        let held = self.unstored.remove(&(tunnel, sid)).and_then(|u| u.up_event);
+        let mut gone = None;
         if let Some(m) = self.sessions.get_mut(&tunnel) {
-            gone.extend(m.remove(&sid));
+            gone = m.remove(&sid);
             if m.is_empty() {
                 self.sessions.remove(&tunnel);
             }
         }
-        gone
+        (gone, held)
     }
 
-    /// Forgets every established session of a tunnel.
+    /// Forgets every session of a tunnel (the unstored ones are not to be
+    /// stored any more).
     pub fn take_sessions(&mut self, tunnel: TunnelId) -> Vec<(u32, SessionSlot)> {
-        self.sessions.remove(&tunnel).map(|m| m.into_iter().collect()).unwrap_or_default()
+        let Some(m) = self.sessions.remove(&tunnel) else { return Vec::new() };
+        if !self.unstored.is_empty() {
+            let mine: Vec<_> = self.unstored.range((tunnel, 0)..=(tunnel, u32::MAX)).map(|(k, _)| *k).collect();
+            for k in mine {
+                self.unstored.remove(&k);
+            }
+        }
+        m.into_iter().collect()
     }
 
-    /// A session up in the engine, to be persisted before it counts as up.
+    /// A session up in the engine, to be stored before it counts as up.
     pub fn stage(&mut self, rec: SessionRecord, slot: SessionSlot) {
-        self.pending.push((rec, slot));
+        let key = (rec.tunnel_id, rec.local_id);
+        self.sessions.entry(key.0).or_default().insert(key.1, slot);
+        self.unstored.insert(key, Unstored { rec, up_event: None });
     }
 
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+    /// Holds the `session-up` event of a session not stored yet; false
+    /// (nothing held) when it is stored.
+    pub fn hold_up_event(&mut self, tunnel: TunnelId, sid: u32, peer_sid: u32) -> bool {
+        match self.unstored.get_mut(&(tunnel, sid)) {
+            Some(u) => {
+                u.up_event = Some(peer_sid);
+                true
+            }
+            None => false,
+        }
     }
 
-    pub fn take_pending(&mut self) -> Vec<(SessionRecord, SessionSlot)> {
-        std::mem::take(&mut self.pending)
+    pub fn has_unstored(&self) -> bool {
+        !self.unstored.is_empty()
+    }
+
+    /// The sessions waiting for their store write, taken (by tunnel, then
+    /// session).
+    pub fn take_unstored(&mut self) -> Vec<Unstored> {
+        std::mem::take(&mut self.unstored).into_values().collect()
     }
 
     // --- sessions to request ---
@@ -356,10 +386,38 @@ mod tests {
         r.insert_session(7, 2, session("y"));
         r.insert_session(8, 3, session("z"));
         assert_eq!(r.sessions_of(7).map(|(s, _)| s).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(r.remove_session(7, 1).len(), 1);
-        assert!(r.remove_session(7, 1).is_empty());
+        assert!(r.remove_session(7, 1).0.is_some());
+        assert!(r.remove_session(7, 1).0.is_none());
         assert_eq!(r.take_sessions(7).len(), 1);
         assert_eq!(r.sessions_of(8).count(), 1);
+    }
+
+    use crate::store::tests::session as record;
+
+    #[test]
+    fn a_staged_session_is_known_at_once_and_reported_up_once_stored() {
+        let mut r = Registry::default();
+        r.stage(record(7, 1), session("x"));
+        r.stage(record(7, 2), session("y"));
+        r.stage(record(8, 3), session("z"));
+        // Lookups, views and tear-downs see it before its store write...
+        assert_eq!(r.session(7, 1).map(|s| s.name.as_str()), Some("x"));
+        assert_eq!(r.sessions_of(7).count(), 2);
+        // ...but its up event waits for the write.
+        assert!(r.hold_up_event(7, 1, 101));
+        assert!(!r.hold_up_event(7, 9, 109), "no such session: nothing held");
+        // A session that goes down before it is stored is not written, and
+        // its held event comes back with it.
+        assert_eq!(r.remove_session(7, 1), (Some(session("x")), Some(101)));
+        // A forgotten tunnel's sessions are not written either.
+        assert_eq!(r.take_sessions(8).len(), 1);
+        assert!(r.has_unstored());
+        let due: Vec<(u32, u32)> = r.take_unstored().iter().map(|u| (u.rec.tunnel_id, u.rec.local_id)).collect();
+        assert_eq!(due, vec![(7, 2)]);
+        assert!(!r.has_unstored());
+        // Stored: its event is no longer held.
+        assert!(!r.hold_up_event(7, 2, 102));
+        assert_eq!(r.session(7, 2).map(|s| s.name.as_str()), Some("y"));
     }
 
     #[test]

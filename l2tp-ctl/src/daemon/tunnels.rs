@@ -217,7 +217,7 @@ impl Daemon {
         if let Some(id) = id {
             let sid = self.reg.sessions_of(id).find(|(_, s)| s.name == name).map(|(sid, _)| sid);
             if let Some(sid) = sid {
-                let gone = self.reg.remove_session(id, sid);
+                let (gone, _) = self.reg.remove_session(id, sid);
                 if let Some(dp) = &mut self.dp {
                     dp.uninstall(gone.iter().map(|s| (sid, s)));
                 }
