@@ -136,7 +136,7 @@ impl Default for Global {
             hello_interval: 60,
             retransmit: Retransmit::default(),
             receive_window: 16,
-            commit_delay_ms: 5,
+            commit_delay_ms: 20,
         }
     }
 }

@@ -16,7 +16,7 @@ fn minimal_file_gets_the_documented_defaults() {
     assert_eq!((c.global.hello_interval, c.global.receive_window), (60, 16));
     assert_eq!(t.failover, Failover::default());
     assert!(c.dataplane.enabled && c.global.listen_ip);
-    assert_eq!(c.global.commit_delay_ms, 5);
+    assert_eq!(c.global.commit_delay_ms, 20);
 }
 
 #[test]
