@@ -125,20 +125,20 @@ fn reset_sequence(d: &Daemon) -> (u16, u16) {
     (num("Ns "), num("Nr "))
 }
 
-/// The FSRs' confirmations are logged at info once per tunnel and round
-/// (`N session(s) confirmed by FSR`), each session's only at debug: a
-/// recovery confirms every session at once.
-fn confirmations_logged_per_tunnel(d: &Daemon) {
+/// `event` is logged at info once per tunnel and round (`summary`, such
+/// as `1 session(s) confirmed by FSR`), each session's only at debug: a
+/// recovery confirms every session at once, a store write reports a burst
+/// up.
+fn logged_per_tunnel(d: &Daemon, event: &str, summary: &str) {
     let deadline = std::time::Instant::now() + WAIT;
-    while !d.log().contains("session(s) confirmed by FSR") {
-        assert!(std::time::Instant::now() < deadline, "no confirmation summary:\n{}", d.log());
+    while !d.log().contains(summary) {
+        assert!(std::time::Instant::now() < deadline, "no {summary:?}:\n{}", d.log());
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = d.log();
-    let per_session_at_info = log
-        .lines()
-        .filter(|l| l.contains("INFO") && l.contains("confirmed by FSR") && !l.contains("session(s)"))
-        .count();
+    let quoted = format!("\"{event}\"");
+    let per_session_at_info =
+        log.lines().filter(|l| l.contains("INFO") && l.contains(&quoted) && !l.contains("session(s)")).count();
     assert_eq!(per_session_at_info, 0, "{log}");
 }
 
@@ -186,7 +186,7 @@ fn f_rt_1_f_cc_2_control_only_failure_loses_no_data() {
     recovered(&r.b, "b");
     assert!(r.a.log().contains("data plane kept forwarding"), "{}", r.a.log());
     assert_eq!((ids(&r.a), ids(&r.b)), before, "IDs changed");
-    confirmations_logged_per_tunnel(&r.a);
+    logged_per_tunnel(&r.a, "session-confirmed", "1 session(s) confirmed by FSR");
     let (ns_a, nr_a) = reset_sequence(&r.a);
     let (ns_b, nr_b) = reset_sequence(&r.b);
     assert_eq!((ns_a, nr_a), (nr_b, ns_b), "F-CC-2 mirror image");
@@ -328,6 +328,7 @@ fn f_rt_2_a_session_shown_established_is_stored_and_reported_up_only_once_stored
     // ...was given once it was stored and reported up.
     let up = events(&a).iter().filter(|e| e["event"] == "session-up").count();
     assert_eq!(up, 1, "{}", a.log());
+    logged_per_tunnel(&a, "session-up", "1 session(s) up");
     let before = ids(&a);
     a.kill();
     a.spawn(&t.pe_a).expect("restart a");

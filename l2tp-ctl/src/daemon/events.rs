@@ -14,7 +14,7 @@ use super::{
     dataplane::Wire,
     persist::{self, UpSession},
     registry::SessionSlot,
-    Daemon,
+    Burst, Daemon,
 };
 use crate::{api::EventView, store};
 
@@ -86,14 +86,17 @@ impl Daemon {
     }
 
     /// `session-up` for a session of the registry.
-    fn session_up_event(&self, tunnel: u32, sid: u32, peer_sid: u32) {
+    fn session_up_event(&mut self, tunnel: u32, sid: u32, peer_sid: u32) {
         if let Some(s) = self.reg.session(tunnel, sid) {
             self.emit_session_up(tunnel, &s.name, sid, peer_sid);
+            *self.unlogged.entry((tunnel, Burst::Up)).or_default() += 1;
         }
     }
 
+    /// Logged at debug; the caller counts it for `log_bursts`.
     fn emit_session_up(&self, tunnel: u32, sname: &str, sid: u32, peer_sid: u32) {
-        self.emit(
+        self.publish(
+            false,
             "session-up",
             self.tunnel_name_ref(tunnel),
             Some(tunnel),
@@ -237,6 +240,7 @@ impl Daemon {
             // Down before its store write (which it no longer needs): what
             // is reported down was reported up first.
             self.emit_session_up(tunnel, &slot.name, sid, peer);
+            *self.unlogged.entry((tunnel, Burst::Up)).or_default() += 1;
         }
         if let Some(dp) = &mut self.dp {
             dp.uninstall(gone.iter().map(|s| (sid, s)));
@@ -437,8 +441,8 @@ impl Daemon {
                 );
             }
             Event::SessionConfirmed { tunnel, local_session_id } => {
-                // Logged per tunnel (`log_confirmations`), each at debug.
-                *self.confirmed_unlogged.entry(tunnel).or_default() += 1;
+                // Logged per tunnel (`log_bursts`), each at debug.
+                *self.unlogged.entry((tunnel, Burst::Confirmed)).or_default() += 1;
                 self.publish(
                     false,
                     "session-confirmed",

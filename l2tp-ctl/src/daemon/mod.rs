@@ -109,15 +109,23 @@ struct Daemon {
     startup: Startup,
     /// The hot standby pair this daemon is one of, if configured.
     ha: Option<HaState>,
-    /// Sessions confirmed per tunnel since the last log line that said so.
-    /// A recovery confirms every session at once: each `session-confirmed`
-    /// is logged at debug and one line per tunnel and round at info (a
-    /// line per session at the default level took about a third of a
-    /// 10,000-session recovery); the event stream still has every one.
-    confirmed_unlogged: foldhash::HashMap<u32, u32>,
+    /// Sessions up or confirmed, per tunnel, since the last log line that
+    /// said so. A recovery confirms every session at once and a store
+    /// write reports a burst up: each such event is logged at debug and
+    /// one line per tunnel and round at info (a line per session at the
+    /// default level took about a third of a 10,000-session recovery, and
+    /// a sixth of their setup); the event stream still has every one.
+    unlogged: foldhash::HashMap<(u32, Burst), u32>,
     /// When the sessions waiting for their store write are written (group
     /// commit: `global.commit_delay_ms` after the first of them).
     commit_at: Option<Instant>,
+}
+
+/// Per-session events logged at info once per tunnel and round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Burst {
+    Up,
+    Confirmed,
 }
 
 /// The daemon's input channels.
@@ -223,7 +231,7 @@ impl Daemon {
             dp_rebuilt,
             ha: None,
             startup: Startup::default(),
-            confirmed_unlogged: Default::default(),
+            unlogged: Default::default(),
             commit_at: None,
         };
         let (ha_tx, ha_rx) = mpsc::channel(1);
@@ -368,11 +376,21 @@ impl Daemon {
         self.events.send(v);
     }
 
-    /// One info line per tunnel for the sessions confirmed since the last.
-    fn log_confirmations(&mut self) {
-        for (id, n) in std::mem::take(&mut self.confirmed_unlogged) {
+    /// One info line per tunnel for the sessions up, and one for those
+    /// confirmed, since the last.
+    fn log_bursts(&mut self) {
+        for ((id, kind), n) in std::mem::take(&mut self.unlogged) {
             let tunnel = self.tunnel_name_ref(id).unwrap_or("-");
-            info!(event = "session-confirmed", tunnel, tunnel_id = id, sessions = n, "{n} session(s) confirmed by FSR");
+            match kind {
+                Burst::Up => info!(event = "session-up", tunnel, tunnel_id = id, sessions = n, "{n} session(s) up"),
+                Burst::Confirmed => info!(
+                    event = "session-confirmed",
+                    tunnel,
+                    tunnel_id = id,
+                    sessions = n,
+                    "{n} session(s) confirmed by FSR"
+                ),
+            }
         }
     }
 
@@ -407,7 +425,7 @@ impl Daemon {
                     tokio::task::yield_now().await;
                 }
             }
-            self.log_confirmations();
+            self.log_bursts();
             // One store transaction for this round's removals (a torn-down
             // tunnel's sessions, a burst of CDNs).
             self.store.commit_removals();
