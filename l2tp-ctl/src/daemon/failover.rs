@@ -183,6 +183,10 @@ impl Daemon {
             return;
         }
         warn!(dir = %dp.dir().display(), "the pinned data plane is gone: rebuilding it (RFC 4951 data channel failure)");
+        // The rebuild reinstalls what the store holds: the sessions that
+        // wait for their write go in first.
+        self.persist_pending();
+        let Some(dp) = &mut self.dp else { return };
         if let Err(e) = dp.recreate() {
             return error!("rebuilding the data plane: {e:#}");
         }

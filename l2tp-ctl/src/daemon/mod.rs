@@ -557,6 +557,9 @@ impl Daemon {
                 _ = sigterm.recv() => return self.shutdown(&mut rx).await,
                 _ = sigint.recv() => return self.shutdown(&mut rx).await,
                 _ = sighup.recv() => {
+                    // As for an API request: what the reload lets go of
+                    // was stored and reported up first.
+                    self.persist_pending();
                     match self.reload() {
                         Ok(m) => info!("reloaded: {m}"),
                         Err(e) => error!("reload refused, nothing changed: {e:#}"),
@@ -570,7 +573,10 @@ impl Daemon {
     /// Maintenance stop: nothing is torn down.
     fn stop_kept(mut self) -> Exit {
         self.persist_pending();
+        self.log_bursts();
         self.store.commit_removals();
+        // What was just stored goes to the standby too.
+        self.ha_drive();
         info!("stopping, keeping tunnels, sessions and the data plane for the next start");
         io::remove_socket(&self.socket_path);
         Exit::Kept

@@ -146,6 +146,10 @@ impl Daemon {
     /// Removes a tunnel's sessions from the data plane and the store, and
     /// its ID from the registry.
     pub(super) fn forget_tunnel(&mut self, id: TunnelId) {
+        // Its sessions that wait for their write are stored (and reported
+        // up) first, so that each one's session-down follows its session-up;
+        // the removal below takes them out again.
+        self.persist_pending();
         let gone = self.reg.take_sessions(id);
         if let Some(dp) = &mut self.dp {
             dp.uninstall(gone.iter().map(|(sid, s)| (*sid, s)));
