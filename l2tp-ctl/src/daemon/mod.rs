@@ -586,7 +586,6 @@ impl Daemon {
     /// up after a few seconds), then the data plane removed.
     async fn shutdown(mut self, rx: &mut mpsc::Receiver<Datagram>) -> anyhow::Result<Exit> {
         info!("shutting down: closing all tunnels");
-        self.persist_pending();
         io::remove_socket(&self.socket_path);
         let ids: Vec<TunnelId> = self.engine.tunnel_infos().iter().map(|t| t.local_id).collect();
         for id in ids {
