@@ -3,8 +3,9 @@
 //! `SESSION_TX_CMD`), where posting a command or reading a slot's epoch is
 //! a few stores or a load, not a syscall (a recovery posts a command to
 //! every session at both ends: 10,000 syscalls each per pass at 10,000
-//! sessions); and `SESSION_CFG` for a takeover's activation of every warm
-//! session, mapped only for it. Pins of an object whose arrays are not
+//! sessions); and `SESSION_CFG`, where a batch of new sessions'
+//! configurations is written (a syscall fewer per batch, no copy through
+//! the kernel's batch buffer) and a takeover activates every warm session. Pins of an object whose arrays are not
 //! mappable are read and written by syscalls instead.
 
 use std::{
@@ -58,6 +59,17 @@ impl<T> Mapped<T> {
         let i = idx as usize;
         // SAFETY: inside the mapping (checked).
         (i < self.entries).then(|| unsafe { self.ptr.as_ptr().add(i) })
+    }
+}
+
+impl<T: Copy> Mapped<T> {
+    /// Stores `v` into entry `idx` (nothing outside the mapping). For
+    /// entries no program reads meanwhile: the store is not atomic.
+    pub(super) fn write(&self, idx: u32, v: T) -> Option<()> {
+        let p = self.slot(idx)?;
+        // SAFETY: an entry inside the mapping, of the map's value size.
+        unsafe { std::ptr::write_volatile(p, v) };
+        Some(())
     }
 }
 

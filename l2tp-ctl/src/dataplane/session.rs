@@ -166,6 +166,9 @@ pub struct SessionTable {
     /// with pins of an object whose slots are not mappable.
     rx_slots: Option<Option<super::mapped::Mapped<SessionCommand>>>,
     tx_slots: Option<Option<super::mapped::Mapped<SessionCommand>>>,
+    /// `SESSION_CFG` mapped into memory, at the first batch install or
+    /// takeover (as the command slots; `Some(None)`: not mappable).
+    cfg_slots: Option<Option<super::mapped::Mapped<SessionConfig>>>,
     /// `cpu * MAX_SESSIONS + slot` (see the program's `session_stats`).
     stats: Array<MapData, SessionStats>,
     /// CPUs `stats` has slots for.
@@ -239,6 +242,7 @@ impl SessionTable {
             tx_cmd: Array::try_from(tx_cmd)?,
             rx_slots: None,
             tx_slots: None,
+            cfg_slots: None,
             stats,
             stat_cpus,
             tx_ports: DevMap::try_from(get(MAP_TX_PORTS)?)?,
@@ -395,26 +399,15 @@ impl SessionTable {
 
     /// [`Self::activate`] for every installed session (a takeover): the
     /// `STANDBY` bit of each configuration cleared with one store through
-    /// `SESSION_CFG` mapped for the occasion (10,000 sessions: 20,000
+    /// `SESSION_CFG` mapped into memory (10,000 sessions: 20,000
     /// syscalls otherwise), one syscall read and write each where it cannot
     /// be mapped. The flags word is read by the programs as one aligned
     /// load: they see a session warm or active, nothing in between. Returns
     /// how many were inactive, and the errors.
     pub fn activate_all(&mut self) -> (usize, Vec<(u32, DataplaneError)>) {
         let sessions = self.list();
-        let mapped: Option<super::mapped::Mapped<SessionConfig>> = super::mapped::Mapped::map(self.cfg.map());
-        let Some(cfgs) = mapped else {
-            let (mut n, mut errors) = (0, Vec::new());
-            for (_, sid) in sessions {
-                match self.activate(sid) {
-                    Ok(true) => n += 1,
-                    Ok(false) => {}
-                    Err(e) => errors.push((sid, e)),
-                }
-            }
-            return (n, errors);
-        };
-        let mut n = 0;
+        let Some(cfgs) = self.cfg_slots() else { return self.activate_each(sessions) };
+        let mut cleared = Vec::new();
         for (idx, _) in sessions {
             let Some(c) = cfgs.slot(idx) else { continue };
             // SAFETY: the flags word of an entry inside the mapping.
@@ -422,11 +415,27 @@ impl SessionTable {
             if f & flags::STANDBY != 0 {
                 // SAFETY: as above.
                 unsafe { std::ptr::write_volatile(&raw mut (*c).flags, f & !flags::STANDBY) };
-                self.meta_mut(idx).flags = Some(f & !flags::STANDBY);
-                n += 1;
+                cleared.push((idx, f & !flags::STANDBY));
             }
         }
+        let n = cleared.len();
+        for (idx, f) in cleared {
+            self.meta_mut(idx).flags = Some(f);
+        }
         (n, Vec::new())
+    }
+
+    /// [`Self::activate_all`] by syscalls, one session at a time.
+    fn activate_each(&mut self, sessions: Vec<(u32, u32)>) -> (usize, Vec<(u32, DataplaneError)>) {
+        let (mut n, mut errors) = (0, Vec::new());
+        for (_, sid) in sessions {
+            match self.activate(sid) {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(e) => errors.push((sid, e)),
+            }
+        }
+        (n, errors)
     }
 
     /// Makes every session's cached next hop stale (a route, neighbour or
@@ -562,6 +571,12 @@ impl SessionTable {
     fn command_slots(&mut self, tx: bool) -> Option<&super::mapped::Mapped<SessionCommand>> {
         let (slots, array) = if tx { (&mut self.tx_slots, &self.tx_cmd) } else { (&mut self.rx_slots, &self.rx_cmd) };
         slots.get_or_insert_with(|| super::mapped::Mapped::map(array.map())).as_ref()
+    }
+
+    /// `SESSION_CFG` mapped, on first use.
+    pub(super) fn cfg_slots(&mut self) -> Option<&super::mapped::Mapped<SessionConfig>> {
+        let cfg = &self.cfg;
+        self.cfg_slots.get_or_insert_with(|| super::mapped::Mapped::map(cfg.map())).as_ref()
     }
 
     /// Installed sessions as `(index, local session ID)`.

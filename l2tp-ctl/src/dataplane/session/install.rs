@@ -72,8 +72,18 @@ impl SessionTable {
         let idxs: Vec<u32> = clean.iter().map(|(_, s)| s.idx).collect();
         let cfgs: Vec<SessionConfig> = clean.iter().map(|(_, s)| s.cfg).collect();
         let rxs: Vec<SessionRxState> = clean.iter().map(|(_, s)| s.rx).collect();
-        let batched = batch::update_all(self.cfg.map(), &idxs, &cfgs)
-            .and_then(|()| batch::update_all(self.rx_state.map(), &idxs, &rxs));
+        // The configurations go through the mapped array where it can be
+        // mapped (stores into memory no program reads before the IDs are
+        // published), else by batch.
+        let cfgs_written = match self.cfg_slots() {
+            Some(mapped) => idxs
+                .iter()
+                .zip(&cfgs)
+                .try_for_each(|(idx, cfg)| mapped.write(*idx, *cfg))
+                .ok_or_else(|| std::io::Error::other("a session slot outside SESSION_CFG")),
+            None => batch::update_all(self.cfg.map(), &idxs, &cfgs),
+        };
+        let batched = cfgs_written.and_then(|()| batch::update_all(self.rx_state.map(), &idxs, &rxs));
         let mut failed: Vec<(usize, DataplaneError)> = Vec::new();
         let singly: Vec<&(usize, Slot)> = if batched.is_ok() {
             for idx in &idxs {
