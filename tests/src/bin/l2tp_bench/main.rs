@@ -48,6 +48,8 @@ const IP6_PEER: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
 const SID_UDP4: u32 = 0x100;
 const SID_IP6: u32 = 0x200;
 const PEER_SID: u32 = 0x1000;
+/// Slices of each round's live-frames time per path (see `dataplane`).
+const LIVE_SLICES: usize = 5;
 /// Customer frame sizes measured (without FCS).
 const SIZES: [usize; 2] = [64, 1500];
 
@@ -130,6 +132,9 @@ impl Series {
     }
     fn min(&self, key: &str) -> f64 {
         self.0.get(key).map_or(f64::NAN, |v| stats(v).0)
+    }
+    fn last(&self, key: &str) -> f64 {
+        self.0.get(key).and_then(|v| v.last().copied()).unwrap_or(f64::NAN)
     }
 }
 
@@ -495,37 +500,54 @@ fn dataplane(o: &Opts, s: &mut Series, notes: &mut Vec<String>) -> Result<()> {
         dp.tool(PROG_ATTACH)?.attach("ac0", XdpMode::Driver).context("encap on ac0")?;
         dp.tool(PROG_BENCH_REDIRECT)?;
         dp.tool(PROG_UPLINK)?;
+        // Each round's time per path in slices, every path once per slice:
+        // the ratios are taken per slice (paths measured within a few
+        // hundred ms of each other, so that a slow spell of this shared VM
+        // hits both sides of a ratio or neither), and their medians
+        // reported.
+        let slice_time = o.live_time / LIVE_SLICES as u32;
         for round in 0..o.rounds {
-            for size in SIZES {
+            for size in (0..LIVE_SLICES).flat_map(|_| SIZES) {
                 let cust = customer_frame(size)?;
                 let f_udp4 = l2tp_frame(SID_UDP4, UDP, false, size)?;
                 // The speed of light: a minimal redirect_map on the uplink.
                 let link = dp.tool(PROG_BENCH_REDIRECT)?.attach("up0", XdpMode::Driver)?;
-                let (ns, frac) = live(&mut gen, &mut dp, &f_udp4, r.gen0, o.live_time).context("redirect")?;
+                let (ns, frac) = live(&mut gen, &mut dp, &f_udp4, r.gen0, slice_time).context("redirect")?;
                 dp.tool(PROG_BENCH_REDIRECT)?.detach(link)?;
                 s.push(&format!("live.{size}.redirect"), ns);
                 s.push(&format!("live.{size}.redirect_delivered"), frac);
                 // Our decap on the uplink.
                 reinstall(&mut table, &udp4)?;
                 let link = dp.tool(PROG_UPLINK)?.attach("up0", XdpMode::Driver)?;
-                let (ns, frac) = live(&mut gen, &mut dp, &f_udp4, r.gen0, o.live_time).context("decap")?;
+                let (ns, frac) = live(&mut gen, &mut dp, &f_udp4, r.gen0, slice_time).context("decap")?;
                 s.push(&format!("live.{size}.decap"), ns);
                 s.push(&format!("live.{size}.decap_delivered"), frac);
                 // Our encap: customer frames into ac0, out of up0 to gen0.
-                let (ns, frac) = live(&mut gen, &mut dp, &cust, r.ac0p, o.live_time).context("encap")?;
+                let (ns, frac) = live(&mut gen, &mut dp, &cust, r.ac0p, slice_time).context("encap")?;
                 s.push(&format!("live.{size}.encap"), ns);
                 s.push(&format!("live.{size}.encap_delivered"), frac);
                 // The same with the next hop from bpf_fib_lookup.
                 reinstall(&mut table, &udp4_fib)?;
-                let (ns, frac) = live(&mut gen, &mut dp, &cust, r.ac0p, o.live_time).context("encap, FIB")?;
+                let (ns, frac) = live(&mut gen, &mut dp, &cust, r.ac0p, slice_time).context("encap, FIB")?;
                 reinstall(&mut table, &udp4)?;
                 dp.tool(PROG_UPLINK)?.detach(link)?;
                 s.push(&format!("live.{size}.encap_fib"), ns);
                 s.push(&format!("live.{size}.encap_fib_delivered"), frac);
                 // Linux bridge + VXLAN encap on the same kind of veth pair.
-                let (ns, frac) = live(&mut gen, &mut dp, &cust, r.vxap, o.live_time).context("bridge + VXLAN")?;
+                let (ns, frac) = live(&mut gen, &mut dp, &cust, r.vxap, slice_time).context("bridge + VXLAN")?;
                 s.push(&format!("live.{size}.vxlan"), ns);
                 s.push(&format!("live.{size}.vxlan_delivered"), frac);
+                // This slice's rate ratios (rate = 1 / ns).
+                for (k, ours, base) in [
+                    ("encap_vs_redirect", "encap", "redirect"),
+                    ("encap_fib_vs_redirect", "encap_fib", "redirect"),
+                    ("decap_vs_redirect", "decap", "redirect"),
+                    ("vxlan_vs_encap", "encap", "vxlan"),
+                ] {
+                    let last = |k: &str| s.last(&format!("live.{size}.{k}"));
+                    let r = last(base) / last(ours);
+                    s.push(&format!("live.{size}.ratio.{k}"), r);
+                }
             }
             eprintln!("bench: live-frames round {}/{} done", round + 1, o.rounds);
         }

@@ -70,6 +70,18 @@ pub(crate) fn report(
     let live = |k: &str| s.median(&format!("live.64.{k}"));
     // Rate ratios: rate = 1 / ns.
     let ratio = |ours: f64, base: f64| (ours > 0.0).then(|| ((base / ours) * 100.0).round() / 100.0);
+    // Rate ratios of paths measured in the same slice: their median (and
+    // the lowest slice's).
+    let paired_by = |size: usize, stat: fn(&Series, &str) -> f64| {
+        let mut m = serde_json::Map::new();
+        for k in ["encap_vs_redirect", "encap_fib_vs_redirect", "decap_vs_redirect", "vxlan_vs_encap"] {
+            let v = stat(s, &format!("live.{size}.ratio.{k}"));
+            m.insert(k.into(), if v.is_finite() { json!((v * 100.0).round() / 100.0) } else { Value::Null });
+        }
+        Value::Object(m)
+    };
+    let paired = |size: usize| paired_by(size, Series::median);
+    let paired_min = |size: usize| paired_by(size, Series::min);
     let mut j = json!({
         "machine": { "cpu": cpu_model(), "cpus": online_cpus(), "pinned_to_cpu": pktgen::current_cpu(), "kernel": kernel() },
         "method": {
@@ -77,6 +89,8 @@ pub(crate) fn report(
             "statistic": "median over rounds (min in *_min)",
             "testrun_repeat": o.testrun_repeat,
             "live_seconds_per_run": o.live_time.as_secs_f64(),
+            "live_slices_per_run": super::LIVE_SLICES,
+            "ratio_statistic": "median over rounds x slices of the ratio of paths measured in the same slice (lowest in ratio_min; ratio_of_medians for comparison)",
             "frame": "64-byte customer frames (1500 in *_1500); decap frames carry them in L2TPv3 with sequence numbers",
         },
         "dataplane": {
@@ -86,7 +100,10 @@ pub(crate) fn report(
             "live_ns": lv(64, Series::median),
             "live_ns_min": lv(64, Series::min),
             "live_ns_1500": lv(1500, Series::median),
-            "ratio": {
+            "ratio": paired(64),
+            "ratio_min": paired_min(64),
+            "ratio_1500": paired(1500),
+            "ratio_of_medians": {
                 "encap_vs_redirect": ratio(live("encap"), live("redirect")),
                 "encap_fib_vs_redirect": ratio(live("encap_fib"), live("redirect")),
                 "decap_vs_redirect": ratio(live("decap"), live("redirect")),
@@ -186,10 +203,17 @@ fn markdown(j: &Value, s: &Series) -> String {
         ));
     }
     m.push_str(&format!(
-        "\nRate ratios: encap/redirect {} (with bpf_fib_lookup {}), decap/redirect {}, encap/VXLAN {}.\n",
+        "\nRate ratios, each the median of the paths' ratios in the same slice ({} slices per round; 1500 B in brackets, lowest slice at 64 B after the slash): encap/redirect {} [{}] / {} (with bpf_fib_lookup {} [{}] / {}), decap/redirect {} [{}] / {}, encap/VXLAN {}.\n",
+        j["method"]["live_slices_per_run"],
         num(&d["ratio"]["encap_vs_redirect"]),
+        num(&d["ratio_1500"]["encap_vs_redirect"]),
+        num(&d["ratio_min"]["encap_vs_redirect"]),
         num(&d["ratio"]["encap_fib_vs_redirect"]),
+        num(&d["ratio_1500"]["encap_fib_vs_redirect"]),
+        num(&d["ratio_min"]["encap_fib_vs_redirect"]),
         num(&d["ratio"]["decap_vs_redirect"]),
+        num(&d["ratio_1500"]["decap_vs_redirect"]),
+        num(&d["ratio_min"]["decap_vs_redirect"]),
         num(&d["ratio"]["vxlan_vs_encap"])
     ));
     if let Some(c) = j.get("control") {
