@@ -5,8 +5,9 @@
 //! every session at both ends: 10,000 syscalls each per pass at 10,000
 //! sessions); and `SESSION_CFG`, where a batch of new sessions'
 //! configurations is written (a syscall fewer per batch, no copy through
-//! the kernel's batch buffer) and a takeover activates every warm session. Pins of an object whose arrays are not
-//! mappable are read and written by syscalls instead.
+//! the kernel's batch buffer) and a takeover activates every warm session.
+//! Pins of an object whose arrays are not mappable are read and written by
+//! syscalls instead.
 
 use std::{
     os::fd::{AsFd, AsRawFd},

@@ -50,6 +50,13 @@ const SID_IP6: u32 = 0x200;
 const PEER_SID: u32 = 0x1000;
 /// Slices of each round's live-frames time per path (see `dataplane`).
 const LIVE_SLICES: usize = 5;
+/// The live-frames rate ratios reported: (name, our path, its baseline).
+const RATIOS: [(&str, &str, &str); 4] = [
+    ("encap_vs_redirect", "encap", "redirect"),
+    ("encap_fib_vs_redirect", "encap_fib", "redirect"),
+    ("decap_vs_redirect", "decap", "redirect"),
+    ("vxlan_vs_encap", "encap", "vxlan"),
+];
 /// Customer frame sizes measured (without FCS).
 const SIZES: [usize; 2] = [64, 1500];
 
@@ -538,12 +545,7 @@ fn dataplane(o: &Opts, s: &mut Series, notes: &mut Vec<String>) -> Result<()> {
                 s.push(&format!("live.{size}.vxlan"), ns);
                 s.push(&format!("live.{size}.vxlan_delivered"), frac);
                 // This slice's rate ratios (rate = 1 / ns).
-                for (k, ours, base) in [
-                    ("encap_vs_redirect", "encap", "redirect"),
-                    ("encap_fib_vs_redirect", "encap_fib", "redirect"),
-                    ("decap_vs_redirect", "decap", "redirect"),
-                    ("vxlan_vs_encap", "encap", "vxlan"),
-                ] {
+                for (k, ours, base) in RATIOS {
                     let last = |k: &str| s.last(&format!("live.{size}.{k}"));
                     let r = last(base) / last(ours);
                     s.push(&format!("live.{size}.ratio.{k}"), r);

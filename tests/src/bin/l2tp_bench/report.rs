@@ -67,21 +67,21 @@ pub(crate) fn report(
         }
         Value::Object(m)
     };
-    let live = |k: &str| s.median(&format!("live.64.{k}"));
-    // Rate ratios: rate = 1 / ns.
-    let ratio = |ours: f64, base: f64| (ours > 0.0).then(|| ((base / ours) * 100.0).round() / 100.0);
-    // Rate ratios of paths measured in the same slice: their median (and
-    // the lowest slice's).
+    // Rate ratios (rate = 1 / ns), rounded to 0.01: of paths measured in
+    // the same slice, their median and the lowest slice's; and, for
+    // comparison, the ratio of the paths' medians.
+    let rounded = |v: f64| if v.is_finite() { json!((v * 100.0).round() / 100.0) } else { Value::Null };
     let paired_by = |size: usize, stat: fn(&Series, &str) -> f64| {
-        let mut m = serde_json::Map::new();
-        for k in ["encap_vs_redirect", "encap_fib_vs_redirect", "decap_vs_redirect", "vxlan_vs_encap"] {
-            let v = stat(s, &format!("live.{size}.ratio.{k}"));
-            m.insert(k.into(), if v.is_finite() { json!((v * 100.0).round() / 100.0) } else { Value::Null });
-        }
-        Value::Object(m)
+        let m =
+            super::RATIOS.iter().map(|(k, _, _)| (k.to_string(), rounded(stat(s, &format!("live.{size}.ratio.{k}")))));
+        Value::Object(m.collect())
     };
-    let paired = |size: usize| paired_by(size, Series::median);
-    let paired_min = |size: usize| paired_by(size, Series::min);
+    let of_medians = || {
+        let live = |k: &str| s.median(&format!("live.64.{k}"));
+        Value::Object(
+            super::RATIOS.iter().map(|(k, ours, base)| (k.to_string(), rounded(live(base) / live(ours)))).collect(),
+        )
+    };
     let mut j = json!({
         "machine": { "cpu": cpu_model(), "cpus": online_cpus(), "pinned_to_cpu": pktgen::current_cpu(), "kernel": kernel() },
         "method": {
@@ -100,15 +100,10 @@ pub(crate) fn report(
             "live_ns": lv(64, Series::median),
             "live_ns_min": lv(64, Series::min),
             "live_ns_1500": lv(1500, Series::median),
-            "ratio": paired(64),
-            "ratio_min": paired_min(64),
-            "ratio_1500": paired(1500),
-            "ratio_of_medians": {
-                "encap_vs_redirect": ratio(live("encap"), live("redirect")),
-                "encap_fib_vs_redirect": ratio(live("encap_fib"), live("redirect")),
-                "decap_vs_redirect": ratio(live("decap"), live("redirect")),
-                "vxlan_vs_encap": ratio(live("encap"), live("vxlan")),
-            },
+            "ratio": paired_by(64, Series::median),
+            "ratio_min": paired_by(64, Series::min),
+            "ratio_1500": paired_by(1500, Series::median),
+            "ratio_of_medians": of_medians(),
         },
         "notes": notes,
     });
